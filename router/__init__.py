@@ -1,0 +1,1 @@
+"""router: a YAML policy compiled into a resilient completion function."""

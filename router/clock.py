@@ -1,0 +1,41 @@
+"""Injected time: every timer, sleep and deadline in the router goes through a `Clock`.
+
+The system clock is the default; `router.testing.FakeClock` drives the same code in virtual
+time so tests of retries, breakers and deadlines never sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "SystemClock"]
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back; for local timers and deadlines."""
+
+    def wall(self) -> float:
+        """Seconds since the epoch; for state shared with other processes."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def timeout_at(self, when: float) -> asyncio.Timeout:
+        """A scope that raises `TimeoutError` when `monotonic()` reaches `when`."""
+
+
+class SystemClock:
+    __slots__ = ()
+
+    monotonic = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def timeout_at(self, when: float) -> asyncio.Timeout:
+        # Translate to the loop's own clock: uvloop and friends need not use time.monotonic.
+        loop = asyncio.get_running_loop()
+        return asyncio.timeout_at(loop.time() + (when - time.monotonic()))

@@ -1,0 +1,129 @@
+"""Every error the router raises, under one base class.
+
+    RouterError
+    ├── PolicyError          a policy file that does not load, validate or compile
+    ├── ProviderError        one provider call failed; `kind` says how
+    │   └── StreamBroken     a stream failed after output began; carries what was received
+    └── AllTargetsFailed     no candidate answered; carries the attempt trail
+
+Messages never contain secrets: provider errors are summarised from status and kind, and
+policy errors name variables and fields, never their values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from router.results import Attempt
+
+__all__ = [
+    "AllTargetsFailed",
+    "ErrorKind",
+    "PolicyError",
+    "PolicyIssue",
+    "ProviderError",
+    "RouterError",
+    "StreamBroken",
+]
+
+
+class ErrorKind(StrEnum):
+    """The small set of ways a provider call fails; each has a default handling."""
+
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    SERVER_ERROR = "server_error"
+    AUTH = "auth"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_FILTER = "content_filter"
+    BAD_REQUEST = "bad_request"
+    STREAM_BROKEN = "stream_broken"
+
+
+class RouterError(Exception):
+    """Base class of every error raised by `router`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyIssue:
+    """One problem in a policy, located in its source file."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" ({self.path})" if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}: {self.message}{where}"
+
+
+class PolicyError(RouterError):
+    """A policy that cannot be loaded: every issue names file, line, column and field."""
+
+    def __init__(self, issues: Sequence[PolicyIssue]) -> None:
+        self.issues: tuple[PolicyIssue, ...] = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class ProviderError(RouterError):
+    """One call to one provider failed.
+
+    `retry_after` is the delay the provider asked for, in seconds, when it said so.
+    `retryable` is the kind's default; the route's policy has the last word.
+    """
+
+    _RETRYABLE = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION})
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        provider: str = "",
+        target: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self.message = message
+        self.provider = provider
+        self.target = target
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts: tuple[Attempt, ...] = ()
+        super().__init__(message)
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in self._RETRYABLE
+
+    def __str__(self) -> str:
+        where = f"{self.target or self.provider}: " if (self.target or self.provider) else ""
+        status = f" (HTTP {self.status})" if self.status else ""
+        return f"{where}{self.kind}{status}: {self.message}"
+
+
+class StreamBroken(ProviderError):
+    """A stream was cut, stalled or ended without a finish after output began."""
+
+    def __init__(self, message: str, *, received: str = "", provider: str = "", target: str = "") -> None:
+        super().__init__(ErrorKind.STREAM_BROKEN, message, provider=provider, target=target)
+        self.received = received
+
+
+class AllTargetsFailed(RouterError):
+    """No candidate of the route produced an answer; `attempts` says what each one did."""
+
+    def __init__(self, route: str, attempts: Sequence[Attempt], reason: str = "") -> None:
+        self.route = route
+        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        trail = "; ".join(f"{a.target}: {a.outcome}" for a in self.attempts) or "no candidate fits"
+        suffix = f" ({reason})" if reason else ""
+        super().__init__(f"route {route!r}: all targets failed{suffix}: {trail}")

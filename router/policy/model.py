@@ -1,0 +1,194 @@
+"""The policy language: frozen pydantic models, one per section of the YAML file.
+
+Defaults here are the documented defaults (README, "Policy reference"). Cross-references
+(route -> target -> provider) are checked by the loader, which knows where each name sits
+in the file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
+
+from router.errors import ErrorKind
+
+__all__ = [
+    "BreakerSpec",
+    "Capabilities",
+    "Duration",
+    "FailoverSpec",
+    "HealthSpec",
+    "LatencyBudget",
+    "LimitsSpec",
+    "Policy",
+    "Price",
+    "ProviderSpec",
+    "RetryBudgetSpec",
+    "RetrySpec",
+    "RouteSpec",
+    "StateSpec",
+    "TargetRef",
+    "TargetSpec",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`250ms`, `30s`, `2m`, `1h` -> seconds. A bare number is refused: its unit would be a guess."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"expected a duration such as 250ms, 30s, 2m or 1h, got {value!r}")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["250ms", "30s", "2m"]}),
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BreakerSpec(_Spec):
+    fail_max: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
+    reset_timeout: Duration = Field(30.0, description="How long an open breaker waits before one probe.")
+    max_reset_timeout: Duration = Field(300.0, description="Cap of the reset timeout, which doubles per re-trip.")
+    success_threshold: int = Field(1, ge=1, description="Probe successes that close a half-open breaker.")
+
+
+class LimitsSpec(_Spec):
+    rpm: int | None = Field(None, ge=1, description="Requests per minute, per process.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (estimated, then reconciled), per process.")
+    max_concurrency: int | None = Field(None, ge=1, description="Calls in flight at once.")
+
+
+ProviderType = Literal["openai", "openai_compatible"]
+
+
+class ProviderSpec(_Spec):
+    type: ProviderType
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    organization: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout: Duration = 5.0
+    limits: LimitsSpec = LimitsSpec()
+    breaker: BreakerSpec = BreakerSpec()
+
+    @model_validator(mode="after")
+    def _base_url_for_compatible(self) -> ProviderSpec:
+        if self.type == "openai_compatible" and not self.base_url:
+            raise ValueError("an openai_compatible provider needs base_url")
+        return self
+
+
+class Price(_Spec):
+    input: float = Field(0.0, ge=0, description="USD per million input tokens.")
+    output: float = Field(0.0, ge=0, description="USD per million output tokens.")
+
+
+class Capabilities(_Spec):
+    streaming: bool = True
+    tools: bool = False
+    prefill: bool = Field(False, description="Accepts a trailing assistant message to continue.")
+
+
+class TargetSpec(_Spec):
+    provider: str
+    model: str
+    price: Price = Price()
+    context_window: int | None = Field(None, ge=1, description="Input + output tokens the model accepts.")
+    capabilities: Capabilities = Capabilities()
+    tier: str = "default"
+
+
+class TargetRef(_Spec):
+    target: str
+    weight: float = Field(1.0, gt=0)
+
+
+class LatencyBudget(_Spec):
+    total: Duration = Field(60.0, description="Deadline across all retries and failovers.")
+    per_attempt: Duration | None = Field(None, description="Cap of one call.")
+    first_token: Duration | None = Field(None, description="Cap on the wait for the first token.")
+    idle: Duration | None = Field(None, description="Cap on the silence between two stream chunks.")
+
+
+_RETRY_ON = (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION)
+_FAILOVER_ON = (
+    ErrorKind.RATE_LIMITED,
+    ErrorKind.TIMEOUT,
+    ErrorKind.CONNECTION,
+    ErrorKind.SERVER_ERROR,
+    ErrorKind.AUTH,
+    ErrorKind.CONTEXT_LENGTH,
+    ErrorKind.STREAM_BROKEN,
+)
+
+
+class RetrySpec(_Spec):
+    attempts: int = Field(2, ge=1, description="Calls to one target per request, the first included.")
+    backoff_base: Duration = 0.25
+    backoff_max: Duration = 5.0
+    jitter: Literal["full", "none"] = "full"
+    honor_retry_after: bool = True
+    on: tuple[ErrorKind, ...] = Field(_RETRY_ON, description="Error kinds retried on the same target.")
+
+
+class FailoverSpec(_Spec):
+    on: tuple[ErrorKind, ...] = Field(_FAILOVER_ON, description="Error kinds that move on to the next target.")
+
+
+class RouteSpec(_Spec):
+    targets: list[str | TargetRef] = Field(min_length=1, description="Primary first, then secondaries.")
+    strategy: Literal["ordered", "weighted", "cheapest", "fastest"] = "ordered"
+    latency_budget: LatencyBudget = LatencyBudget()
+    retry: RetrySpec = RetrySpec()
+    failover: FailoverSpec = FailoverSpec()
+    hedge_after: Duration | None = Field(None, description="Start the next target if no first token by then.")
+    max_cost: float | None = Field(None, gt=0, description="USD; targets whose estimate exceeds it are skipped.")
+    stream_recovery: Literal["restart", "raise"] | None = Field(
+        None, description="After output began: restart on the next target, or raise. Default: restart for "
+        "complete(), raise for stream()."
+    )
+
+
+class RetryBudgetSpec(_Spec):
+    ratio: float = Field(0.2, ge=0, description="Retries allowed per request, over the window.")
+    min_retries: int = Field(10, ge=0, description="Retries always allowed per window, however few requests.")
+    window: Duration = 10.0
+
+
+class HealthSpec(_Spec):
+    enabled: bool = False
+    interval: Duration = 10.0
+    timeout: Duration = 5.0
+    unhealthy_after: int = Field(3, ge=1)
+    healthy_after: int = Field(2, ge=1)
+
+
+class StateSpec(_Spec):
+    backend: Literal["memory", "redis"] = "memory"
+    url: SecretStr | None = None
+    namespace: str = "router"
+
+
+class Policy(_Spec):
+    """A whole policy file."""
+
+    version: Literal[1] = 1
+    providers: dict[str, ProviderSpec]
+    targets: dict[str, TargetSpec]
+    routes: dict[str, RouteSpec]
+    retry_budget: RetryBudgetSpec = RetryBudgetSpec()
+    health: HealthSpec = HealthSpec()
+    state: StateSpec = StateSpec()

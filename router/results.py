@@ -1,0 +1,61 @@
+"""What a completion returns: the answer, who gave it, what it cost, and how it got there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Attempt", "Completion", "Outcome", "Usage"]
+
+
+class Outcome:
+    """Attempt outcomes that are not provider error kinds (those are `ErrorKind` values)."""
+
+    OK = "ok"
+    LIMITED = "limited"  # the limiter could not admit the call before the deadline
+    BREAKER_OPEN = "breaker_open"  # skipped without a call
+    CANCELLED = "cancelled"  # lost a hedge race
+    OVER_BUDGET = "over_budget"  # the estimated cost exceeds the route's max_cost
+    DEADLINE = "deadline"  # no time left to try it
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One step of a request's trail: a call to a target, or a target skipped and why."""
+
+    target: str
+    provider: str
+    model: str
+    outcome: str
+    latency_s: float = 0.0
+    error: str | None = None
+    status: int | None = None
+
+    def __str__(self) -> str:
+        detail = f" - {self.error}" if self.error else ""
+        return f"{self.target} ({self.provider}/{self.model}): {self.outcome} in {self.latency_s * 1000:.1f} ms{detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer and its provenance."""
+
+    text: str
+    target: str
+    provider: str
+    model: str
+    usage: Usage
+    cost_usd: float
+    latency_s: float
+    attempts: tuple[Attempt, ...]
+    finish_reason: str | None = None
+    warnings: tuple[str, ...] = ()
