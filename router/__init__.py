@@ -1,1 +1,50 @@
-"""router: a YAML policy compiled into a resilient completion function."""
+"""router: a YAML policy compiled into a resilient completion function for LLM calls.
+
+    router = Router.from_file("policy.yaml")
+    completion = await router.complete("chat", [{"role": "user", "content": "Hello"}])
+
+Everything public is re-exported here; other modules may change without notice.
+"""
+
+from router.clock import Clock, SystemClock
+from router.core import Router
+from router.errors import (
+    AllTargetsFailed,
+    ErrorKind,
+    PolicyError,
+    PolicyIssue,
+    ProviderError,
+    RouterError,
+    StreamBroken,
+)
+from router.policy.loader import load_policy, parse_policy, policy_json_schema
+from router.policy.model import Policy
+from router.providers.base import Call, Chunk, Provider, Reply
+from router.resilience.breaker import BreakerTransition
+from router.results import Attempt, Completion, Outcome, Usage
+
+__all__ = [
+    "AllTargetsFailed",
+    "Attempt",
+    "BreakerTransition",
+    "Call",
+    "Chunk",
+    "Clock",
+    "Completion",
+    "ErrorKind",
+    "Outcome",
+    "Policy",
+    "PolicyError",
+    "PolicyIssue",
+    "Provider",
+    "ProviderError",
+    "Reply",
+    "Router",
+    "RouterError",
+    "StreamBroken",
+    "SystemClock",
+    "Usage",
+    "load_policy",
+    "parse_policy",
+    "policy_json_schema",
+]

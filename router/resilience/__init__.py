@@ -1,1 +1,1 @@
-
+"""Pure resilience logic driven by an injected clock: breaker, limiter, backoff, retry budget."""

@@ -1,0 +1,521 @@
+"""One request: plan -> candidates -> attempts -> result (retry, failover, hedge, deadline).
+
+Each request runs in a `_Run`, which walks the candidates in "lanes": one lane normally, a
+second one when `hedge_after` passes without an answer. A lane tries one target at a time:
+breaker gate, limiter, the call under `min(per_attempt, deadline)`, then retry, fail over or
+raise by the error's kind and the route's rules. Every step lands in the attempt trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from router.clock import Clock
+from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
+from router.policy.compile import Plan, RoutePlan
+from router.providers.base import Call, Chunk, Message
+from router.resilience.backoff import backoff_delay
+from router.resilience.retry_budget import RetryBudget
+from router.results import Attempt, Completion, Outcome, Usage
+from router.selection import Request, TargetRuntime, estimate_tokens, order_candidates, over_budget
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("router")
+
+# Kinds that a retry on the same target cannot cure, whatever the policy says.
+_NEVER_RETRIED = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_FILTER, ErrorKind.BAD_REQUEST})
+# Kinds that say nothing about the target's health: they never move its breaker.
+_NOT_BREAKER_FAILURES = _NEVER_RETRIED
+
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A whole answer from one target, not yet turned into a Completion."""
+
+    runtime: TargetRuntime
+    text: str
+    usage: Usage
+    finish_reason: str | None
+
+
+@dataclass(slots=True)
+class _OpenStream:
+    """A stream that has produced its first text: from here on, failover is no longer free."""
+
+    runtime: TargetRuntime
+    chunks: AsyncIterator[Chunk]
+    started: float
+    deadline: float
+    first: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    ended: bool = False
+    received: list[str] = field(default_factory=list)
+
+
+class _Route:
+    __slots__ = ("plan", "runtimes")
+
+    def __init__(self, plan: RoutePlan, runtimes: tuple[TargetRuntime, ...]) -> None:
+        self.plan = plan
+        self.runtimes = runtimes
+
+
+class Engine:
+    """Executes requests against a compiled plan; owns nothing but references."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        runtimes: Mapping[str, TargetRuntime],
+        *,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.plan = plan
+        self.clock = clock
+        self.rng = rng
+        budget = plan.retry_budget
+        self.retry_budget = RetryBudget(
+            ratio=budget.ratio, min_retries=budget.min_retries, window=budget.window, clock=clock
+        )
+        self._routes = {
+            name: _Route(route, tuple(runtimes[target.name] for target in route.targets))
+            for name, route in plan.routes.items()
+        }
+
+    def _start(
+        self,
+        route_name: str,
+        messages: Sequence[Message],
+        max_tokens: int | None,
+        temperature: float | None,
+        deadline: float | None,
+        options: Mapping[str, Any],
+        streaming: bool,
+    ) -> _Run:
+        route = self._routes.get(route_name)
+        if route is None:
+            known = ", ".join(sorted(self._routes)) or "none"
+            raise RouterError(f"unknown route {route_name!r}; routes: {known}")
+        if not messages:
+            raise RouterError("messages must not be empty")
+        request = Request(messages, max_tokens, temperature, options, estimate_tokens(messages), streaming)
+        self.retry_budget.on_request()
+        return _Run(self, route, request, deadline)
+
+    async def complete(
+        self,
+        route: str,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        deadline: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        run = self._start(route, messages, max_tokens, temperature, deadline, options or {}, streaming=False)
+        recovery = run.route.stream_recovery or "restart"
+        answer = await run.first(run.call_buffered if run.route.stream_upstream else run.call_reply, recovery)
+        return run.completion(answer)
+
+    async def stream(
+        self,
+        route: str,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        deadline: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[str | Completion]:
+        run = self._start(route, messages, max_tokens, temperature, deadline, options or {}, streaming=True)
+        if (run.route.stream_recovery or "raise") == "restart":
+            # Restarting on another target after the caller saw text would repeat it: buffer instead.
+            answer = await run.first(run.call_buffered, "restart")
+            if answer.text:
+                yield answer.text
+            yield run.completion(answer)
+            return
+        opened = await run.first(run.open_stream, "raise")
+        async for delta in run.drain(opened):
+            yield delta
+        yield run.completion(run.finish_stream(opened))
+
+
+class _Run:
+    """The state of one request: its deadline, its trail, and the candidates left."""
+
+    __slots__ = ("deadline", "engine", "min_window", "plan_route", "recovery", "request", "route", "started", "trail",
+                 "warnings")
+
+    def __init__(self, engine: Engine, route: _Route, request: Request, deadline: float | None) -> None:
+        self.engine = engine
+        self.plan_route = route
+        self.route = route.plan
+        self.request = request
+        self.started = engine.clock.monotonic()
+        total = route.plan.total if deadline is None else min(route.plan.total, deadline)
+        self.deadline = self.started + total
+        self.trail: list[Attempt] = []
+        self.warnings: list[str] = []
+        self.min_window: int | None = None
+        self.recovery = "raise"
+
+    # -- the walk over candidates ----------------------------------------------------------
+
+    async def first(
+        self, invoke: Callable[[TargetRuntime, float], Awaitable[_T]], recovery: str
+    ) -> _T:
+        """The first value a candidate produces, trying them in order (and hedging, if asked)."""
+        self.recovery = recovery
+        candidates = order_candidates(self.route, self.plan_route.runtimes, self.request, self.engine.rng)
+        if not candidates:
+            raise AllTargetsFailed(self.route.name, (), "no target fits the request (capabilities, context window)")
+        pending = iter(candidates)
+        if self.route.hedge_after is None:
+            result = await self._lane(pending, invoke)
+        else:
+            result = await self._race(pending, invoke, self.route.hedge_after)
+        if result is None:
+            reason = "deadline exceeded" if self.engine.clock.monotonic() >= self.deadline else ""
+            raise AllTargetsFailed(self.route.name, self.trail, reason)
+        return result
+
+    async def _race(
+        self, pending: Iterator[TargetRuntime], invoke: Callable[[TargetRuntime, float], Awaitable[_T]], after: float
+    ) -> _T | None:
+        clock = self.engine.clock
+        lanes = {asyncio.ensure_future(self._lane(pending, invoke))}
+        hedge: asyncio.Future[None] | None = asyncio.ensure_future(clock.sleep(after))
+        try:
+            while lanes:
+                done, _ = await asyncio.wait(lanes | {hedge} if hedge else lanes, return_when=asyncio.FIRST_COMPLETED)
+                for lane in done & lanes:
+                    lanes.discard(lane)
+                    result = lane.result()
+                    if result is not None:
+                        return result
+                if hedge is not None and hedge in done:
+                    hedge = None
+                    lanes.add(asyncio.ensure_future(self._lane(pending, invoke)))
+            return None
+        finally:
+            leftovers = [*lanes, *([hedge] if hedge else [])]
+            for task in leftovers:
+                task.cancel()
+            # The losers record their cancellation and free their breaker permits before we return.
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+    async def _lane(
+        self, pending: Iterator[TargetRuntime], invoke: Callable[[TargetRuntime, float], Awaitable[_T]]
+    ) -> _T | None:
+        for runtime in pending:
+            window = runtime.plan.context_window
+            if self.min_window is not None and (window is None or window <= self.min_window):
+                continue  # only a larger window can help after a context_length error
+            if over_budget(self.route, runtime.plan, self.request):
+                self._skip(runtime, Outcome.OVER_BUDGET)
+                continue
+            result = await self._try_target(runtime, invoke)
+            if result is not None:
+                return result
+            if self.engine.clock.monotonic() >= self.deadline:
+                return None
+        return None
+
+    async def _try_target(
+        self, runtime: TargetRuntime, invoke: Callable[[TargetRuntime, float], Awaitable[_T]]
+    ) -> _T | None:
+        clock = self.engine.clock
+        breaker = runtime.breaker
+        limiter = runtime.limiter
+        tokens = self.request.input_tokens + self.request.output_estimate
+        tries = 0
+        while True:
+            if not breaker.admit():
+                self._skip(runtime, Outcome.BREAKER_OPEN)
+                return None
+            if clock.monotonic() >= self.deadline:
+                breaker.release()
+                self._skip(runtime, Outcome.DEADLINE)
+                return None
+            if limiter is not None and not await limiter.acquire(tokens, self.deadline):
+                breaker.release()
+                self._skip(runtime, Outcome.LIMITED)
+                return None
+            tries += 1
+            started = clock.monotonic()
+            try:
+                value = await invoke(runtime, started)
+            except ProviderError as error:
+                if limiter is not None:
+                    limiter.release(tokens, None)
+                if not error.target:
+                    error.target = runtime.plan.name
+                self._failed(runtime, error, started)
+                if error.kind in self.route.retry_on and tries < self.route.attempts and \
+                        error.kind not in _NEVER_RETRIED:
+                    delay = self._retry_delay(error, tries)
+                    if delay is not None:
+                        await clock.sleep(delay)
+                        continue
+                if error.kind in self.route.failover_on and not self._handed_over(error):
+                    if error.kind is ErrorKind.CONTEXT_LENGTH:
+                        self.min_window = max(self.min_window or 0, runtime.plan.context_window or 0)
+                    return None
+                error.attempts = tuple(self.trail)
+                raise
+            except BaseException:
+                if limiter is not None:
+                    limiter.release(tokens, None)
+                breaker.release()
+                self._record(runtime, Outcome.CANCELLED, started, "cancelled")
+                raise
+            if isinstance(value, _OpenStream):
+                return value  # its outcome is recorded when the caller has read it to the end
+            if limiter is not None:
+                limiter.release(tokens, _total_tokens(value))
+            breaker.record_success()
+            runtime.observe(clock.monotonic() - started)
+            self._record(runtime, Outcome.OK, started)
+            return value
+
+    def _handed_over(self, error: ProviderError) -> bool:
+        """Did the caller ask to get a broken stream's partial text rather than a restart elsewhere?"""
+        return isinstance(error, StreamBroken) and bool(error.received) and self.recovery == "raise"
+
+    def _retry_delay(self, error: ProviderError, retry: int) -> float | None:
+        """How long to wait before retrying, or None to move on instead."""
+        route = self.route
+        if route.honor_retry_after and error.retry_after is not None:
+            # A long Retry-After means "go elsewhere": the next target is better than waiting.
+            if error.retry_after > route.backoff_max:
+                return None
+            delay = error.retry_after
+        else:
+            delay = backoff_delay(
+                retry, base=route.backoff_base, cap=route.backoff_max, jitter=route.jitter, rand=self.engine.rng.random
+            )
+        if self.engine.clock.monotonic() + delay >= self.deadline:
+            return None
+        if not self.engine.retry_budget.try_retry():
+            self.warnings.append("retry budget spent: moved on without retrying")
+            return None
+        return delay
+
+    # -- the trail -------------------------------------------------------------------------
+
+    def _record(self, runtime: TargetRuntime, outcome: str, started: float, error: str | None = None,
+                status: int | None = None) -> None:
+        plan = runtime.plan
+        latency = self.engine.clock.monotonic() - started
+        self.trail.append(Attempt(plan.name, plan.provider, plan.model, outcome, latency, error, status))
+
+    def _skip(self, runtime: TargetRuntime, outcome: str) -> None:
+        self._record(runtime, outcome, self.engine.clock.monotonic())
+
+    def _failed(self, runtime: TargetRuntime, error: ProviderError, started: float) -> None:
+        if error.kind in _NOT_BREAKER_FAILURES:
+            runtime.breaker.release()
+        else:
+            runtime.breaker.record_failure(error)
+        self._record(runtime, error.kind, started, error.message, error.status)
+
+    # -- one call --------------------------------------------------------------------------
+
+    def _call(self, runtime: TargetRuntime, started: float) -> tuple[Call, float]:
+        per_attempt = self.route.per_attempt
+        deadline = self.deadline if per_attempt is None else min(self.deadline, started + per_attempt)
+        request = self.request
+        call = Call(runtime.plan.model, request.messages, deadline - started, request.max_tokens,
+                    request.temperature, request.options)
+        return call, deadline
+
+    async def call_reply(self, runtime: TargetRuntime, started: float) -> _Answer:
+        call, deadline = self._call(runtime, started)
+        try:
+            async with self.engine.clock.timeout_at(deadline):
+                reply = await runtime.provider.complete(call)
+        except TimeoutError:
+            raise ProviderError(ErrorKind.TIMEOUT, f"no answer within {call.timeout * 1000:.0f} ms",
+                                provider=runtime.plan.provider) from None
+        except RouterError:
+            raise
+        except Exception as error:
+            raise _adapter_failure(runtime, error) from error
+        return _Answer(runtime, reply.text, reply.usage, reply.finish_reason)
+
+    async def call_buffered(self, runtime: TargetRuntime, started: float) -> _Answer:
+        """A whole answer read from a stream, so the first token and the gaps can be timed."""
+        if not runtime.plan.streaming:
+            return await self.call_reply(runtime, started)
+        opened = await self.open_stream(runtime, started)
+        async for _ in self.drain(opened, record=False):
+            pass
+        return _Answer(runtime, "".join(opened.received), opened.usage or Usage(), opened.finish_reason)
+
+    async def open_stream(self, runtime: TargetRuntime, started: float) -> _OpenStream:
+        """Start a stream and wait for its first text (or its end), under the first-token budget."""
+        call, deadline = self._call(runtime, started)
+        first_token = self.route.first_token
+        first_deadline = deadline if first_token is None else min(deadline, started + first_token)
+        chunks = runtime.provider.stream(call)
+        opened = _OpenStream(runtime, chunks, started, deadline, "")
+        try:
+            while True:
+                try:
+                    async with self.engine.clock.timeout_at(first_deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    opened.ended = True
+                    break
+                self._absorb(opened, chunk)
+                if chunk.text:
+                    opened.first = chunk.text
+                    opened.received.append(chunk.text)
+                    break
+        except TimeoutError:
+            await _close(chunks)
+            raise ProviderError(ErrorKind.TIMEOUT, f"no first token within {(first_deadline - started) * 1000:.0f} ms",
+                                provider=runtime.plan.provider) from None
+        except RouterError:
+            await _close(chunks)
+            raise
+        except BaseException as error:
+            await _close(chunks)
+            if isinstance(error, Exception):
+                raise _adapter_failure(runtime, error) from error
+            raise
+        if opened.ended:
+            self._check_end(opened)
+        return opened
+
+    def _absorb(self, opened: _OpenStream, chunk: Chunk) -> None:
+        if chunk.warning:
+            self.warnings.append(f"{opened.runtime.plan.name}: {chunk.warning}")
+        if chunk.finish_reason:
+            opened.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            opened.usage = chunk.usage
+
+    def _check_end(self, opened: _OpenStream) -> None:
+        if opened.finish_reason is None:
+            # Success is judged by a proper end: an answer without a finish reason may be cut short.
+            raise StreamBroken("the stream ended without a finish reason", received="".join(opened.received),
+                               provider=opened.runtime.plan.provider, target=opened.runtime.plan.name)
+        if opened.finish_reason == "content_filter":
+            raise ProviderError(ErrorKind.CONTENT_FILTER, "the answer was withheld by the provider's content filter",
+                                provider=opened.runtime.plan.provider)
+
+    async def drain(self, opened: _OpenStream, record: bool = True) -> AsyncIterator[str]:
+        """Yield the stream's text from the first token on; a cut, a stall or a bad end raises StreamBroken."""
+        if opened.first and record:
+            yield opened.first
+        clock = self.engine.clock
+        idle = self.route.idle
+        chunks = opened.chunks
+        try:
+            while not opened.ended:
+                next_deadline = opened.deadline if idle is None else min(opened.deadline, clock.monotonic() + idle)
+                try:
+                    async with clock.timeout_at(next_deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    opened.ended = True
+                    self._check_end(opened)
+                    break
+                except TimeoutError:
+                    why = "stalled" if next_deadline < opened.deadline else "ran past its deadline"
+                    raise StreamBroken(f"the stream {why} after output began", received="".join(opened.received),
+                                       provider=opened.runtime.plan.provider, target=opened.runtime.plan.name) from None
+                except ProviderError as error:
+                    raise StreamBroken(f"the stream broke after output began: {error.kind}: {error.message}",
+                                       received="".join(opened.received), provider=opened.runtime.plan.provider,
+                                       target=opened.runtime.plan.name) from None
+                except Exception as error:
+                    raise StreamBroken(f"the stream broke after output began: {type(error).__name__}",
+                                       received="".join(opened.received), provider=opened.runtime.plan.provider,
+                                       target=opened.runtime.plan.name) from error
+                self._absorb(opened, chunk)
+                if chunk.text:
+                    opened.received.append(chunk.text)
+                    if record:
+                        yield chunk.text
+        except StreamBroken as error:
+            await _close(chunks)
+            if record:
+                # Handed to the caller: the attempt ends here, and so does the request.
+                self._end_stream_attempt(opened, error)
+                error.attempts = tuple(self.trail)
+            raise
+        except BaseException:
+            await _close(chunks)
+            if record:  # the caller walked away (or was cancelled): no verdict on the target
+                runtime = opened.runtime
+                if runtime.limiter is not None:
+                    runtime.limiter.release(self.request.input_tokens + self.request.output_estimate, None)
+                runtime.breaker.release()
+                self._record(runtime, Outcome.CANCELLED, opened.started, "cancelled")
+            raise
+
+    def _end_stream_attempt(self, opened: _OpenStream, error: ProviderError | None) -> None:
+        runtime = opened.runtime
+        limiter = runtime.limiter
+        tokens = self.request.input_tokens + self.request.output_estimate
+        if limiter is not None:
+            limiter.release(tokens, opened.usage.total_tokens if opened.usage else None)
+        if error is None:
+            runtime.breaker.record_success()
+            runtime.observe(self.engine.clock.monotonic() - opened.started)
+            self._record(runtime, Outcome.OK, opened.started)
+        else:
+            self._failed(runtime, error, opened.started)
+
+    def finish_stream(self, opened: _OpenStream) -> _Answer:
+        self._end_stream_attempt(opened, None)
+        return _Answer(opened.runtime, "".join(opened.received), opened.usage or Usage(), opened.finish_reason)
+
+    def completion(self, answer: _Answer) -> Completion:
+        plan = answer.runtime.plan
+        usage = answer.usage
+        return Completion(
+            text=answer.text,
+            target=plan.name,
+            provider=plan.provider,
+            model=plan.model,
+            usage=usage,
+            cost_usd=plan.cost(usage.input_tokens, usage.output_tokens),
+            latency_s=self.engine.clock.monotonic() - self.started,
+            attempts=tuple(self.trail),
+            finish_reason=answer.finish_reason,
+            warnings=tuple(self.warnings),
+        )
+
+
+def _total_tokens(value: object) -> int | None:
+    return value.usage.total_tokens if isinstance(value, _Answer) else None
+
+
+def _adapter_failure(runtime: TargetRuntime, error: Exception) -> ProviderError:
+    # A provider that sends garbage must cost a failover, not the caller's request.
+    logger.warning("provider %s raised %s; counted as server_error", runtime.plan.provider, type(error).__name__)
+    return ProviderError(ErrorKind.SERVER_ERROR, f"unexpected {type(error).__name__} from the adapter",
+                         provider=runtime.plan.provider)
+
+
+async def _close(chunks: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # closing a broken stream may fail again; the first error is the one to report
+            logger.debug("closing a broken stream failed", exc_info=True)

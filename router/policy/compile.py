@@ -1,0 +1,121 @@
+"""Policy -> Plan: everything the hot path needs, resolved once and frozen.
+
+A request does one lookup, its route by name; after that it only follows references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from router.errors import ErrorKind, PolicyError, PolicyIssue
+from router.policy.loader import reference_problems
+from router.policy.model import Policy, ProviderSpec, RetryBudgetSpec, TargetRef
+
+__all__ = ["Plan", "RoutePlan", "TargetPlan", "compile_plan"]
+
+_PER_MILLION = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPlan:
+    name: str
+    provider: str
+    model: str
+    input_price: float  # USD per token
+    output_price: float
+    context_window: int | None
+    streaming: bool
+    tools: bool
+    prefill: bool
+    tier: str
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return input_tokens * self.input_price + output_tokens * self.output_price
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    name: str
+    targets: tuple[TargetPlan, ...]
+    weights: tuple[float, ...]
+    strategy: str
+    total: float
+    per_attempt: float | None
+    first_token: float | None
+    idle: float | None
+    hedge_after: float | None
+    max_cost: float | None
+    stream_recovery: str | None
+    attempts: int
+    backoff_base: float
+    backoff_max: float
+    jitter: bool
+    honor_retry_after: bool
+    retry_on: frozenset[ErrorKind]
+    failover_on: frozenset[ErrorKind]
+
+    @property
+    def stream_upstream(self) -> bool:
+        """complete() streams from the provider when it must watch the first token or the gaps."""
+        return self.first_token is not None or self.idle is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    routes: Mapping[str, RoutePlan]
+    targets: Mapping[str, TargetPlan]
+    providers: Mapping[str, ProviderSpec]
+    retry_budget: RetryBudgetSpec
+
+
+def compile_plan(policy: Policy, source: str = "<policy>") -> Plan:
+    problems = reference_problems(policy)
+    if problems:
+        raise PolicyError([PolicyIssue(source, 0, 0, path, message) for path, message in problems])
+    targets = {
+        name: TargetPlan(
+            name=name,
+            provider=spec.provider,
+            model=spec.model,
+            input_price=spec.price.input * _PER_MILLION,
+            output_price=spec.price.output * _PER_MILLION,
+            context_window=spec.context_window,
+            streaming=spec.capabilities.streaming,
+            tools=spec.capabilities.tools,
+            prefill=spec.capabilities.prefill,
+            tier=spec.tier,
+        )
+        for name, spec in policy.targets.items()
+    }
+    routes = {}
+    for name, route in policy.routes.items():
+        refs = [entry if isinstance(entry, TargetRef) else TargetRef(target=entry) for entry in route.targets]
+        budget, retry = route.latency_budget, route.retry
+        routes[name] = RoutePlan(
+            name=name,
+            targets=tuple(targets[ref.target] for ref in refs),
+            weights=tuple(ref.weight for ref in refs),
+            strategy=route.strategy,
+            total=budget.total,
+            per_attempt=budget.per_attempt,
+            first_token=budget.first_token,
+            idle=budget.idle,
+            hedge_after=route.hedge_after,
+            max_cost=route.max_cost,
+            stream_recovery=route.stream_recovery,
+            attempts=retry.attempts,
+            backoff_base=retry.backoff_base,
+            backoff_max=retry.backoff_max,
+            jitter=retry.jitter == "full",
+            honor_retry_after=retry.honor_retry_after,
+            retry_on=frozenset(retry.on),
+            failover_on=frozenset(route.failover.on),
+        )
+    return Plan(
+        routes=MappingProxyType(routes),
+        targets=MappingProxyType(targets),
+        providers=MappingProxyType(dict(policy.providers)),
+        retry_budget=policy.retry_budget,
+    )

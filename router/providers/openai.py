@@ -1,0 +1,177 @@
+"""The OpenAI chat-completions wire, for `openai` and any `openai_compatible` base_url.
+
+The official SDK builds the requests, authenticates and raises typed HTTP errors, with its own
+retries off. The body is parsed here rather than by the SDK's models, so that a malformed
+answer becomes a typed `server_error` (and a malformed stream event a warning) instead of an
+exception from deep inside the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import openai
+
+from router.errors import ErrorKind, ProviderError
+from router.policy.model import ProviderSpec
+from router.providers._http import redact, retry_after
+from router.providers.base import Call, Chunk, Reply
+from router.results import Usage
+
+__all__ = ["OpenAIProvider"]
+
+_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
+_FILTER_MARKERS = ("content_filter", "content_policy_violation", "content management policy")
+
+
+class OpenAIProvider:
+    def __init__(self, name: str, spec: ProviderSpec) -> None:
+        self.name = name
+        key = spec.api_key.get_secret_value() if spec.api_key else None
+        self._secrets = (key,) if key else ()
+        # The official endpoint takes max_completion_tokens (reasoning models refuse max_tokens);
+        # compatible servers mostly know only max_tokens.
+        self._max_tokens_field = "max_completion_tokens" if spec.type == "openai" else "max_tokens"
+        self._client = openai.AsyncOpenAI(
+            # A local compatible server needs no key, but the SDK insists on one.
+            api_key=key or ("unused" if spec.type == "openai_compatible" else None),
+            base_url=spec.base_url,
+            organization=spec.organization,
+            default_headers=spec.headers or None,
+            max_retries=0,
+            timeout=httpx2.Timeout(60.0, connect=spec.connect_timeout),
+        )
+
+    def _params(self, call: Call) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": call.model, "messages": call.messages, "timeout": call.timeout}
+        if call.max_tokens is not None:
+            params[self._max_tokens_field] = call.max_tokens
+        if call.temperature is not None:
+            params["temperature"] = call.temperature
+        params.update(call.options)
+        return params
+
+    async def complete(self, call: Call) -> Reply:
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**self._params(call))
+            body = raw.http_response.content
+        except openai.APIError as error:
+            raise self._classify(error) from None
+        except httpx2.TransportError as error:
+            raise self._transport_error(error) from None
+        return self._parse_reply(body)
+
+    async def stream(self, call: Call) -> AsyncIterator[Chunk]:
+        params = self._params(call)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+        try:
+            async with self._client.chat.completions.with_streaming_response.create(**params) as response:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue  # SSE comments, event names and keep-alives
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = _parse_chunk(data)
+                    if chunk is not None:
+                        yield chunk
+        except openai.APIError as error:
+            raise self._classify(error) from None
+        except httpx2.TransportError as error:
+            raise self._transport_error(error) from None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _parse_reply(self, body: bytes) -> Reply:
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason")
+            usage = _usage(data.get("usage"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise ProviderError(
+                ErrorKind.SERVER_ERROR, "malformed response body (not an OpenAI chat completion)", provider=self.name
+            ) from None
+        if finish == "content_filter":
+            raise ProviderError(ErrorKind.CONTENT_FILTER, "the answer was withheld by the provider's content filter",
+                                provider=self.name)
+        if not isinstance(text, str):
+            raise ProviderError(ErrorKind.SERVER_ERROR, "malformed response body (content is not text)",
+                                provider=self.name)
+        return Reply(text, usage, finish)
+
+    def _transport_error(self, error: httpx2.TransportError) -> ProviderError:
+        kind = ErrorKind.TIMEOUT if isinstance(error, httpx2.TimeoutException) else ErrorKind.CONNECTION
+        return ProviderError(kind, type(error).__name__, provider=self.name)
+
+    def _classify(self, error: openai.APIError) -> ProviderError:
+        if isinstance(error, openai.APITimeoutError):
+            return ProviderError(ErrorKind.TIMEOUT, "no response before the timeout", provider=self.name)
+        if isinstance(error, openai.APIConnectionError):
+            cause = type(error.__cause__).__name__ if error.__cause__ else "connection failed"
+            return ProviderError(ErrorKind.CONNECTION, cause, provider=self.name)
+        if not isinstance(error, openai.APIStatusError):
+            return ProviderError(ErrorKind.SERVER_ERROR, "malformed response", provider=self.name)
+        status = error.status_code
+        detail = redact(_error_text(error), self._secrets)
+        kind = _kind_for_status(status, detail.lower())
+        if kind is ErrorKind.AUTH:
+            detail = "credentials rejected, or no access to this model"  # bodies here may echo key fragments
+        return ProviderError(
+            kind, detail, provider=self.name, status=status, retry_after=retry_after(error.response.headers)
+        )
+
+
+def _kind_for_status(status: int, detail: str) -> ErrorKind:
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status in (401, 403, 404):
+        return ErrorKind.AUTH
+    if status == 408:
+        return ErrorKind.TIMEOUT
+    if status >= 500 or status == 409:
+        return ErrorKind.SERVER_ERROR
+    if any(marker in detail for marker in _CONTEXT_MARKERS):
+        return ErrorKind.CONTEXT_LENGTH
+    if any(marker in detail for marker in _FILTER_MARKERS):
+        return ErrorKind.CONTENT_FILTER
+    return ErrorKind.BAD_REQUEST
+
+
+def _error_text(error: openai.APIStatusError) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            code = inner.get("code") or inner.get("type") or ""
+            message = inner.get("message") or ""
+            return f"{code}: {message}" if code else str(message)
+    return f"HTTP {error.status_code}"
+
+
+def _usage(data: Any) -> Usage:
+    if not isinstance(data, dict):
+        return Usage()
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+
+
+def _parse_chunk(data: str) -> Chunk | None:
+    try:
+        event = json.loads(data)
+        choices = event.get("choices") or []
+        usage = _usage(event["usage"]) if event.get("usage") else None
+        if not choices:
+            return Chunk(usage=usage) if usage else None
+        choice = choices[0]
+        text = (choice.get("delta") or {}).get("content") or ""
+        if not isinstance(text, str):
+            raise TypeError("content is not text")
+        return Chunk(text=text, finish_reason=choice.get("finish_reason"), usage=usage)
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return Chunk(warning=f"skipped a malformed stream event ({len(data)} bytes)")

@@ -1,0 +1,120 @@
+"""Per-target admission: requests per minute, tokens per minute, calls in flight.
+
+Every wait is bounded by the request's deadline: when the wait would outlast the time left,
+the target is skipped (outcome `limited`) so the request moves on while it still can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiolimiter import AsyncLimiter
+
+from router.clock import Clock
+from router.policy.model import LimitsSpec
+
+__all__ = ["Limiter", "TokenBucket"]
+
+
+class TokenBucket:
+    """A token bucket that may be debited on an estimate and corrected afterwards.
+
+    aiolimiter cannot refund, so tokens-per-minute, which is only known after the call, lives
+    here. Reservations may take the level below zero; the reserver then waits for the refill.
+    """
+
+    __slots__ = ("_clock", "_level", "_rate", "_stamp", "capacity")
+
+    def __init__(self, capacity: float, period: float, clock: Clock) -> None:
+        self.capacity = capacity
+        self._rate = capacity / period
+        self._clock = clock
+        self._level = capacity
+        self._stamp = clock.monotonic()
+
+    def _refill(self) -> float:
+        now = self._clock.monotonic()
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self._rate)
+        self._stamp = now
+        return now
+
+    def level(self) -> float:
+        self._refill()
+        return self._level
+
+    def reserve(self, amount: float, max_wait: float) -> float | None:
+        """Take `amount` now; return the wait until it is covered, or None (nothing taken) if over `max_wait`."""
+        self._refill()
+        wait = max(0.0, (amount - self._level) / self._rate)
+        if wait > max_wait:
+            return None
+        self._level -= amount
+        return wait
+
+    def adjust(self, delta: float) -> None:
+        """Correct an earlier reservation: positive takes more, negative gives back."""
+        self._refill()
+        self._level = min(self.capacity, self._level - delta)
+
+
+class Limiter:
+    __slots__ = ("_clock", "_in_flight", "_max_concurrency", "_rpm", "_rpm_waiting", "_tpm")
+
+    def __init__(self, spec: LimitsSpec, clock: Clock) -> None:
+        self._clock = clock
+        self._rpm = AsyncLimiter(spec.rpm, 60) if spec.rpm else None
+        self._rpm_waiting = 0
+        self._tpm = TokenBucket(spec.tpm, 60, clock) if spec.tpm else None
+        self._max_concurrency = spec.max_concurrency
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def acquire(self, tokens: int, deadline: float) -> bool:
+        """Admit one call of about `tokens` tokens before `deadline`, or return False at once."""
+        # Over max_concurrency the call spills over to the next target (Envoy's overflow), since
+        # how long a slot takes to free up cannot be known.
+        if self._max_concurrency is not None and self._in_flight >= self._max_concurrency:
+            return False
+        left = deadline - self._clock.monotonic()
+        if self._rpm is not None and not self._rpm.has_capacity():
+            # One request leaks out of the bucket every 60/rpm s; those already waiting go first.
+            if (self._rpm_waiting + 1) * 60.0 / self._rpm.max_rate > left:
+                return False
+        wait = 0.0
+        if self._tpm is not None:
+            reserved = self._tpm.reserve(tokens, left)
+            if reserved is None:
+                return False
+            wait = reserved
+        self._in_flight += 1
+        try:
+            if wait > 0:
+                await self._clock.sleep(wait)
+            if self._rpm is not None:
+                self._rpm_waiting += 1
+                try:
+                    async with self._clock.timeout_at(deadline):
+                        await self._rpm.acquire()
+                finally:
+                    self._rpm_waiting -= 1
+        except TimeoutError:
+            self._undo(tokens)
+            return False
+        except asyncio.CancelledError:
+            self._undo(tokens)
+            raise
+        return True
+
+    def _undo(self, tokens: int) -> None:
+        self._in_flight -= 1
+        if self._tpm is not None:
+            self._tpm.adjust(-tokens)
+
+    def release(self, estimated: int, actual: int | None) -> None:
+        """The admitted call is over; `actual` tokens (when known) correct the estimate."""
+        self._in_flight -= 1
+        if self._tpm is not None and actual is not None:
+            self._tpm.adjust(actual - estimated)

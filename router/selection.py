@@ -1,0 +1,110 @@
+"""Which targets a request may use, and in what order (the route's strategy)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from router.policy.compile import RoutePlan, TargetPlan
+from router.providers.base import Message, Provider
+from router.resilience.breaker import Breaker
+from router.resilience.limiter import Limiter
+
+__all__ = ["Request", "TargetRuntime", "estimate_tokens", "order_candidates", "over_budget"]
+
+# Output tokens assumed for the cost estimate when the caller sets no max_tokens.
+DEFAULT_OUTPUT_ESTIMATE = 1024
+_EWMA_WEIGHT = 0.3
+
+
+class TargetRuntime:
+    """A target's live parts: its provider client, breaker, limiter and observed latency."""
+
+    __slots__ = ("breaker", "latency", "limiter", "plan", "provider")
+
+    def __init__(self, plan: TargetPlan, provider: Provider, breaker: Breaker, limiter: Limiter | None) -> None:
+        self.plan = plan
+        self.provider = provider
+        self.breaker = breaker
+        self.limiter = limiter
+        self.latency: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        previous = self.latency
+        self.latency = seconds if previous is None else previous + _EWMA_WEIGHT * (seconds - previous)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    messages: Sequence[Message]
+    max_tokens: int | None
+    temperature: float | None
+    options: Mapping[str, Any]
+    input_tokens: int
+    streaming: bool
+
+    @property
+    def output_estimate(self) -> int:
+        return self.max_tokens if self.max_tokens is not None else DEFAULT_OUTPUT_ESTIMATE
+
+    @property
+    def wants_tools(self) -> bool:
+        return "tools" in self.options
+
+    @property
+    def prefill(self) -> bool:
+        """A trailing assistant message asks the model to continue it."""
+        return bool(self.messages) and self.messages[-1].get("role") == "assistant"
+
+
+def estimate_tokens(messages: Sequence[Message]) -> int:
+    """A cheap upper-leaning estimate (4 characters a token, plus framing); usage corrects it later."""
+    chars = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
+    return chars // 4 + 4 * len(messages) + 1
+
+
+def _fits(plan: TargetPlan, request: Request) -> bool:
+    if request.streaming and not plan.streaming:
+        return False
+    if request.wants_tools and not plan.tools:
+        return False
+    if request.prefill and not plan.prefill:
+        return False
+    window = plan.context_window
+    return window is None or request.input_tokens + (request.max_tokens or 0) <= window
+
+
+def _weighted_order(runtimes: Sequence[TargetRuntime], weights: Sequence[float], rng: random.Random) -> list[TargetRuntime]:
+    # Efraimidis-Spirakis: one key per item gives a weighted order without replacement.
+    keys = [rng.random() ** (1.0 / weight) for weight in weights]
+    return [runtime for _, runtime in sorted(zip(keys, runtimes, strict=True), key=lambda kv: -kv[0])]
+
+
+def order_candidates(
+    route: RoutePlan, runtimes: Sequence[TargetRuntime], request: Request, rng: random.Random
+) -> list[TargetRuntime]:
+    """The route's targets that fit the request, in the order the strategy prefers."""
+    strategy = route.strategy
+    if strategy == "weighted":
+        ordered = _weighted_order(runtimes, route.weights, rng)
+    elif strategy == "cheapest":
+        ordered = sorted(runtimes, key=lambda r: r.plan.cost(request.input_tokens, request.output_estimate))
+    elif strategy == "fastest":
+        # An unmeasured target sorts first, so every target gets measured.
+        ordered = sorted(runtimes, key=lambda r: r.latency or 0.0)
+    else:
+        ordered = list(runtimes)
+    return [runtime for runtime in ordered if _fits(runtime.plan, request)]
+
+
+def over_budget(route: RoutePlan, plan: TargetPlan, request: Request) -> bool:
+    return route.max_cost is not None and plan.cost(request.input_tokens, request.output_estimate) > route.max_cost
+
