@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -146,8 +147,9 @@ class Engine:
             yield run.completion(answer)
             return
         opened = await run.first(run.open_stream, "raise")
-        async for delta in run.drain(opened):
-            yield delta
+        async with aclosing(run.drain(opened)) as deltas:
+            async for delta in deltas:
+                yield delta
         yield run.completion(run.finish_stream(opened))
 
 
@@ -418,12 +420,12 @@ class _Run:
 
     async def drain(self, opened: _OpenStream, record: bool = True) -> AsyncIterator[str]:
         """Yield the stream's text from the first token on; a cut, a stall or a bad end raises StreamBroken."""
-        if opened.first and record:
-            yield opened.first
         clock = self.engine.clock
         idle = self.route.idle
         chunks = opened.chunks
         try:
+            if opened.first and record:
+                yield opened.first
             while not opened.ended:
                 next_deadline = opened.deadline if idle is None else min(opened.deadline, clock.monotonic() + idle)
                 try:

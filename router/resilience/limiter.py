@@ -81,7 +81,7 @@ class Limiter:
         left = deadline - self._clock.monotonic()
         if self._rpm is not None and not self._rpm.has_capacity():
             # One request leaks out of the bucket every 60/rpm s; those already waiting go first.
-            if (self._rpm_waiting + 1) * 60.0 / self._rpm.max_rate > left:
+            if (self._rpm_waiting + 1) * 60.0 / self._rpm.max_rate >= left:
                 return False
         wait = 0.0
         if self._tpm is not None:
