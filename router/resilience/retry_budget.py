@@ -46,7 +46,7 @@ class RetryBudget:
         """Take one retry from the budget; False when the budget is spent."""
         slot = self._rotate()
         allowed = max(self._min_retries, self._ratio * sum(self._requests))
-        if sum(self._retries) >= allowed:
+        if sum(self._retries) + 1 > allowed:
             return False
         self._retries[slot] += 1
         return True

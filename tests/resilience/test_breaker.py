@@ -1,0 +1,95 @@
+"""The breaker's state machine alone, on a fake clock."""
+
+from __future__ import annotations
+
+from router.errors import ErrorKind, ProviderError
+from router.resilience.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerTransition
+from router.testing import FakeClock
+
+FAILURE = ProviderError(ErrorKind.SERVER_ERROR, "boom")
+
+
+def make(clock: FakeClock, events: list[BreakerTransition], **overrides: float) -> Breaker:
+    settings = {"fail_max": 3, "reset_timeout": 10.0, "max_reset_timeout": 25.0, "success_threshold": 1}
+    settings.update(overrides)
+    return Breaker("t", clock=clock, rand=lambda: 1.0, on_transition=events.append, **settings)  # type: ignore[arg-type]
+
+
+def test_opens_after_fail_max_consecutive_failures():
+    clock, events = FakeClock(), []
+    breaker = make(clock, events)
+    for _ in range(2):
+        assert breaker.admit()
+        breaker.record_failure(FAILURE)
+    breaker.record_success()  # a success in between resets the count
+    for _ in range(2):
+        breaker.record_failure(FAILURE)
+    assert breaker.state == CLOSED
+    breaker.record_failure(FAILURE)
+    assert breaker.state == OPEN and not breaker.admit()
+    assert events == [BreakerTransition("t", CLOSED, OPEN, clock.monotonic(), clock.monotonic() + 10.0)]
+
+
+def test_half_open_gives_exactly_one_permit_until_a_verdict():
+    clock, events = FakeClock(), []
+    breaker = make(clock, events, fail_max=1)
+    breaker.record_failure(FAILURE)
+    clock.advance(9.9)
+    assert not breaker.admit()
+    clock.advance(0.2)
+    assert breaker.admit() and breaker.state == HALF_OPEN
+    assert not breaker.admit() and not breaker.admit()
+    breaker.release()  # cancelled: no verdict, the permit is free again
+    assert breaker.state == HALF_OPEN and breaker.admit()
+    breaker.record_success()
+    assert breaker.state == CLOSED and breaker.admit() and breaker.admit()
+
+
+def test_success_threshold_needs_that_many_probe_successes():
+    clock, events = FakeClock(), []
+    breaker = make(clock, events, fail_max=1, success_threshold=2)
+    breaker.record_failure(FAILURE)
+    clock.advance(11)
+    assert breaker.admit()
+    breaker.record_success()
+    assert breaker.state == HALF_OPEN
+    assert breaker.admit()
+    breaker.record_success()
+    assert breaker.state == CLOSED
+
+
+def test_reset_timeout_doubles_per_retrip_up_to_the_cap_and_resets_on_close():
+    clock, events = FakeClock(), []
+    breaker = make(clock, events, fail_max=1)
+    waits = []
+    breaker.record_failure(FAILURE)
+    for _ in range(3):
+        waits.append(breaker.retry_at - clock.monotonic())
+        clock.advance(waits[-1])
+        assert breaker.admit()
+        breaker.record_failure(FAILURE)
+    assert waits == [10.0, 20.0, 25.0]
+    clock.advance(breaker.retry_at - clock.monotonic())
+    assert breaker.admit()
+    breaker.record_success()
+    breaker.record_failure(FAILURE)
+    assert breaker.retry_at - clock.monotonic() == 10.0
+
+
+def test_jitter_shortens_the_wait_by_at_most_a_fifth():
+    clock = FakeClock()
+    low = Breaker("t", fail_max=1, reset_timeout=10.0, max_reset_timeout=60.0, success_threshold=1, clock=clock,
+                  rand=lambda: 0.0)
+    low.record_failure(FAILURE)
+    assert low.retry_at - clock.monotonic() == 8.0
+
+
+def test_a_late_failure_on_an_open_breaker_changes_nothing():
+    clock, events = FakeClock(), []
+    breaker = make(clock, events, fail_max=1)
+    breaker.record_failure(FAILURE)
+    retry_at = breaker.retry_at
+    clock.advance(1)
+    breaker.record_failure(FAILURE)
+    breaker.record_success()
+    assert breaker.state == OPEN and breaker.retry_at == retry_at and len(events) == 1
