@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 __all__ = ["Clock", "SystemClock"]
@@ -22,7 +23,7 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
-    def timeout_at(self, when: float) -> asyncio.Timeout:
+    def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
         """A scope that raises `TimeoutError` when `monotonic()` reaches `when`."""
 
 
@@ -35,7 +36,7 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    def timeout_at(self, when: float) -> asyncio.Timeout:
+    def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
         # Translate to the loop's own clock: uvloop and friends need not use time.monotonic.
         loop = asyncio.get_running_loop()
         return asyncio.timeout_at(loop.time() + (when - time.monotonic()))

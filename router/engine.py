@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from contextlib import aclosing
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -211,7 +211,7 @@ class _Run:
                     lanes.add(asyncio.ensure_future(self._lane(pending, invoke)))
             return None
         finally:
-            leftovers = [*lanes, *([hedge] if hedge else [])]
+            leftovers: list[asyncio.Future[Any]] = [*lanes, *([hedge] if hedge else [])]
             for task in leftovers:
                 task.cancel()
             # The losers record their cancellation and free their breaker permits before we return.
@@ -418,7 +418,7 @@ class _Run:
             raise ProviderError(ErrorKind.CONTENT_FILTER, "the answer was withheld by the provider's content filter",
                                 provider=opened.runtime.plan.provider)
 
-    async def drain(self, opened: _OpenStream, record: bool = True) -> AsyncIterator[str]:
+    async def drain(self, opened: _OpenStream, record: bool = True) -> AsyncGenerator[str, None]:
         """Yield the stream's text from the first token on; a cut, a stall or a bad end raises StreamBroken."""
         clock = self.engine.clock
         idle = self.route.idle

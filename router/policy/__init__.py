@@ -1,1 +1,46 @@
+"""The policy: YAML text -> validated, frozen models, with every problem located in the file."""
 
+from router.policy.loader import load_policy, parse_policy, policy_json_schema, reference_problems
+from router.policy.model import (
+    BreakerSpec,
+    Capabilities,
+    Duration,
+    FailoverSpec,
+    HealthSpec,
+    LatencyBudget,
+    LimitsSpec,
+    Policy,
+    Price,
+    ProviderSpec,
+    RetryBudgetSpec,
+    RetrySpec,
+    RouteSpec,
+    StateSpec,
+    TargetRef,
+    TargetSpec,
+    parse_duration,
+)
+
+__all__ = [
+    "BreakerSpec",
+    "Capabilities",
+    "Duration",
+    "FailoverSpec",
+    "HealthSpec",
+    "LatencyBudget",
+    "LimitsSpec",
+    "Policy",
+    "Price",
+    "ProviderSpec",
+    "RetryBudgetSpec",
+    "RetrySpec",
+    "RouteSpec",
+    "StateSpec",
+    "TargetRef",
+    "TargetSpec",
+    "load_policy",
+    "parse_duration",
+    "parse_policy",
+    "policy_json_schema",
+    "reference_problems",
+]

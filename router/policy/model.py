@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    WithJsonSchema,
+    model_validator,
+)
 
 from router.errors import ErrorKind
 
@@ -31,11 +40,13 @@ __all__ = [
     "StateSpec",
     "TargetRef",
     "TargetSpec",
+    "format_duration",
     "parse_duration",
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_DIVISORS = {"ms": 1000.0}
+_UNIT_FACTORS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: Any) -> float:
@@ -43,14 +54,24 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            number, unit = float(match.group(1)), match.group(2)
+            # Divide for milliseconds: 700 * 0.001 is not 0.7 in binary floating point.
+            return number / _UNIT_DIVISORS[unit] if unit in _UNIT_DIVISORS else number * _UNIT_FACTORS[unit]
     raise ValueError(f"expected a duration such as 250ms, 30s, 2m or 1h, got {value!r}")
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of `parse_duration`, so a dumped policy validates again."""
+    return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
 
 
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["250ms", "30s", "2m"]}),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["250ms", "30s", "2m"]}
+    ),
 ]
 
 
@@ -61,13 +82,17 @@ class _Spec(BaseModel):
 class BreakerSpec(_Spec):
     fail_max: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
     reset_timeout: Duration = Field(30.0, description="How long an open breaker waits before one probe.")
-    max_reset_timeout: Duration = Field(300.0, description="Cap of the reset timeout, which doubles per re-trip.")
+    max_reset_timeout: Duration = Field(
+        300.0, description="Cap of the reset timeout, which doubles per re-trip."
+    )
     success_threshold: int = Field(1, ge=1, description="Probe successes that close a half-open breaker.")
 
 
 class LimitsSpec(_Spec):
     rpm: int | None = Field(None, ge=1, description="Requests per minute, per process.")
-    tpm: int | None = Field(None, ge=1, description="Tokens per minute (estimated, then reconciled), per process.")
+    tpm: int | None = Field(
+        None, ge=1, description="Tokens per minute (estimated, then reconciled), per process."
+    )
     max_concurrency: int | None = Field(None, ge=1, description="Calls in flight at once.")
 
 
@@ -145,7 +170,9 @@ class RetrySpec(_Spec):
 
 
 class FailoverSpec(_Spec):
-    on: tuple[ErrorKind, ...] = Field(_FAILOVER_ON, description="Error kinds that move on to the next target.")
+    on: tuple[ErrorKind, ...] = Field(
+        _FAILOVER_ON, description="Error kinds that move on to the next target."
+    )
 
 
 class RouteSpec(_Spec):
@@ -155,10 +182,13 @@ class RouteSpec(_Spec):
     retry: RetrySpec = RetrySpec()
     failover: FailoverSpec = FailoverSpec()
     hedge_after: Duration | None = Field(None, description="Start the next target if no first token by then.")
-    max_cost: float | None = Field(None, gt=0, description="USD; targets whose estimate exceeds it are skipped.")
+    max_cost: float | None = Field(
+        None, gt=0, description="USD; targets whose estimate exceeds it are skipped."
+    )
     stream_recovery: Literal["restart", "raise"] | None = Field(
-        None, description="After output began: restart on the next target, or raise. Default: restart for "
-        "complete(), raise for stream()."
+        None,
+        description="After output began: restart on the next target, or raise. "
+        "Default: restart for complete(), raise for stream().",
     )
 
 

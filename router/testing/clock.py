@@ -6,6 +6,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 __all__ = ["FakeClock"]
@@ -20,33 +21,33 @@ class _Timer:
         self.cancelled = False
 
 
-class _FakeTimeout(asyncio.Timeout):
+class _FakeTimeout:
     """An `asyncio.Timeout` whose expiry is driven by a `FakeClock` instead of the loop."""
 
     def __init__(self, clock: FakeClock, when: float) -> None:
-        super().__init__(None)
         self._clock = clock
         self._when = when
+        self._timeout = asyncio.Timeout(None)
         self._timer: _Timer | None = None
 
-    async def __aenter__(self) -> _FakeTimeout:
-        await super().__aenter__()
+    async def __aenter__(self) -> asyncio.Timeout:
+        await self._timeout.__aenter__()
         self._timer = self._clock.call_at(self._when, self._expire)
-        return self
+        return self._timeout
 
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         if self._timer is not None:
             self._timer.cancelled = True
-        return await super().__aexit__(exc_type, exc_val, exc_tb)
+        await self._timeout.__aexit__(exc_type, exc_val, exc_tb)
 
     def _expire(self) -> None:
         # Expire on the loop's next turn, through asyncio's own cancellation machinery.
-        self.reschedule(asyncio.get_running_loop().time())
+        self._timeout.reschedule(asyncio.get_running_loop().time())
 
 
 class FakeClock:
@@ -95,7 +96,7 @@ class FakeClock:
         finally:
             timer.cancelled = True
 
-    def timeout_at(self, when: float) -> asyncio.Timeout:
+    def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
         return _FakeTimeout(self, when)
 
     def advance(self, seconds: float) -> None:
