@@ -370,12 +370,16 @@ class _Run:
         call, deadline = self._call(runtime, started)
         first_token = self.route.first_token
         first_deadline = deadline if first_token is None else min(deadline, started + first_token)
+        idle = self.route.idle
+        clock = self.engine.clock
         chunks = runtime.provider.stream(call)
         opened = _OpenStream(runtime, chunks, started, deadline, "")
         try:
             while True:
+                # Silence between events counts even before the first text (role-only deltas, pings).
+                wait_until = first_deadline if idle is None else min(first_deadline, clock.monotonic() + idle)
                 try:
-                    async with self.engine.clock.timeout_at(first_deadline):
+                    async with clock.timeout_at(wait_until):
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     opened.ended = True
@@ -387,7 +391,8 @@ class _Run:
                     break
         except TimeoutError:
             await _close(chunks)
-            raise ProviderError(ErrorKind.TIMEOUT, f"no first token within {(first_deadline - started) * 1000:.0f} ms",
+            waited = (clock.monotonic() - started) * 1000
+            raise ProviderError(ErrorKind.TIMEOUT, f"no first token after {waited:.0f} ms",
                                 provider=runtime.plan.provider) from None
         except RouterError:
             await _close(chunks)

@@ -1,0 +1,173 @@
+"""The `router` command: validate, explain, complete, schema, demo, fake-upstream.
+
+Exit codes: 0 success, 1 a request failed, 2 a policy (or the command line) is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from router.core import Router
+from router.errors import AllTargetsFailed, PolicyError, ProviderError, RouterError
+from router.policy.loader import load_policy, policy_json_schema
+from router.results import Completion
+
+__all__ = ["main"]
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _load_router(path: str) -> Router:
+    try:
+        return Router.from_file(path)
+    except PolicyError as error:
+        for issue in error.issues:
+            click.echo(str(issue), err=True)
+        sys.exit(2)
+    except OSError as error:
+        click.echo(f"{path}: cannot read: {error.strerror}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="router")
+def main() -> None:
+    """A failover routing engine for LLM calls, driven by a YAML policy."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(files: tuple[str, ...]) -> None:
+    """Check policy files; print file:line:col: message for every problem."""
+    failed = False
+    for path in files:
+        try:
+            load_policy(path)
+        except PolicyError as error:
+            failed = True
+            for issue in error.issues:
+                click.echo(str(issue), err=True)
+        except OSError as error:
+            failed = True
+            click.echo(f"{path}: cannot read: {error.strerror}", err=True)
+        else:
+            click.echo(f"{path}: ok")
+    sys.exit(2 if failed else 0)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--route", "routes", multiple=True, help="Only this route (repeatable).")
+def explain(file: str, routes: tuple[str, ...]) -> None:
+    """Show each route's candidates in the order a request would try them now."""
+    router = _load_router(file)
+    for name in routes or tuple(router.plan.routes):
+        if name not in router.plan.routes:
+            click.echo(f"unknown route {name!r}; routes: {', '.join(router.plan.routes)}", err=True)
+            sys.exit(2)
+        plan = router.plan.routes[name]
+        retry = f"{plan.attempts} attempts on {', '.join(sorted(plan.retry_on)) or 'nothing'}"
+        budget = f"total {plan.total:g}s" + (f", per attempt {plan.per_attempt:g}s" if plan.per_attempt else "")
+        hedge = f", hedge after {plan.hedge_after:g}s" if plan.hedge_after else ""
+        table = Table(title=f"route {name}: {plan.strategy}; {budget}{hedge}; retry {retry}")
+        for column in ("#", "target", "provider/model", "USD/M in", "USD/M out", "window", "tier", "breaker"):
+            table.add_column(column)
+        for order, (target, state) in enumerate(router.candidates(name), start=1):
+            table.add_row(
+                str(order), target.name, f"{target.provider}/{target.model}",
+                f"{target.input_price * 1e6:g}", f"{target.output_price * 1e6:g}",
+                str(target.context_window or "?"), target.tier, state,
+            )
+        out.print(table)
+        out.print(f"  fails over on: {', '.join(sorted(plan.failover_on))}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("route")
+@click.argument("prompt")
+@click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
+@click.option("--max-tokens", type=int, default=None)
+@click.option("-v", "--verbose", is_flag=True, help="Print the attempt trail.")
+def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int | None, verbose: bool) -> None:
+    """Send PROMPT through ROUTE and print the answer."""
+    router = _load_router(file)
+    messages = [{"role": "user", "content": prompt}]
+
+    async def run() -> Completion:
+        async with router:
+            if not stream:
+                return await router.complete(route, messages, max_tokens=max_tokens)
+            async for item in router.stream(route, messages, max_tokens=max_tokens):
+                if isinstance(item, Completion):
+                    click.echo()
+                    return item
+                click.echo(item, nl=False)
+        raise AssertionError("a stream always ends with its Completion")
+
+    try:
+        result = asyncio.run(run())
+    except (AllTargetsFailed, ProviderError) as error:
+        kind = error.kind if isinstance(error, ProviderError) else "all_targets_failed"
+        click.echo(f"error: {kind}: {error}", err=True)
+        if verbose:
+            _print_trail(error.attempts)
+        sys.exit(1)
+    except RouterError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    if not stream:
+        click.echo(result.text)
+    if verbose:
+        _print_trail(result.attempts)
+        err.print(f"answered by {result.target} ({result.provider}/{result.model}) in "
+                  f"{result.latency_s * 1000:.1f} ms; {result.usage.input_tokens} in / "
+                  f"{result.usage.output_tokens} out tokens; ${result.cost_usd:.6f}")
+        for warning in result.warnings:
+            err.print(f"warning: {warning}")
+
+
+def _print_trail(attempts: tuple[object, ...]) -> None:
+    for number, attempt in enumerate(attempts, start=1):
+        err.print(f"  {number}. {attempt}", highlight=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the policy's JSON Schema (for editor completion)."""
+    click.echo(json.dumps(policy_json_schema(), indent=2))
+
+
+@main.command()
+def demo() -> None:
+    """Fail over around a scripted outage on a local fake upstream (no keys needed)."""
+    from router.demo import run_demo
+
+    sys.exit(1 if run_demo(out) else 0)
+
+
+@main.command("fake-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8800, show_default=True)
+@click.option("--fault", "faults", multiple=True, metavar="MODEL=SPEC",
+              help="Inject a fault, e.g. gpt-4o=503, gpt-4o=outage:30s, gpt-4o=429:retry_after=2 (repeatable).")
+def fake_upstream(host: str, port: int, faults: tuple[str, ...]) -> None:
+    """Serve the OpenAI wire on loopback, with faults, until Ctrl-C."""
+    from router.testing import serve
+
+    try:
+        serve(host, port, faults)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--fault") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

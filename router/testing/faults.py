@@ -1,0 +1,614 @@
+"""Faults a `FakeUpstream` can inject, the rules that scope them, and a short text form.
+
+A fault is a frozen value saying *what* goes wrong; the fake upstream decides *how* to do it
+on the wire. Build faults with the constructors on `Fault` (`Fault.rate_limited(retry_after=2)`,
+`Fault.cut(3)`, `Fault.http(502)`, ...) and scope them with a `FaultRule` (which model, how many requests,
+which time window, how often). `parse_fault_spec` reads the same rules from the command line.
+
+Faults on streams (`cut`, `stall`, `malformed`, `no_done`) only apply to requests with
+`stream: true` (`slow_first_token` delays a whole non-streamed answer); `reject_prefill` only
+to conversations ending with an assistant message. A request a fault does not apply to is
+served normally and counts towards neither the rule's `after` nor its `times`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Cut",
+    "Delay",
+    "EmptyChoices",
+    "Fault",
+    "FaultRule",
+    "Hang",
+    "Html",
+    "HttpError",
+    "InvalidJson",
+    "Latency",
+    "Malformed",
+    "NoDone",
+    "RejectPrefill",
+    "Reset",
+    "SlowFirstToken",
+    "Stall",
+    "Truncated",
+    "parse_fault_spec",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """Base of every fault; its static methods are the constructors to use."""
+
+    @property
+    def name(self) -> str:
+        """Short label recorded in the attempt log, e.g. `"http_503"` or `"cut"`."""
+        return _snake(type(self).__name__)
+
+    @property
+    def stream_only(self) -> bool:
+        return False
+
+    # Constructors. Kept here so one import (`Fault`) reaches every kind.
+
+    @staticmethod
+    def http(
+        status: int,
+        message: str | None = None,
+        *,
+        type: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        retry_after_ms: int | None = None,
+    ) -> HttpError:
+        """Any HTTP error status with an OpenAI-style JSON error body."""
+        default_message, default_type, default_code = _STATUS_DEFAULTS.get(
+            status,
+            (f"Upstream error {status}.", "server_error" if status >= 500 else "invalid_request_error", None),
+        )
+        headers: list[tuple[str, str]] = []
+        if retry_after is not None:
+            headers.append(("Retry-After", _format_seconds(retry_after)))
+        if retry_after_ms is not None:
+            headers.append(("retry-after-ms", str(int(retry_after_ms))))
+        return HttpError(
+            status=status,
+            message=message if message is not None else default_message,
+            type=type if type is not None else default_type,
+            code=code if code is not None else default_code,
+            headers=tuple(headers),
+        )
+
+    @staticmethod
+    def rate_limited(retry_after: float | None = None, *, retry_after_ms: int | None = None) -> HttpError:
+        """429, with `Retry-After` (seconds) and/or `retry-after-ms` headers when given."""
+        return Fault.http(429, retry_after=retry_after, retry_after_ms=retry_after_ms)
+
+    @staticmethod
+    def server_error() -> HttpError:
+        """500."""
+        return Fault.http(500)
+
+    @staticmethod
+    def unavailable() -> HttpError:
+        """503, as an overloaded or down upstream answers."""
+        return Fault.http(503)
+
+    @staticmethod
+    def unauthorized() -> HttpError:
+        """401: the API key is rejected."""
+        return Fault.http(401)
+
+    @staticmethod
+    def forbidden() -> HttpError:
+        """403: the key may not use this model."""
+        return Fault.http(403)
+
+    @staticmethod
+    def context_length(limit: int = 128_000) -> HttpError:
+        """400 `context_length_exceeded`, with OpenAI's message."""
+        return HttpError(
+            status=400,
+            message=(
+                f"This model's maximum context length is {limit} tokens. However, your messages "
+                f"resulted in {limit + 1_000} tokens. Please reduce the length of the messages."
+            ),
+            type="invalid_request_error",
+            code="context_length_exceeded",
+            param="messages",
+            label="context_length",
+        )
+
+    @staticmethod
+    def content_filter(reason: str = "hate") -> HttpError:
+        """400 `content_filter` (Azure's shape), naming the category that tripped."""
+        return HttpError(
+            status=400,
+            message=(
+                "The response was filtered due to the prompt triggering Azure OpenAI's content "
+                f"management policy (category: {reason}). Please modify your prompt and retry."
+            ),
+            type="invalid_request_error",
+            code="content_filter",
+            param="prompt",
+            label="content_filter",
+            inner_error=(("code", "ResponsibleAIPolicyViolation"), ("category", reason)),
+        )
+
+    @staticmethod
+    def reset() -> Reset:
+        """TCP reset before any response header."""
+        return Reset()
+
+    @staticmethod
+    def hang() -> Hang:
+        """No response at all, until the client gives up or the server stops."""
+        return Hang()
+
+    @staticmethod
+    def delay(seconds: float) -> Delay:
+        """Wait `seconds` before answering normally."""
+        return Delay(_non_negative("seconds", seconds))
+
+    @staticmethod
+    def latency(mean: float, jitter: float = 0.0) -> Latency:
+        """Wait uniformly between `mean - jitter` and `mean + jitter` (seeded), then answer."""
+        return Latency(_non_negative("mean", mean), _non_negative("jitter", jitter))
+
+    @staticmethod
+    def slow_first_token(seconds: float) -> SlowFirstToken:
+        """Stream: headers at once, the first chunk `seconds` later (non-stream: a delay)."""
+        return SlowFirstToken(_non_negative("seconds", seconds))
+
+    @staticmethod
+    def cut(after_chunks: int) -> Cut:
+        """Stream: close the connection after `after_chunks` events, before `finish_reason`."""
+        return Cut(_count("after_chunks", after_chunks))
+
+    @staticmethod
+    def stall(after_chunks: int, seconds: float) -> Stall:
+        """Stream: send nothing for `seconds` after `after_chunks` events, then carry on."""
+        return Stall(_count("after_chunks", after_chunks), _non_negative("seconds", seconds))
+
+    @staticmethod
+    def malformed(after_chunks: int) -> Malformed:
+        """Stream: one `data:` line that is not JSON after `after_chunks` events, then carry on."""
+        return Malformed(_count("after_chunks", after_chunks))
+
+    @staticmethod
+    def no_done() -> NoDone:
+        """Stream: complete, with `finish_reason` and usage, but no `data: [DONE]`."""
+        return NoDone()
+
+    @staticmethod
+    def reject_prefill() -> RejectPrefill:
+        """400 when the last message is the assistant's (prefill); other requests succeed."""
+        return RejectPrefill()
+
+    @staticmethod
+    def html() -> Html:
+        """200 with an HTML page, as a proxy or captive portal answers."""
+        return Html()
+
+    @staticmethod
+    def invalid_json() -> InvalidJson:
+        """200 `application/json` whose body is cut off mid-object."""
+        return InvalidJson()
+
+    @staticmethod
+    def empty_choices() -> EmptyChoices:
+        """200 with `choices: []` (a stream with no choice chunks)."""
+        return EmptyChoices()
+
+    @staticmethod
+    def truncated() -> Truncated:
+        """200 with half the reply and `finish_reason: "length"`."""
+        return Truncated()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpError(Fault):
+    """An error status with an OpenAI-style body `{"error": {message, type, param, code}}`."""
+
+    status: int
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    label: str = ""
+    inner_error: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return self.label or f"http_{self.status}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reset(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Hang(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Delay(Fault):
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Latency(Fault):
+    mean: float
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SlowFirstToken(Fault):
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cut(Fault):
+    after_chunks: int
+
+    @property
+    def stream_only(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Stall(Fault):
+    after_chunks: int
+    seconds: float
+
+    @property
+    def stream_only(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed(Fault):
+    after_chunks: int
+
+    @property
+    def stream_only(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class NoDone(Fault):
+    @property
+    def stream_only(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RejectPrefill(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Html(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidJson(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyChoices(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRule:
+    """When a fault strikes.
+
+    `model` is a model name or `"*"` for any. Of the requests to a matching model, the first
+    `after` pass untouched; then the fault strikes at most `times` times (None: no limit),
+    only between `start` and `end` seconds after the upstream started (None: open-ended),
+    each time with `probability` (rolled on the upstream's seeded RNG).
+    """
+
+    model: str
+    fault: Fault
+    times: int | None = None
+    after: int = 0
+    start: float | None = None
+    end: float | None = None
+    probability: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("a fault rule needs a model name or '*'")
+        if self.times is not None and self.times < 0:
+            raise ValueError(f"times must be >= 0, got {self.times}")
+        if self.after < 0:
+            raise ValueError(f"after must be >= 0, got {self.after}")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"probability must be within [0, 1], got {self.probability}")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+
+    def matches_model(self, model: str) -> bool:
+        return self.model == "*" or self.model == model
+
+    def in_window(self, elapsed: float) -> bool:
+        if self.start is not None and elapsed < self.start:
+            return False
+        return self.end is None or elapsed < self.end
+
+
+_STATUS_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Invalid request.", "invalid_request_error", None),
+    401: (
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+        "invalid_api_key",
+    ),
+    403: ("You are not allowed to sample from this model.", "invalid_request_error", "model_not_allowed"),
+    404: (
+        "The model does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
+    429: (
+        "Rate limit reached for requests. Please try again later.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+    502: ("Bad gateway.", "server_error", None),
+    503: ("The server is overloaded or not ready yet.", "server_error", None),
+    504: ("Gateway timeout.", "server_error", None),
+}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _non_negative(what: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _count(what: str, value: int) -> int:
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value!r}")
+    return int(value)
+
+
+# --- The text form ---------------------------------------------------------------------------
+
+_SCOPE_KEYS = ("times", "after", "start", "end", "p", "probability")
+
+
+def parse_fault_spec(text: str) -> FaultRule:
+    """Read one rule from its short text form (the CLI's `--fault MODEL=SPEC`).
+
+    Grammar::
+
+        RULE   := MODEL "=" KIND [":" PARAM ("," PARAM)*]
+        MODEL  := a model name (may contain ":"), or "*" for any model
+        PARAM  := VALUE                 positional argument of KIND, in order
+                | KEY "=" VALUE         named argument of KIND, or a scope key
+        scope  := times=N | after=N | start=DUR | end=DUR | p=FLOAT (alias probability=)
+        DUR    := NUMBER ["ms" | "s" | "m"]      (a bare number is seconds)
+
+    Kinds and their arguments:
+
+        400..599                      status with an OpenAI error body; 429 also takes
+                                      retry_after=DUR and retry_after_ms=N
+        rate_limited / server_error / unavailable / unauthorized / forbidden
+                                      429 / 500 / 503 / 401 / 403 (same arguments as above)
+        outage:DUR                    503 for DUR from `start` (default 0), then healthy
+        reset, hang, no_done, reject_prefill, html, invalid_json, empty_choices, truncated
+        delay:DUR                     slow_first_token:DUR          latency:MEAN[,JITTER]
+        cut:N                         stall:N,DUR                   malformed:N
+        context_length[:LIMIT]        content_filter[:REASON]
+
+    Examples: `gpt-4o=503`, `gpt-4o=500:times=1`, `gpt-4o=429:retry_after=2`,
+    `gpt-4o=reset`, `gpt-4o=hang`, `gpt-4o=outage:10s`, `gpt-4o=cut:3`,
+    `*=latency:200ms,50ms`, `*=500:p=0.1`, `ft:gpt-4o:acme=stall:2,5s,after=1`.
+
+    Raises ValueError naming the offending part when the text does not parse.
+    """
+    model, sep, rest = text.partition("=")
+    model = model.strip()
+    if not sep or not model:
+        raise ValueError(f"fault spec {text!r}: expected MODEL=KIND[:ARGS], e.g. 'gpt-4o=503'")
+    kind, _, arg_text = rest.strip().partition(":")
+    kind = kind.strip().lower().replace("-", "_")
+    if not kind:
+        raise ValueError(f"fault spec {text!r}: missing the fault kind after '='")
+    positional: list[str] = []
+    named: dict[str, str] = {}
+    for raw in arg_text.split(",") if arg_text.strip() else []:
+        part = raw.strip()
+        if not part:
+            raise ValueError(f"fault spec {text!r}: empty argument")
+        key, eq, value = part.partition("=")
+        if eq:
+            key = key.strip().lower().replace("-", "_")
+            if key in named:
+                raise ValueError(f"fault spec {text!r}: {key!r} given twice")
+            named[key] = value.strip()
+        elif named:
+            raise ValueError(f"fault spec {text!r}: positional argument {part!r} after a named one")
+        else:
+            positional.append(part)
+
+    scope = {key: named.pop(key) for key in _SCOPE_KEYS if key in named}
+    try:
+        fault, window_end = _build_fault(kind, positional, named)
+        times = _parse_int(scope["times"], "times") if "times" in scope else None
+        after = _parse_int(scope["after"], "after") if "after" in scope else 0
+        start = parse_duration(scope["start"]) if "start" in scope else None
+        end = parse_duration(scope["end"]) if "end" in scope else None
+        probability_text = scope.get("p", scope.get("probability"))
+        probability = _parse_float(probability_text, "p") if probability_text is not None else 1.0
+        if window_end is not None:
+            if end is not None:
+                raise ValueError("outage takes its length, not end=")
+            end = (start or 0.0) + window_end
+        return FaultRule(
+            model, fault, times=times, after=after, start=start, end=end, probability=probability
+        )
+    except ValueError as exc:
+        raise ValueError(f"fault spec {text!r}: {exc}") from None
+
+
+def parse_duration(text: str) -> float:
+    """`"250ms"`, `"2s"`, `"1.5m"` or a bare number of seconds, as seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m)?\s*", text)
+    if match is None:
+        raise ValueError(f"bad duration {text!r} (expected e.g. 250ms, 2s, 1.5m)")
+    value = float(match.group(1))
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+
+
+def _parse_int(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{what} must be an integer, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return value
+
+
+def _parse_float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a number, got {text!r}") from None
+
+
+_NAMED_STATUS = {
+    "rate_limited": 429,
+    "server_error": 500,
+    "unavailable": 503,
+    "unauthorized": 401,
+    "forbidden": 403,
+}
+_NO_ARGS = {
+    "reset": Fault.reset,
+    "hang": Fault.hang,
+    "no_done": Fault.no_done,
+    "reject_prefill": Fault.reject_prefill,
+    "html": Fault.html,
+    "invalid_json": Fault.invalid_json,
+    "empty_choices": Fault.empty_choices,
+    "truncated": Fault.truncated,
+}
+
+
+def _build_fault(kind: str, positional: list[str], named: dict[str, str]) -> tuple[Fault, float | None]:
+    """The fault for `kind`, and the outage length when the kind is a window."""
+
+    def take(names: tuple[str, ...], *, positional_ok: int, required: int = 0) -> list[str | None]:
+        """Arguments `names` of `kind`, the first `positional_ok` of which may be positional."""
+        if len(positional) > positional_ok:
+            raise ValueError(
+                f"{kind} takes at most {positional_ok} positional argument(s), got {len(positional)}"
+            )
+        values: list[str | None] = [*positional, *([None] * (len(names) - len(positional)))]
+        for index, key in enumerate(names):
+            if key in named:
+                if values[index] is not None:
+                    raise ValueError(f"{key} given twice")
+                values[index] = named.pop(key)
+        if named:
+            raise ValueError(f"unknown argument(s) for {kind}: {', '.join(sorted(named))}")
+        missing = [names[i] for i in range(required) if values[i] is None]
+        if missing:
+            raise ValueError(f"{kind} needs {', '.join(missing)}")
+        return values
+
+    status = int(kind) if kind.isdigit() else _NAMED_STATUS.get(kind)
+    if status is not None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be within 400..599, got {status}")
+        retry_after, retry_after_ms = take(("retry_after", "retry_after_ms"), positional_ok=0)
+        return (
+            Fault.http(
+                status,
+                retry_after=parse_duration(retry_after) if retry_after is not None else None,
+                retry_after_ms=_parse_int(retry_after_ms, "retry_after_ms")
+                if retry_after_ms is not None
+                else None,
+            ),
+            None,
+        )
+    if kind in _NO_ARGS:
+        take((), positional_ok=0)
+        return _NO_ARGS[kind](), None
+    if kind == "outage":
+        (length,) = take(("for",), positional_ok=1, required=1)
+        assert length is not None
+        return Fault.unavailable(), parse_duration(length)
+    if kind in ("delay", "slow_first_token"):
+        (seconds,) = take(("seconds",), positional_ok=1, required=1)
+        assert seconds is not None
+        build = Fault.delay if kind == "delay" else Fault.slow_first_token
+        return build(parse_duration(seconds)), None
+    if kind == "latency":
+        mean, jitter = take(("mean", "jitter"), positional_ok=2, required=1)
+        assert mean is not None
+        return Fault.latency(parse_duration(mean), parse_duration(jitter) if jitter else 0.0), None
+    if kind in ("cut", "malformed"):
+        (after_chunks,) = take(("after_chunks",), positional_ok=1, required=1)
+        assert after_chunks is not None
+        count = _parse_int(after_chunks, "after_chunks")
+        return (Fault.cut(count) if kind == "cut" else Fault.malformed(count)), None
+    if kind == "stall":
+        after_chunks, seconds = take(("after_chunks", "seconds"), positional_ok=2, required=2)
+        assert after_chunks is not None and seconds is not None
+        return Fault.stall(_parse_int(after_chunks, "after_chunks"), parse_duration(seconds)), None
+    if kind == "context_length":
+        (limit,) = take(("limit",), positional_ok=1)
+        return (Fault.context_length(_parse_int(limit, "limit")) if limit else Fault.context_length()), None
+    if kind == "content_filter":
+        (reason,) = take(("reason",), positional_ok=1)
+        return (Fault.content_filter(reason) if reason else Fault.content_filter()), None
+    known = ", ".join(
+        ["400..599", *_NAMED_STATUS, "outage", *_NO_ARGS, "delay", "slow_first_token", "latency"]
+    )
+    raise ValueError(
+        f"unknown fault kind {kind!r} (known: {known}, cut, stall, malformed, context_length, content_filter)"
+    )
+
+
+_KNOWN_KINDS = (
+    "400..599",
+    *_NAMED_STATUS,
+    "outage",
+    *_NO_ARGS,
+    "delay",
+    "slow_first_token",
+    "latency",
+    "cut",
+    "stall",
+    "malformed",
+    "context_length",
+    "content_filter",
+)

@@ -1,0 +1,147 @@
+"""The `--fault MODEL=SPEC` text form and the fault values it builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.testing import Fault, FaultRule, parse_fault_spec
+from router.testing.faults import HttpError, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("spec", "rule"),
+    [
+        ("gpt-4o=503", FaultRule("gpt-4o", Fault.unavailable())),
+        ("gpt-4o=500:times=1", FaultRule("gpt-4o", Fault.server_error(), times=1)),
+        ("gpt-4o=429", FaultRule("gpt-4o", Fault.rate_limited())),
+        ("gpt-4o=429:retry_after=2", FaultRule("gpt-4o", Fault.rate_limited(retry_after=2))),
+        ("gpt-4o=429:retry_after_ms=1500", FaultRule("gpt-4o", Fault.rate_limited(retry_after_ms=1500))),
+        ("gpt-4o=rate_limited:retry-after=500ms", FaultRule("gpt-4o", Fault.rate_limited(retry_after=0.5))),
+        ("gpt-4o=401", FaultRule("gpt-4o", Fault.unauthorized())),
+        ("gpt-4o=forbidden", FaultRule("gpt-4o", Fault.forbidden())),
+        ("gpt-4o=reset", FaultRule("gpt-4o", Fault.reset())),
+        ("gpt-4o=hang", FaultRule("gpt-4o", Fault.hang())),
+        ("gpt-4o=outage:10s", FaultRule("gpt-4o", Fault.unavailable(), end=10.0)),
+        ("gpt-4o=outage:10s,start=5", FaultRule("gpt-4o", Fault.unavailable(), start=5.0, end=15.0)),
+        ("gpt-4o=cut:3", FaultRule("gpt-4o", Fault.cut(3))),
+        ("gpt-4o=stall:2,5s", FaultRule("gpt-4o", Fault.stall(2, 5.0))),
+        ("gpt-4o=malformed:after_chunks=1", FaultRule("gpt-4o", Fault.malformed(1))),
+        ("gpt-4o=no_done", FaultRule("gpt-4o", Fault.no_done())),
+        ("gpt-4o=delay:1.5", FaultRule("gpt-4o", Fault.delay(1.5))),
+        ("gpt-4o=slow-first-token:250ms", FaultRule("gpt-4o", Fault.slow_first_token(0.25))),
+        ("*=latency:200ms,50ms", FaultRule("*", Fault.latency(0.2, 0.05))),
+        ("*=500:p=0.1", FaultRule("*", Fault.server_error(), probability=0.1)),
+        ("m=503:after=2,times=3,start=1s,end=1m", FaultRule("m", Fault.unavailable(), 3, 2, 1.0, 60.0)),
+        ("m=context_length", FaultRule("m", Fault.context_length())),
+        ("m=context_length:8192", FaultRule("m", Fault.context_length(8192))),
+        ("m=content_filter:sexual", FaultRule("m", Fault.content_filter("sexual"))),
+        ("m=reject_prefill", FaultRule("m", Fault.reject_prefill())),
+        ("m=html", FaultRule("m", Fault.html())),
+        ("m=invalid_json", FaultRule("m", Fault.invalid_json())),
+        ("m=empty_choices", FaultRule("m", Fault.empty_choices())),
+        ("m=truncated", FaultRule("m", Fault.truncated())),
+        (
+            "ft:gpt-4o:acme::abc=stall:2,5s,after=1",
+            FaultRule("ft:gpt-4o:acme::abc", Fault.stall(2, 5.0), after=1),
+        ),
+        (" gpt-4o = 502 ", FaultRule("gpt-4o", Fault.http(502))),
+    ],
+)
+def test_specs_parse_to_rules(spec: str, rule: FaultRule) -> None:
+    assert parse_fault_spec(spec) == rule
+
+
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        ("gpt-4o", "expected MODEL=KIND"),
+        ("=503", "expected MODEL=KIND"),
+        ("gpt-4o=", "missing the fault kind"),
+        ("gpt-4o=teapot", "unknown fault kind 'teapot'"),
+        ("gpt-4o=200", "within 400..599"),
+        ("gpt-4o=cut", "cut needs after_chunks"),
+        ("gpt-4o=cut:x", "after_chunks must be an integer"),
+        ("gpt-4o=cut:-1", "after_chunks must be >= 0"),
+        ("gpt-4o=stall:2", "stall needs seconds"),
+        ("gpt-4o=delay:soon", "bad duration 'soon'"),
+        ("gpt-4o=reset:3", "at most 0 positional"),
+        ("gpt-4o=503:colour=red", "unknown argument(s) for 503: colour"),
+        ("gpt-4o=503:times=-1", "times must be >= 0"),
+        ("gpt-4o=503:p=2", "probability must be within [0, 1]"),
+        ("gpt-4o=503:p=often", "p must be a number"),
+        ("gpt-4o=503:start=5,end=1", "end (1.0) is before start (5.0)"),
+        ("gpt-4o=outage:5s,end=9", "outage takes its length"),
+        ("gpt-4o=stall:after_chunks=1,2", "positional argument '2' after a named one"),
+        ("gpt-4o=cut:1,", "empty argument"),
+        ("gpt-4o=503:times=1,times=2", "'times' given twice"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(spec: str, complaint: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_fault_spec(spec)
+
+    assert complaint in str(caught.value)
+    assert repr(spec) in str(caught.value) or spec.strip() == "gpt-4o"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("2", 2.0), ("2s", 2.0), ("250ms", 0.25), ("1.5m", 90.0), (".5", 0.5)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_fault_names_label_the_log() -> None:
+    assert [
+        f.name
+        for f in (
+            Fault.rate_limited(),
+            Fault.http(502),
+            Fault.context_length(),
+            Fault.content_filter(),
+            Fault.reset(),
+            Fault.slow_first_token(1),
+            Fault.no_done(),
+            Fault.reject_prefill(),
+        )
+    ] == [
+        "http_429",
+        "http_502",
+        "context_length",
+        "content_filter",
+        "reset",
+        "slow_first_token",
+        "no_done",
+        "reject_prefill",
+    ]
+
+
+def test_faults_are_frozen_values() -> None:
+    fault = Fault.rate_limited(retry_after=1.5, retry_after_ms=1500)
+
+    assert isinstance(fault, HttpError)
+    assert fault.headers == (("Retry-After", "1.5"), ("retry-after-ms", "1500"))
+    assert fault == Fault.rate_limited(retry_after=1.5, retry_after_ms=1500)
+    with pytest.raises(AttributeError):
+        fault.status = 500  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Fault.delay(-1),
+        lambda: Fault.latency(float("nan")),
+        lambda: Fault.cut(-1),
+        lambda: Fault.stall(1, -2),
+    ],
+)
+def test_fault_constructors_reject_nonsense(build: object) -> None:
+    with pytest.raises(ValueError):
+        build()  # type: ignore[operator]
+
+
+def test_rules_reject_nonsense() -> None:
+    with pytest.raises(ValueError, match="model"):
+        FaultRule("", Fault.hang())
+    with pytest.raises(ValueError, match="after"):
+        FaultRule("m", Fault.hang(), after=-1)
