@@ -74,16 +74,23 @@ def explain(file: str, routes: tuple[str, ...]) -> None:
             sys.exit(2)
         plan = router.plan.routes[name]
         retry = f"{plan.attempts} attempts on {', '.join(sorted(plan.retry_on)) or 'nothing'}"
-        budget = f"total {plan.total:g}s" + (f", per attempt {plan.per_attempt:g}s" if plan.per_attempt else "")
+        budget = f"total {plan.total:g}s" + (
+            f", per attempt {plan.per_attempt:g}s" if plan.per_attempt else ""
+        )
         hedge = f", hedge after {plan.hedge_after:g}s" if plan.hedge_after else ""
         table = Table(title=f"route {name}: {plan.strategy}; {budget}{hedge}; retry {retry}")
         for column in ("#", "target", "provider/model", "USD/M in", "USD/M out", "window", "tier", "breaker"):
             table.add_column(column)
         for order, (target, state) in enumerate(router.candidates(name), start=1):
             table.add_row(
-                str(order), target.name, f"{target.provider}/{target.model}",
-                f"{target.input_price * 1e6:g}", f"{target.output_price * 1e6:g}",
-                str(target.context_window or "?"), target.tier, state,
+                str(order),
+                target.name,
+                f"{target.provider}/{target.model}",
+                f"{target.input_price * 1e6:g}",
+                f"{target.output_price * 1e6:g}",
+                str(target.context_window or "?"),
+                target.tier,
+                state,
             )
         out.print(table)
         out.print(f"  fails over on: {', '.join(sorted(plan.failover_on))}")
@@ -127,9 +134,11 @@ def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int |
         click.echo(result.text)
     if verbose:
         _print_trail(result.attempts)
-        err.print(f"answered by {result.target} ({result.provider}/{result.model}) in "
-                  f"{result.latency_s * 1000:.1f} ms; {result.usage.input_tokens} in / "
-                  f"{result.usage.output_tokens} out tokens; ${result.cost_usd:.6f}")
+        err.print(
+            f"answered by {result.target} ({result.provider}/{result.model}) in "
+            f"{result.latency_s * 1000:.1f} ms; {result.usage.input_tokens} in / "
+            f"{result.usage.output_tokens} out tokens; ${result.cost_usd:.6f}"
+        )
         for warning in result.warnings:
             err.print(f"warning: {warning}")
 
@@ -156,8 +165,13 @@ def demo() -> None:
 @main.command("fake-upstream")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8800, show_default=True)
-@click.option("--fault", "faults", multiple=True, metavar="MODEL=SPEC",
-              help="Inject a fault, e.g. gpt-4o=503, gpt-4o=outage:30s, gpt-4o=429:retry_after=2 (repeatable).")
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="MODEL=SPEC",
+    help="Inject a fault, e.g. gpt-4o=503, gpt-4o=outage:30s, gpt-4o=429:retry_after=2 (repeatable).",
+)
 def fake_upstream(host: str, port: int, faults: tuple[str, ...]) -> None:
     """Serve the OpenAI wire on loopback, with faults, until Ctrl-C."""
     from router.testing import serve
@@ -170,4 +184,3 @@ def fake_upstream(host: str, port: int, faults: tuple[str, ...]) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-

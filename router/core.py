@@ -76,7 +76,9 @@ class Router:
             on_transition=self._transition,
         )
         limits = spec.limits
-        limiter = Limiter(limits, self._clock) if (limits.rpm or limits.tpm or limits.max_concurrency) else None
+        limiter = (
+            Limiter(limits, self._clock) if (limits.rpm or limits.tpm or limits.max_concurrency) else None
+        )
         return TargetRuntime(target, self._providers[target.provider], breaker, limiter)
 
     def _transition(self, event: BreakerTransition) -> None:
@@ -103,7 +105,12 @@ class Router:
         response_format, ...) go to the provider as they are; `metadata` stays local.
         """
         return await self._engine.complete(
-            route, messages, max_tokens=max_tokens, temperature=temperature, deadline=deadline, options=options
+            route,
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            deadline=deadline,
+            options=options,
         )
 
     def stream(
@@ -119,7 +126,12 @@ class Router:
     ) -> AsyncIterator[str | Completion]:
         """Text deltas as they arrive, then the final `Completion`."""
         return self._engine.stream(
-            route, messages, max_tokens=max_tokens, temperature=temperature, deadline=deadline, options=options
+            route,
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            deadline=deadline,
+            options=options,
         )
 
     def complete_sync(self, route: str, messages: Sequence[Message], **kwargs: Any) -> Completion:
@@ -140,9 +152,12 @@ class Router:
         """The route's targets in the order a request would try them now, with breaker states."""
         route_plan = self.plan.routes.get(route)
         if route_plan is None:
-            raise RouterError(f"unknown route {route!r}; routes: {', '.join(sorted(self.plan.routes)) or 'none'}")
-        request = Request(messages or [{"role": "user", "content": ""}], None, None, {},
-                          estimate_tokens(messages), False)
+            raise RouterError(
+                f"unknown route {route!r}; routes: {', '.join(sorted(self.plan.routes)) or 'none'}"
+            )
+        request = Request(
+            messages or [{"role": "user", "content": ""}], None, None, {}, estimate_tokens(messages), False
+        )
         runtimes = [self._runtimes[target.name] for target in route_plan.targets]
         return [(r.plan, r.breaker.state) for r in order_candidates(route_plan, runtimes, request, self._rng)]
 
@@ -201,7 +216,16 @@ def _build_providers(policy: Policy, overrides: Mapping[str, Provider], source: 
             built[name] = build_provider(name, spec)
         except Exception as error:
             # The SDK's message may quote the configuration; name the field instead.
-            raise PolicyError([PolicyIssue(source, 0, 0, f"providers.{name}",
-                                           f"cannot build the {spec.type} client ({type(error).__name__}); "
-                                           "check api_key and base_url")]) from None
+            raise PolicyError(
+                [
+                    PolicyIssue(
+                        source,
+                        0,
+                        0,
+                        f"providers.{name}",
+                        f"cannot build the {spec.type} client ({type(error).__name__}); "
+                        "check api_key and base_url",
+                    )
+                ]
+            ) from None
     return built

@@ -79,8 +79,14 @@ async def _run(console: Console) -> int:
                         lost += 1
                         table.add_row(str(number), phase, "[red]failed[/red]", "", "", str(error))
                         continue
-                    table.add_row(str(number), phase, result.target, f"{result.cost_usd:.6f}",
-                                  f"{result.latency_s * 1000:.1f} ms", _trail(result))
+                    table.add_row(
+                        str(number),
+                        phase,
+                        result.target,
+                        f"{result.cost_usd:.6f}",
+                        f"{result.latency_s * 1000:.1f} ms",
+                        _trail(result),
+                    )
             console.print(table)
             for event in transitions:
                 console.print(f"breaker [bold]{event.target}[/bold]: {event.old} -> {event.new}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from contextlib import aclosing
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -156,8 +156,18 @@ class Engine:
 class _Run:
     """The state of one request: its deadline, its trail, and the candidates left."""
 
-    __slots__ = ("deadline", "engine", "min_window", "plan_route", "recovery", "request", "route", "started", "trail",
-                 "warnings")
+    __slots__ = (
+        "deadline",
+        "engine",
+        "min_window",
+        "plan_route",
+        "recovery",
+        "request",
+        "route",
+        "started",
+        "trail",
+        "warnings",
+    )
 
     def __init__(self, engine: Engine, route: _Route, request: Request, deadline: float | None) -> None:
         self.engine = engine
@@ -174,14 +184,14 @@ class _Run:
 
     # -- the walk over candidates ----------------------------------------------------------
 
-    async def first(
-        self, invoke: Callable[[TargetRuntime, float], Awaitable[_T]], recovery: str
-    ) -> _T:
+    async def first(self, invoke: Callable[[TargetRuntime, float], Awaitable[_T]], recovery: str) -> _T:
         """The first value a candidate produces, trying them in order (and hedging, if asked)."""
         self.recovery = recovery
         candidates = order_candidates(self.route, self.plan_route.runtimes, self.request, self.engine.rng)
         if not candidates:
-            raise AllTargetsFailed(self.route.name, (), "no target fits the request (capabilities, context window)")
+            raise AllTargetsFailed(
+                self.route.name, (), "no target fits the request (capabilities, context window)"
+            )
         pending = iter(candidates)
         if self.route.hedge_after is None:
             result = await self._lane(pending, invoke)
@@ -193,14 +203,19 @@ class _Run:
         return result
 
     async def _race(
-        self, pending: Iterator[TargetRuntime], invoke: Callable[[TargetRuntime, float], Awaitable[_T]], after: float
+        self,
+        pending: Iterator[TargetRuntime],
+        invoke: Callable[[TargetRuntime, float], Awaitable[_T]],
+        after: float,
     ) -> _T | None:
         clock = self.engine.clock
         lanes = {asyncio.ensure_future(self._lane(pending, invoke))}
         hedge: asyncio.Future[None] | None = asyncio.ensure_future(clock.sleep(after))
         try:
             while lanes:
-                done, _ = await asyncio.wait(lanes | {hedge} if hedge else lanes, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    lanes | {hedge} if hedge else lanes, return_when=asyncio.FIRST_COMPLETED
+                )
                 for lane in done & lanes:
                     lanes.discard(lane)
                     result = lane.result()
@@ -264,8 +279,11 @@ class _Run:
                 if not error.target:
                     error.target = runtime.plan.name
                 self._failed(runtime, error, started)
-                if error.kind in self.route.retry_on and tries < self.route.attempts and \
-                        error.kind not in _NEVER_RETRIED:
+                if (
+                    error.kind in self.route.retry_on
+                    and tries < self.route.attempts
+                    and error.kind not in _NEVER_RETRIED
+                ):
                     delay = self._retry_delay(error, tries)
                     if delay is not None:
                         await clock.sleep(delay)
@@ -305,7 +323,11 @@ class _Run:
             delay = error.retry_after
         else:
             delay = backoff_delay(
-                retry, base=route.backoff_base, cap=route.backoff_max, jitter=route.jitter, rand=self.engine.rng.random
+                retry,
+                base=route.backoff_base,
+                cap=route.backoff_max,
+                jitter=route.jitter,
+                rand=self.engine.rng.random,
             )
         if self.engine.clock.monotonic() + delay >= self.deadline:
             return None
@@ -316,8 +338,14 @@ class _Run:
 
     # -- the trail -------------------------------------------------------------------------
 
-    def _record(self, runtime: TargetRuntime, outcome: str, started: float, error: str | None = None,
-                status: int | None = None) -> None:
+    def _record(
+        self,
+        runtime: TargetRuntime,
+        outcome: str,
+        started: float,
+        error: str | None = None,
+        status: int | None = None,
+    ) -> None:
         plan = runtime.plan
         latency = self.engine.clock.monotonic() - started
         self.trail.append(Attempt(plan.name, plan.provider, plan.model, outcome, latency, error, status))
@@ -338,8 +366,14 @@ class _Run:
         per_attempt = self.route.per_attempt
         deadline = self.deadline if per_attempt is None else min(self.deadline, started + per_attempt)
         request = self.request
-        call = Call(runtime.plan.model, request.messages, deadline - started, request.max_tokens,
-                    request.temperature, request.options)
+        call = Call(
+            runtime.plan.model,
+            request.messages,
+            deadline - started,
+            request.max_tokens,
+            request.temperature,
+            request.options,
+        )
         return call, deadline
 
     async def call_reply(self, runtime: TargetRuntime, started: float) -> _Answer:
@@ -348,8 +382,11 @@ class _Run:
             async with self.engine.clock.timeout_at(deadline):
                 reply = await runtime.provider.complete(call)
         except TimeoutError:
-            raise ProviderError(ErrorKind.TIMEOUT, f"no answer within {call.timeout * 1000:.0f} ms",
-                                provider=runtime.plan.provider) from None
+            raise ProviderError(
+                ErrorKind.TIMEOUT,
+                f"no answer within {call.timeout * 1000:.0f} ms",
+                provider=runtime.plan.provider,
+            ) from None
         except RouterError:
             raise
         except Exception as error:
@@ -392,8 +429,9 @@ class _Run:
         except TimeoutError:
             await _close(chunks)
             waited = (clock.monotonic() - started) * 1000
-            raise ProviderError(ErrorKind.TIMEOUT, f"no first token after {waited:.0f} ms",
-                                provider=runtime.plan.provider) from None
+            raise ProviderError(
+                ErrorKind.TIMEOUT, f"no first token after {waited:.0f} ms", provider=runtime.plan.provider
+            ) from None
         except RouterError:
             await _close(chunks)
             raise
@@ -417,14 +455,21 @@ class _Run:
     def _check_end(self, opened: _OpenStream) -> None:
         if opened.finish_reason is None:
             # Success is judged by a proper end: an answer without a finish reason may be cut short.
-            raise StreamBroken("the stream ended without a finish reason", received="".join(opened.received),
-                               provider=opened.runtime.plan.provider, target=opened.runtime.plan.name)
+            raise StreamBroken(
+                "the stream ended without a finish reason",
+                received="".join(opened.received),
+                provider=opened.runtime.plan.provider,
+                target=opened.runtime.plan.name,
+            )
         if opened.finish_reason == "content_filter":
-            raise ProviderError(ErrorKind.CONTENT_FILTER, "the answer was withheld by the provider's content filter",
-                                provider=opened.runtime.plan.provider)
+            raise ProviderError(
+                ErrorKind.CONTENT_FILTER,
+                "the answer was withheld by the provider's content filter",
+                provider=opened.runtime.plan.provider,
+            )
 
     async def drain(self, opened: _OpenStream, record: bool = True) -> AsyncGenerator[str, None]:
-        """Yield the stream's text from the first token on; a cut, a stall or a bad end raises StreamBroken."""
+        """The stream's text from the first token on; a cut, a stall or a bad end raises StreamBroken."""
         clock = self.engine.clock
         idle = self.route.idle
         chunks = opened.chunks
@@ -432,7 +477,9 @@ class _Run:
             if opened.first and record:
                 yield opened.first
             while not opened.ended:
-                next_deadline = opened.deadline if idle is None else min(opened.deadline, clock.monotonic() + idle)
+                next_deadline = (
+                    opened.deadline if idle is None else min(opened.deadline, clock.monotonic() + idle)
+                )
                 try:
                     async with clock.timeout_at(next_deadline):
                         chunk = await anext(chunks)
@@ -442,16 +489,26 @@ class _Run:
                     break
                 except TimeoutError:
                     why = "stalled" if next_deadline < opened.deadline else "ran past its deadline"
-                    raise StreamBroken(f"the stream {why} after output began", received="".join(opened.received),
-                                       provider=opened.runtime.plan.provider, target=opened.runtime.plan.name) from None
+                    raise StreamBroken(
+                        f"the stream {why} after output began",
+                        received="".join(opened.received),
+                        provider=opened.runtime.plan.provider,
+                        target=opened.runtime.plan.name,
+                    ) from None
                 except ProviderError as error:
-                    raise StreamBroken(f"the stream broke after output began: {error.kind}: {error.message}",
-                                       received="".join(opened.received), provider=opened.runtime.plan.provider,
-                                       target=opened.runtime.plan.name) from None
+                    raise StreamBroken(
+                        f"the stream broke after output began: {error.kind}: {error.message}",
+                        received="".join(opened.received),
+                        provider=opened.runtime.plan.provider,
+                        target=opened.runtime.plan.name,
+                    ) from None
                 except Exception as error:
-                    raise StreamBroken(f"the stream broke after output began: {type(error).__name__}",
-                                       received="".join(opened.received), provider=opened.runtime.plan.provider,
-                                       target=opened.runtime.plan.name) from error
+                    raise StreamBroken(
+                        f"the stream broke after output began: {type(error).__name__}",
+                        received="".join(opened.received),
+                        provider=opened.runtime.plan.provider,
+                        target=opened.runtime.plan.name,
+                    ) from error
                 self._absorb(opened, chunk)
                 if chunk.text:
                     opened.received.append(chunk.text)
@@ -489,7 +546,9 @@ class _Run:
 
     def finish_stream(self, opened: _OpenStream) -> _Answer:
         self._end_stream_attempt(opened, None)
-        return _Answer(opened.runtime, "".join(opened.received), opened.usage or Usage(), opened.finish_reason)
+        return _Answer(
+            opened.runtime, "".join(opened.received), opened.usage or Usage(), opened.finish_reason
+        )
 
     def completion(self, answer: _Answer) -> Completion:
         plan = answer.runtime.plan
@@ -514,9 +573,14 @@ def _total_tokens(value: object) -> int | None:
 
 def _adapter_failure(runtime: TargetRuntime, error: Exception) -> ProviderError:
     # A provider that sends garbage must cost a failover, not the caller's request.
-    logger.warning("provider %s raised %s; counted as server_error", runtime.plan.provider, type(error).__name__)
-    return ProviderError(ErrorKind.SERVER_ERROR, f"unexpected {type(error).__name__} from the adapter",
-                         provider=runtime.plan.provider)
+    logger.warning(
+        "provider %s raised %s; counted as server_error", runtime.plan.provider, type(error).__name__
+    )
+    return ProviderError(
+        ErrorKind.SERVER_ERROR,
+        f"unexpected {type(error).__name__} from the adapter",
+        provider=runtime.plan.provider,
+    )
 
 
 async def _close(chunks: AsyncIterator[Chunk]) -> None:

@@ -42,7 +42,8 @@ class Attempt:
 
     def __str__(self) -> str:
         detail = f" - {self.error}" if self.error else ""
-        return f"{self.target} ({self.provider}/{self.model}): {self.outcome} in {self.latency_s * 1000:.1f} ms{detail}"
+        where = f"{self.target} ({self.provider}/{self.model})"
+        return f"{where}: {self.outcome} in {self.latency_s * 1000:.1f} ms{detail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,9 @@ class TargetRuntime:
 
     __slots__ = ("breaker", "latency", "limiter", "plan", "provider")
 
-    def __init__(self, plan: TargetPlan, provider: Provider, breaker: Breaker, limiter: Limiter | None) -> None:
+    def __init__(
+        self, plan: TargetPlan, provider: Provider, breaker: Breaker, limiter: Limiter | None
+    ) -> None:
         self.plan = plan
         self.provider = provider
         self.breaker = breaker
@@ -82,7 +84,9 @@ def _fits(plan: TargetPlan, request: Request) -> bool:
     return window is None or request.input_tokens + (request.max_tokens or 0) <= window
 
 
-def _weighted_order(runtimes: Sequence[TargetRuntime], weights: Sequence[float], rng: random.Random) -> list[TargetRuntime]:
+def _weighted_order(
+    runtimes: Sequence[TargetRuntime], weights: Sequence[float], rng: random.Random
+) -> list[TargetRuntime]:
     # Efraimidis-Spirakis: one key per item gives a weighted order without replacement.
     keys = [rng.random() ** (1.0 / weight) for weight in weights]
     return [runtime for _, runtime in sorted(zip(keys, runtimes, strict=True), key=lambda kv: -kv[0])]
@@ -106,5 +110,7 @@ def order_candidates(
 
 
 def over_budget(route: RoutePlan, plan: TargetPlan, request: Request) -> bool:
-    return route.max_cost is not None and plan.cost(request.input_tokens, request.output_estimate) > route.max_cost
-
+    return (
+        route.max_cost is not None
+        and plan.cost(request.input_tokens, request.output_estimate) > route.max_cost
+    )

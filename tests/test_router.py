@@ -21,9 +21,28 @@ routes:
 def test_public_names_are_exactly_the_documented_ones():
     assert sorted(router.__all__) == sorted(
         [
-            "AllTargetsFailed", "Attempt", "BreakerTransition", "Call", "Chunk", "Clock", "Completion", "ErrorKind",
-            "Outcome", "Policy", "PolicyError", "PolicyIssue", "Provider", "ProviderError", "Reply", "Router",
-            "RouterError", "StreamBroken", "SystemClock", "Usage", "load_policy", "parse_policy",
+            "AllTargetsFailed",
+            "Attempt",
+            "BreakerTransition",
+            "Call",
+            "Chunk",
+            "Clock",
+            "Completion",
+            "ErrorKind",
+            "Outcome",
+            "Policy",
+            "PolicyError",
+            "PolicyIssue",
+            "Provider",
+            "ProviderError",
+            "Reply",
+            "Router",
+            "RouterError",
+            "StreamBroken",
+            "SystemClock",
+            "Usage",
+            "load_policy",
+            "parse_policy",
             "policy_json_schema",
         ]
     )
@@ -72,7 +91,8 @@ def test_providers_for_unknown_names_are_refused():
 
 def test_an_openai_provider_without_a_key_is_a_policy_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    policy = router.parse_policy(POLICY.replace("type: openai_compatible, base_url: \"http://127.0.0.1:9/v1\"",
-                                                "type: openai"))
+    policy = router.parse_policy(
+        POLICY.replace('type: openai_compatible, base_url: "http://127.0.0.1:9/v1"', "type: openai")
+    )
     with pytest.raises(PolicyError, match=r"api_key.*providers\.local"):
         Router(policy)

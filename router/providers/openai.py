@@ -96,14 +96,20 @@ class OpenAIProvider:
             usage = _usage(data.get("usage"))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise ProviderError(
-                ErrorKind.SERVER_ERROR, "malformed response body (not an OpenAI chat completion)", provider=self.name
+                ErrorKind.SERVER_ERROR,
+                "malformed response body (not an OpenAI chat completion)",
+                provider=self.name,
             ) from None
         if finish == "content_filter":
-            raise ProviderError(ErrorKind.CONTENT_FILTER, "the answer was withheld by the provider's content filter",
-                                provider=self.name)
+            raise ProviderError(
+                ErrorKind.CONTENT_FILTER,
+                "the answer was withheld by the provider's content filter",
+                provider=self.name,
+            )
         if not isinstance(text, str):
-            raise ProviderError(ErrorKind.SERVER_ERROR, "malformed response body (content is not text)",
-                                provider=self.name)
+            raise ProviderError(
+                ErrorKind.SERVER_ERROR, "malformed response body (content is not text)", provider=self.name
+            )
         return Reply(text, usage, finish)
 
     def _transport_error(self, error: httpx2.TransportError) -> ProviderError:

@@ -19,7 +19,7 @@ import pybreaker
 
 from router.clock import Clock
 
-__all__ = ["Breaker", "BreakerTransition", "CLOSED", "HALF_OPEN", "OPEN"]
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "BreakerTransition"]
 
 CLOSED = pybreaker.STATE_CLOSED
 OPEN = pybreaker.STATE_OPEN

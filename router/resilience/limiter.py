@@ -43,7 +43,7 @@ class TokenBucket:
         return self._level
 
     def reserve(self, amount: float, max_wait: float) -> float | None:
-        """Take `amount` now; return the wait until it is covered, or None (nothing taken) if over `max_wait`."""
+        """Take `amount`; return the wait until it is covered, or None (taking nothing) if over `max_wait`."""
         self._refill()
         wait = max(0.0, (amount - self._level) / self._rate)
         if wait > max_wait:
@@ -79,9 +79,11 @@ class Limiter:
         if self._max_concurrency is not None and self._in_flight >= self._max_concurrency:
             return False
         left = deadline - self._clock.monotonic()
-        if self._rpm is not None and not self._rpm.has_capacity():
-            # One request leaks out of the bucket every 60/rpm s; those already waiting go first.
-            if (self._rpm_waiting + 1) * 60.0 / self._rpm.max_rate >= left:
+        # One request leaks out of the RPM bucket every 60/rpm s; those already waiting go first.
+        rpm = self._rpm
+        if rpm is not None and not rpm.has_capacity():
+            wait = (self._rpm_waiting + 1) * 60.0 / rpm.max_rate
+            if wait >= left:
                 return False
         wait = 0.0
         if self._tpm is not None:

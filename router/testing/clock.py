@@ -59,7 +59,9 @@ class FakeClock:
     system clock. `advance()` moves time by hand.
     """
 
-    def __init__(self, start: float = 1_000.0, wall_start: float = 1_700_000_000.0, *, auto_advance: bool = True):
+    def __init__(
+        self, start: float = 1_000.0, wall_start: float = 1_700_000_000.0, *, auto_advance: bool = True
+    ):
         self._now = start
         self._wall_delta = wall_start - start
         self._timers: list[tuple[float, int, _Timer]] = []

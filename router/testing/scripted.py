@@ -50,8 +50,15 @@ class Step:
         malformed_after: int | None = None,
         finish_reason: str | None = "stop",
     ) -> Step:
-        return cls(text=text, delay=delay, chunk_delay=chunk_delay, cut_after=cut_after, stall_after=stall_after,
-                   malformed_after=malformed_after, finish_reason=finish_reason)
+        return cls(
+            text=text,
+            delay=delay,
+            chunk_delay=chunk_delay,
+            cut_after=cut_after,
+            stall_after=stall_after,
+            malformed_after=malformed_after,
+            finish_reason=finish_reason,
+        )
 
     @classmethod
     def fail(
@@ -66,8 +73,15 @@ class Step:
         after_chunks: int | None = None,
     ) -> Step:
         """Fail at once, or (streams) after `after_chunks` chunks of `text`."""
-        return cls(error=kind, status=status, retry_after=retry_after, delay=delay, message=message, text=text,
-                   fail_after=after_chunks)
+        return cls(
+            error=kind,
+            status=status,
+            retry_after=retry_after,
+            delay=delay,
+            message=message,
+            text=text,
+            fail_after=after_chunks,
+        )
 
     @classmethod
     def hang(cls) -> Step:
@@ -77,7 +91,9 @@ class Step:
 class ScriptedProvider:
     """Plays scripted steps per model, in order; once a model's script runs out, it answers `default`."""
 
-    def __init__(self, name: str = "scripted", *, clock: Clock | None = None, default: Step | None = None) -> None:
+    def __init__(
+        self, name: str = "scripted", *, clock: Clock | None = None, default: Step | None = None
+    ) -> None:
         self.name = name
         self._clock = clock or SystemClock()
         self._default = default or Step()
@@ -98,8 +114,9 @@ class ScriptedProvider:
 
     def _error(self, step: Step) -> ProviderError:
         assert step.error is not None
-        return ProviderError(step.error, step.message, provider=self.name, status=step.status,
-                             retry_after=step.retry_after)
+        return ProviderError(
+            step.error, step.message, provider=self.name, status=step.status, retry_after=step.retry_after
+        )
 
     @staticmethod
     def _usage(call: Call, text: str) -> Usage:

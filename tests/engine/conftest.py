@@ -13,9 +13,14 @@ from router.testing.scripted import ScriptedProvider
 USER = [{"role": "user", "content": "Hello there"}]
 
 
-def build_policy(route: dict[str, Any] | None = None, *, targets: dict[str, Any] | None = None,
-                 breaker: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
-                 retry_budget: dict[str, Any] | None = None) -> Policy:
+def build_policy(
+    route: dict[str, Any] | None = None,
+    *,
+    targets: dict[str, Any] | None = None,
+    breaker: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+    retry_budget: dict[str, Any] | None = None,
+) -> Policy:
     """Two providers (p1, p2), targets a/b/c on models of the same names, one route `chat`."""
     provider: dict[str, Any] = {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}
     if breaker:
@@ -24,7 +29,8 @@ def build_policy(route: dict[str, Any] | None = None, *, targets: dict[str, Any]
         provider["limits"] = limits
     data: dict[str, Any] = {
         "providers": {"p1": provider, "p2": dict(provider)},
-        "targets": targets or {
+        "targets": targets
+        or {
             "a": {"provider": "p1", "model": "a", "price": {"input": 1.0, "output": 2.0}},
             "b": {"provider": "p2", "model": "b", "price": {"input": 0.5, "output": 1.0}},
             "c": {"provider": "p2", "model": "c"},
@@ -42,8 +48,14 @@ class Rig:
         self.p1 = ScriptedProvider("p1", clock=clock)
         self.p2 = ScriptedProvider("p2", clock=clock)
         self.transitions: list[Any] = []
-        self.router = Router(policy, clock=clock, providers={"p1": self.p1, "p2": self.p2}, seed=7,
-                             on_transition=self.transitions.append, **kwargs)
+        self.router = Router(
+            policy,
+            clock=clock,
+            providers={"p1": self.p1, "p2": self.p2},
+            seed=7,
+            on_transition=self.transitions.append,
+            **kwargs,
+        )
 
     def script(self, model: str, *steps: Any) -> None:
         (self.p1 if model == "a" else self.p2).script(model, *steps)
@@ -58,4 +70,5 @@ def clock() -> FakeClock:
 def rig(clock: FakeClock):
     def make(route: dict[str, Any] | None = None, **kwargs: Any) -> Rig:
         return Rig(build_policy(route, **kwargs), clock)
+
     return make

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from router import AllTargetsFailed, ErrorKind
+from router import AllTargetsFailed, ErrorKind, ProviderError
 from router.resilience.breaker import CLOSED, HALF_OPEN, OPEN
 from router.results import Outcome
 from router.testing.scripted import Step
@@ -33,7 +33,12 @@ async def test_an_open_breaker_skips_the_target_without_a_call(rig):
 
 async def test_half_open_admits_one_probe_and_closes_on_success(rig, clock):
     r = rig({"retry": {"attempts": 1}}, breaker=BREAKER)
-    r.script("a", Step.fail(ErrorKind.SERVER_ERROR), Step.fail(ErrorKind.SERVER_ERROR), Step.reply("probe", delay=1.0))
+    r.script(
+        "a",
+        Step.fail(ErrorKind.SERVER_ERROR),
+        Step.fail(ErrorKind.SERVER_ERROR),
+        Step.reply("probe", delay=1.0),
+    )
     await r.router.complete("chat", USER)
     await r.router.complete("chat", USER)
     clock.advance(12.0)  # past the reset timeout, even with jitter
@@ -66,7 +71,7 @@ async def test_a_failed_probe_reopens_with_a_longer_timeout(rig, clock):
 async def test_caller_errors_and_cancellations_do_not_move_the_breaker(rig, clock):
     r = rig({"retry": {"attempts": 1}}, breaker={"fail_max": 1})
     r.script("a", Step.fail(ErrorKind.BAD_REQUEST), Step.hang())
-    with pytest.raises(Exception):
+    with pytest.raises(ProviderError):
         await r.router.complete("chat", USER)
     task = asyncio.ensure_future(r.router.complete("chat", USER))
     await asyncio.sleep(0)

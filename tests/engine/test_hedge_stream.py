@@ -59,7 +59,9 @@ async def test_stream_yields_deltas_then_the_completion(rig):
 
 async def test_stream_failover_is_free_before_the_first_token(rig):
     r = rig()
-    r.script("a", Step.fail(ErrorKind.SERVER_ERROR, status=503), Step.fail(ErrorKind.SERVER_ERROR, status=503))
+    r.script(
+        "a", Step.fail(ErrorKind.SERVER_ERROR, status=503), Step.fail(ErrorKind.SERVER_ERROR, status=503)
+    )
     r.script("b", Step.reply("from b"))
     deltas, final = await collect(r.router.stream("chat", USER))
     assert "".join(deltas) == "from b" and final.target == "b"
@@ -69,7 +71,7 @@ async def test_stream_first_token_timeout_fails_over(rig, clock):
     r = rig({"latency_budget": {"first_token": "500ms"}})
     r.script("a", Step.reply("late", delay=2.0))
     start = clock.monotonic()
-    deltas, final = await collect(r.router.stream("chat", USER))
+    _, final = await collect(r.router.stream("chat", USER))
     assert final.target == "b" and outcomes(final)[0] == ("a", "timeout")
     assert clock.monotonic() - start == pytest.approx(0.5)
 
@@ -105,7 +107,7 @@ async def test_stream_without_finish_reason_is_not_a_success(rig):
 async def test_malformed_event_is_skipped_and_noted(rig):
     r = rig()
     r.script("a", Step.reply("one two three", malformed_after=1))
-    deltas, final = await collect(r.router.stream("chat", USER))
+    _, final = await collect(r.router.stream("chat", USER))
     assert final.text == "one two three"
     assert any("malformed" in w for w in final.warnings)
 

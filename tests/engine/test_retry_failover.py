@@ -46,7 +46,12 @@ async def test_a_long_retry_after_moves_on_instead_of_waiting(rig, clock):
 
 
 async def test_never_sleeps_past_the_deadline(rig, clock):
-    r = rig({"latency_budget": {"total": "1s"}, "retry": {"backoff_base": "2s", "backoff_max": "2s", "jitter": "none"}})
+    r = rig(
+        {
+            "latency_budget": {"total": "1s"},
+            "retry": {"backoff_base": "2s", "backoff_max": "2s", "jitter": "none"},
+        }
+    )
     r.script("a", Step.fail(ErrorKind.SERVER_ERROR))
     start = clock.monotonic()
     result = await r.router.complete("chat", USER)

@@ -23,9 +23,14 @@ async def test_weighted_splits_traffic_by_weight(rig):
 async def test_weighted_falls_over_to_the_other_target(rig):
     from router import ErrorKind
 
-    r = rig({"strategy": "weighted", "retry": {"attempts": 1},
-             "targets": [{"target": "a", "weight": 1}, {"target": "b", "weight": 1}]},
-            breaker={"fail_max": 1000})
+    r = rig(
+        {
+            "strategy": "weighted",
+            "retry": {"attempts": 1},
+            "targets": [{"target": "a", "weight": 1}, {"target": "b", "weight": 1}],
+        },
+        breaker={"fail_max": 1000},
+    )
     r.script("a", *[Step.fail(ErrorKind.SERVER_ERROR)] * 100)
     results = [await r.router.complete("chat", USER) for _ in range(40)]
     assert {res.target for res in results} == {"b"}

@@ -17,17 +17,37 @@ SECRET = "sk-test-0123456789abcdefghijklmnop"
 
 
 def make_router(upstream: FakeUpstream, route: dict[str, Any] | None = None, **targets: Any) -> Router:
-    provider = {"type": "openai_compatible", "base_url": upstream.base_url, "api_key": SECRET,
-                "breaker": {"fail_max": 100}}
-    policy = Policy.model_validate({
-        "providers": {"up": provider},
-        "targets": targets or {
-            "primary": {"provider": "up", "model": "primary-model", "price": {"input": 1.0, "output": 2.0}},
-            "secondary": {"provider": "up", "model": "secondary-model", "price": {"input": 3.0, "output": 4.0}},
-        },
-        "routes": {"chat": {"targets": list(targets) or ["primary", "secondary"],
-                            "retry": {"backoff_base": "10ms", "backoff_max": "1s"}, **(route or {})}},
-    })
+    provider = {
+        "type": "openai_compatible",
+        "base_url": upstream.base_url,
+        "api_key": SECRET,
+        "breaker": {"fail_max": 100},
+    }
+    policy = Policy.model_validate(
+        {
+            "providers": {"up": provider},
+            "targets": targets
+            or {
+                "primary": {
+                    "provider": "up",
+                    "model": "primary-model",
+                    "price": {"input": 1.0, "output": 2.0},
+                },
+                "secondary": {
+                    "provider": "up",
+                    "model": "secondary-model",
+                    "price": {"input": 3.0, "output": 4.0},
+                },
+            },
+            "routes": {
+                "chat": {
+                    "targets": list(targets) or ["primary", "secondary"],
+                    "retry": {"backoff_base": "10ms", "backoff_max": "1s"},
+                    **(route or {}),
+                }
+            },
+        }
+    )
     return Router(policy, seed=3)
 
 
@@ -53,7 +73,9 @@ async def test_answer_usage_and_cost(fake_upstream):
     assert result.text == "Hello from the primary." and result.finish_reason == "stop"
     assert (result.target, result.provider, result.model) == ("primary", "up", "primary-model")
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
-    assert result.cost_usd == pytest.approx(result.usage.input_tokens * 1e-6 + result.usage.output_tokens * 2e-6)
+    assert result.cost_usd == pytest.approx(
+        result.usage.input_tokens * 1e-6 + result.usage.output_tokens * 2e-6
+    )
 
 
 async def test_429_retry_after_ms_is_honoured(fake_upstream):
@@ -135,8 +157,10 @@ async def test_complete_restarts_a_cut_stream_elsewhere(fake_upstream):
     fake_upstream.add_fault("primary-model", Fault.cut(2))
     async with make_router(fake_upstream, {"latency_budget": {"idle": "1s"}}) as router:
         result = await router.complete("chat", USER)
-    assert result.text == "The whole answer." and trail(result) == [("primary", "stream_broken"),
-                                                                     ("secondary", "ok")]
+    assert result.text == "The whole answer." and trail(result) == [
+        ("primary", "stream_broken"),
+        ("secondary", "ok"),
+    ]
 
 
 async def test_stream_stall_after_output_raises(fake_upstream):

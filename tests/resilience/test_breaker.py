@@ -78,8 +78,15 @@ def test_reset_timeout_doubles_per_retrip_up_to_the_cap_and_resets_on_close():
 
 def test_jitter_shortens_the_wait_by_at_most_a_fifth():
     clock = FakeClock()
-    low = Breaker("t", fail_max=1, reset_timeout=10.0, max_reset_timeout=60.0, success_threshold=1, clock=clock,
-                  rand=lambda: 0.0)
+    low = Breaker(
+        "t",
+        fail_max=1,
+        reset_timeout=10.0,
+        max_reset_timeout=60.0,
+        success_threshold=1,
+        clock=clock,
+        rand=lambda: 0.0,
+    )
     low.record_failure(FAILURE)
     assert low.retry_at - clock.monotonic() == 8.0
 
