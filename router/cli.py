@@ -20,8 +20,10 @@ from router.results import Completion
 
 __all__ = ["main"]
 
-out = Console()
-err = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    # Made per command, so the width and the streams are those of this run (and of test runners).
+    return Console(stderr=stderr, highlight=False)
 
 
 def _load_router(path: str) -> Router:
@@ -68,6 +70,7 @@ def validate(files: tuple[str, ...]) -> None:
 def explain(file: str, routes: tuple[str, ...]) -> None:
     """Show each route's candidates in the order a request would try them now."""
     router = _load_router(file)
+    out = _console()
     for name in routes or tuple(router.plan.routes):
         if name not in router.plan.routes:
             click.echo(f"unknown route {name!r}; routes: {', '.join(router.plan.routes)}", err=True)
@@ -134,6 +137,7 @@ def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int |
         click.echo(result.text)
     if verbose:
         _print_trail(result.attempts)
+        err = _console(stderr=True)
         err.print(
             f"answered by {result.target} ({result.provider}/{result.model}) in "
             f"{result.latency_s * 1000:.1f} ms; {result.usage.input_tokens} in / "
@@ -144,8 +148,9 @@ def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int |
 
 
 def _print_trail(attempts: tuple[object, ...]) -> None:
+    err = _console(stderr=True)
     for number, attempt in enumerate(attempts, start=1):
-        err.print(f"  {number}. {attempt}", highlight=False)
+        err.print(f"  {number}. {attempt}")
 
 
 @main.command()
@@ -159,7 +164,7 @@ def demo() -> None:
     """Fail over around a scripted outage on a local fake upstream (no keys needed)."""
     from router.demo import run_demo
 
-    sys.exit(1 if run_demo(out) else 0)
+    sys.exit(1 if run_demo(_console()) else 0)
 
 
 @main.command("fake-upstream")

@@ -82,8 +82,8 @@ class Limiter:
         # One request leaks out of the RPM bucket every 60/rpm s; those already waiting go first.
         rpm = self._rpm
         if rpm is not None and not rpm.has_capacity():
-            wait = (self._rpm_waiting + 1) * 60.0 / rpm.max_rate
-            if wait >= left:
+            turn = (self._rpm_waiting + 1) * 60.0 / rpm.max_rate
+            if turn >= left:
                 return False
         wait = 0.0
         if self._tpm is not None:

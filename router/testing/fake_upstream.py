@@ -617,12 +617,13 @@ _HTML_PAGE = (
 
 def run_forever(upstream: FakeUpstream, out: TextIO = sys.stdout) -> None:
     """Serve until Ctrl-C, printing the base URL and the faults; stops the upstream on exit."""
-    if not upstream.running:
-        upstream.start()
-    print(f"fake upstream listening on {upstream.base_url}", file=out, flush=True)
-    for rule in upstream.faults:
-        print(f"  fault: {rule.model} -> {rule.fault.name}{_describe_scope(rule)}", file=out, flush=True)
+    # Everything inside the try: Ctrl-C may land while starting or printing, too.
     try:
+        if not upstream.running:
+            upstream.start()
+        print(f"fake upstream listening on {upstream.base_url}", file=out, flush=True)
+        for rule in upstream.faults:
+            print(f"  fault: {rule.model} -> {rule.fault.name}{_describe_scope(rule)}", file=out, flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
