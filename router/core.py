@@ -104,14 +104,8 @@ class Router:
         `deadline` (seconds) shortens the route's total latency budget; `options` (stop, tools,
         response_format, ...) go to the provider as they are; `metadata` stays local.
         """
-        return await self._engine.complete(
-            route,
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            deadline=deadline,
-            options=options,
-        )
+        request = _request(messages, max_tokens, temperature, options, streaming=False)
+        return await self._engine.complete(route, request, deadline)
 
     def stream(
         self,
@@ -125,14 +119,8 @@ class Router:
         **options: Any,
     ) -> AsyncIterator[str | Completion]:
         """Text deltas as they arrive, then the final `Completion`."""
-        return self._engine.stream(
-            route,
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            deadline=deadline,
-            options=options,
-        )
+        request = _request(messages, max_tokens, temperature, options, streaming=True)
+        return self._engine.stream(route, request, deadline)
 
     def complete_sync(self, route: str, messages: Sequence[Message], **kwargs: Any) -> Completion:
         """`complete` for synchronous code; runs on the router's own event loop thread."""
@@ -155,9 +143,7 @@ class Router:
             raise RouterError(
                 f"unknown route {route!r}; routes: {', '.join(sorted(self.plan.routes)) or 'none'}"
             )
-        request = Request(
-            messages or [{"role": "user", "content": ""}], None, None, {}, estimate_tokens(messages), False
-        )
+        request = _request(messages or [{"role": "user", "content": ""}], None, None, {}, streaming=False)
         runtimes = [self._runtimes[target.name] for target in route_plan.targets]
         return [(r.plan, r.breaker.state) for r in order_candidates(route_plan, runtimes, request, self._rng)]
 
@@ -201,6 +187,19 @@ class Router:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _request(
+    messages: Sequence[Message],
+    max_tokens: int | None,
+    temperature: float | None,
+    options: Mapping[str, Any],
+    *,
+    streaming: bool,
+) -> Request:
+    if not messages:
+        raise RouterError("messages must not be empty")
+    return Request(messages, max_tokens, temperature, options, estimate_tokens(messages), streaming)
 
 
 def _build_providers(policy: Policy, overrides: Mapping[str, Provider], source: str) -> dict[str, Provider]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 from router.clock import Clock
 from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
 from router.policy.compile import Plan, RoutePlan
-from router.providers.base import Call, Chunk, Message
+from router.providers.base import Call, Chunk
 from router.resilience.backoff import backoff_delay
 from router.resilience.retry_budget import RetryBudget
 from router.results import Attempt, Completion, Outcome, Usage
-from router.selection import Request, TargetRuntime, estimate_tokens, order_candidates, over_budget
+from router.selection import Request, TargetRuntime, order_candidates, over_budget
 
 __all__ = ["Engine"]
 
@@ -93,52 +93,24 @@ class Engine:
             for name, route in plan.routes.items()
         }
 
-    def _start(
-        self,
-        route_name: str,
-        messages: Sequence[Message],
-        max_tokens: int | None,
-        temperature: float | None,
-        deadline: float | None,
-        options: Mapping[str, Any],
-        streaming: bool,
-    ) -> _Run:
+    def _start(self, route_name: str, request: Request, deadline: float | None) -> _Run:
         route = self._routes.get(route_name)
         if route is None:
             known = ", ".join(sorted(self._routes)) or "none"
             raise RouterError(f"unknown route {route_name!r}; routes: {known}")
-        if not messages:
-            raise RouterError("messages must not be empty")
-        request = Request(messages, max_tokens, temperature, options, estimate_tokens(messages), streaming)
         self.retry_budget.on_request()
         return _Run(self, route, request, deadline)
 
-    async def complete(
-        self,
-        route: str,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        deadline: float | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> Completion:
-        run = self._start(route, messages, max_tokens, temperature, deadline, options or {}, streaming=False)
+    async def complete(self, route: str, request: Request, deadline: float | None = None) -> Completion:
+        run = self._start(route, request, deadline)
         recovery = run.route.stream_recovery or "restart"
         answer = await run.first(run.call_buffered if run.route.stream_upstream else run.call_reply, recovery)
         return run.completion(answer)
 
     async def stream(
-        self,
-        route: str,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        deadline: float | None = None,
-        options: Mapping[str, Any] | None = None,
+        self, route: str, request: Request, deadline: float | None = None
     ) -> AsyncIterator[str | Completion]:
-        run = self._start(route, messages, max_tokens, temperature, deadline, options or {}, streaming=True)
+        run = self._start(route, request, deadline)
         if (run.route.stream_recovery or "raise") == "restart":
             # Restarting on another target after the caller saw text would repeat it: buffer instead.
             answer = await run.first(run.call_buffered, "restart")
@@ -455,12 +427,7 @@ class _Run:
     def _check_end(self, opened: _OpenStream) -> None:
         if opened.finish_reason is None:
             # Success is judged by a proper end: an answer without a finish reason may be cut short.
-            raise StreamBroken(
-                "the stream ended without a finish reason",
-                received="".join(opened.received),
-                provider=opened.runtime.plan.provider,
-                target=opened.runtime.plan.name,
-            )
+            raise _broken(opened, "the stream ended without a finish reason")
         if opened.finish_reason == "content_filter":
             raise ProviderError(
                 ErrorKind.CONTENT_FILTER,
@@ -489,25 +456,14 @@ class _Run:
                     break
                 except TimeoutError:
                     why = "stalled" if next_deadline < opened.deadline else "ran past its deadline"
-                    raise StreamBroken(
-                        f"the stream {why} after output began",
-                        received="".join(opened.received),
-                        provider=opened.runtime.plan.provider,
-                        target=opened.runtime.plan.name,
-                    ) from None
+                    raise _broken(opened, f"the stream {why} after output began") from None
                 except ProviderError as error:
-                    raise StreamBroken(
-                        f"the stream broke after output began: {error.kind}: {error.message}",
-                        received="".join(opened.received),
-                        provider=opened.runtime.plan.provider,
-                        target=opened.runtime.plan.name,
+                    raise _broken(
+                        opened, f"the stream broke after output began: {error.kind}: {error.message}"
                     ) from None
                 except Exception as error:
-                    raise StreamBroken(
-                        f"the stream broke after output began: {type(error).__name__}",
-                        received="".join(opened.received),
-                        provider=opened.runtime.plan.provider,
-                        target=opened.runtime.plan.name,
+                    raise _broken(
+                        opened, f"the stream broke after output began: {type(error).__name__}"
                     ) from error
                 self._absorb(opened, chunk)
                 if chunk.text:
@@ -565,6 +521,11 @@ class _Run:
             finish_reason=answer.finish_reason,
             warnings=tuple(self.warnings),
         )
+
+
+def _broken(opened: _OpenStream, message: str) -> StreamBroken:
+    plan = opened.runtime.plan
+    return StreamBroken(message, received="".join(opened.received), provider=plan.provider, target=plan.name)
 
 
 def _total_tokens(value: object) -> int | None:
