@@ -124,6 +124,7 @@ class FakeUpstream:
         self._rules = [_RuleState(rule) for rule in faults]
         self._replies: dict[str, str] = {}
         self._models: dict[str, None] = dict.fromkeys(models)
+        self._models.update((state.rule.model, None) for state in self._rules if state.rule.model != "*")
         self._log: list[RequestRecord] = []
         self._ids = itertools.count(1)
         self._started_at = 0.0
@@ -186,7 +187,8 @@ class FakeUpstream:
     @property
     def base_url(self) -> str:
         """What `openai.AsyncOpenAI(base_url=...)` takes, e.g. `http://127.0.0.1:PORT/v1`."""
-        return f"http://{self.host}:{self.port}/v1"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
 
     def elapsed(self) -> float:
         """Seconds since `start()`, on the clock that fault windows and the log use."""
@@ -360,7 +362,10 @@ class FakeUpstream:
                 assert self._stopping is not None
                 await self._stopping.wait()
                 return _abort(request)
-            case Delay(seconds=seconds) | SlowFirstToken(seconds=seconds) if not chat.stream:
+            case Delay(seconds=seconds):
+                if await self._pause(seconds):
+                    return _abort(request)
+            case SlowFirstToken(seconds=seconds) if not chat.stream:
                 if await self._pause(seconds):
                     return _abort(request)
             case Latency():

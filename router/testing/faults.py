@@ -2,8 +2,8 @@
 
 A fault is a frozen value saying *what* goes wrong; the fake upstream decides *how* to do it
 on the wire. Build faults with the constructors on `Fault` (`Fault.rate_limited(retry_after=2)`,
-`Fault.cut(3)`, `Fault.http(502)`, ...) and scope them with a `FaultRule` (which model, how many requests,
-which time window, how often). `parse_fault_spec` reads the same rules from the command line.
+`Fault.cut(3)`, `Fault.http(502)`, ...) and scope them with a `FaultRule` (which model, how many
+requests, which time window, how often). `parse_fault_spec` reads rules from the command line.
 
 Faults on streams (`cut`, `stall`, `malformed`, `no_done`) only apply to requests with
 `stream: true` (`slow_first_token` delays a whole non-streamed answer); `reject_prefill` only
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "Cut",
@@ -220,7 +220,7 @@ class HttpError(Fault):
     param: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     label: str = ""
-    inner_error: tuple[tuple[str, str], ...] = field(default=())
+    inner_error: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -416,8 +416,8 @@ def parse_fault_spec(text: str) -> FaultRule:
 
     Kinds and their arguments:
 
-        400..599                      status with an OpenAI error body; 429 also takes
-                                      retry_after=DUR and retry_after_ms=N
+        400..599                      status with an OpenAI error body; takes
+                                      retry_after=DUR and retry_after_ms=N (headers)
         rate_limited / server_error / unavailable / unauthorized / forbidden
                                       429 / 500 / 503 / 401 / 403 (same arguments as above)
         outage:DUR                    503 for DUR from `start` (default 0), then healthy

@@ -37,11 +37,18 @@ async def complete(client: openai.AsyncOpenAI, model: str = "gpt-4o", **kwargs: 
 
 
 async def stream_lines(
-    client: openai.AsyncOpenAI, model: str = "gpt-4o", **kwargs: Any
+    client: openai.AsyncOpenAI,
+    model: str = "gpt-4o",
+    *,
+    lines: list[tuple[float, str]] | None = None,
+    **kwargs: Any,
 ) -> tuple[list[tuple[float, str]], Exception | None]:
-    """The non-empty raw SSE lines with their arrival time since the call, and the error that ended them."""
+    """The non-empty raw SSE lines with their arrival time since the call, and the error that ended them.
+
+    Lines are appended to `lines` as they arrive when a list is given.
+    """
     started = time.monotonic()
-    lines: list[tuple[float, str]] = []
+    lines = [] if lines is None else lines
     try:
         async with client.chat.completions.with_streaming_response.create(
             model=model, messages=MESSAGES, stream=True, **kwargs
@@ -279,9 +286,12 @@ async def test_stop_ends_a_stalled_stream_at_once(
     fake_upstream: FakeUpstream, client: openai.AsyncOpenAI
 ) -> None:
     fake_upstream.add_fault("gpt-4o", Fault.stall(2, 30.0))
-    call = asyncio.create_task(stream_lines(client, timeout=10.0))
-    await wait_for_requests(fake_upstream, 1)
-    await asyncio.sleep(0.05)
+    received: list[tuple[float, str]] = []
+    call = asyncio.create_task(stream_lines(client, lines=received, timeout=10.0))
+    for _ in range(400):
+        if len(received) == 2:
+            break
+        await asyncio.sleep(0.005)
 
     started = time.monotonic()
     fake_upstream.stop()
@@ -289,20 +299,24 @@ async def test_stop_ends_a_stalled_stream_at_once(
     lines, error = await asyncio.wait_for(call, 1.0)
 
     assert stopped_in < 0.5
-    assert len(lines) == 2
-    assert isinstance(error, httpx2.TransportError | openai.APIConnectionError)
+    assert len(lines) == 2, lines
+    assert isinstance(error, httpx2.TransportError | openai.APIConnectionError), repr(error)
 
 
 # --- slow answers ----------------------------------------------------------------------------
 
 
-async def test_delay_holds_the_whole_response(
-    fake_upstream: FakeUpstream, client: openai.AsyncOpenAI
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_delay_holds_the_response_head(
+    fake_upstream: FakeUpstream, client: openai.AsyncOpenAI, stream: bool
 ) -> None:
     fake_upstream.add_fault("gpt-4o", Fault.delay(0.2))
 
     started = time.monotonic()
-    await complete(client)
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=stream
+    ):
+        pass
 
     assert time.monotonic() - started >= 0.2
     assert fake_upstream.log[-1].fault == "delay"
@@ -352,11 +366,11 @@ async def test_cut_ends_the_stream_mid_answer(
 
     lines, error = await stream_lines(client)
 
-    assert len(lines) == 2
+    assert len(lines) == 2, (lines, error)
     assert chunks(lines)[1]["choices"][0]["delta"]["content"] == "Hello"
     assert finish_reasons(lines) == []
     assert "data: [DONE]" not in [line for _, line in lines]
-    assert isinstance(error, httpx2.RemoteProtocolError)
+    assert isinstance(error, httpx2.RemoteProtocolError), repr(error)
 
 
 async def test_cut_past_the_content_still_comes_before_finish(

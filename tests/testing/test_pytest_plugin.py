@@ -41,33 +41,36 @@ async def test_fake_clock_fixture_runs_in_virtual_time(fake_clock: FakeClock) ->
     assert fake_clock.monotonic() - before == 30
 
 
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
 def test_serve_until_interrupted() -> None:
     code = "from router.testing import serve; serve(port=0, faults=['gpt-4o=503', 'o3=cut:1,times=2'])"
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        faults = [process.stdout.readline(), process.stdout.readline()]
-        base_url = banner.split()[-1]
-        request = urllib.request.Request(
-            f"{base_url}/chat/completions",
-            data=json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
+    ) as process:
         try:
-            urllib.request.urlopen(request, timeout=2)
-            status = 200
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        process.send_signal(signal.SIGINT)
-        returncode = process.wait(timeout=5)
-    finally:
-        process.kill()
-        process.wait()
+            assert process.stdout is not None
+            banner = process.stdout.readline()
+            faults = [process.stdout.readline(), process.stdout.readline()]
+            base_url = banner.split()[-1]
+            request = urllib.request.Request(
+                f"{base_url}/chat/completions",
+                data=json.dumps({"model": "gpt-4o", "messages": MESSAGES}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=2):
+                    status = 200
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                exc.close()
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=5)
+        finally:
+            process.kill()
 
     assert banner.startswith("fake upstream listening on http://127.0.0.1:")
     assert faults == ["  fault: gpt-4o -> http_503\n", "  fault: o3 -> cut (2 time(s))\n"]
     assert status == 503
-    assert returncode == 0
+    assert process.returncode == 0, stderr
