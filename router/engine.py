@@ -22,7 +22,7 @@ from router.policy.compile import Plan, RoutePlan
 from router.providers.base import Call, Chunk
 from router.resilience.backoff import backoff_delay
 from router.resilience.retry_budget import RetryBudget
-from router.results import Attempt, Completion, Outcome, Usage
+from router.results import Attempt, Completion, Outcome, ToolCall, Usage
 from router.selection import Request, TargetRuntime, order_candidates, over_budget
 
 __all__ = ["Engine"]
@@ -45,6 +45,7 @@ class _Answer:
     text: str
     usage: Usage
     finish_reason: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(slots=True)
@@ -60,6 +61,11 @@ class _OpenStream:
     usage: Usage | None = None
     ended: bool = False
     received: list[str] = field(default_factory=list)
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def answer(self) -> _Answer:
+        text = "".join(self.received)
+        return _Answer(self.runtime, text, self.usage or Usage(), self.finish_reason, self.tool_calls)
 
 
 class _Route:
@@ -363,7 +369,7 @@ class _Run:
             raise
         except Exception as error:
             raise _adapter_failure(runtime, error) from error
-        return _Answer(runtime, reply.text, reply.usage, reply.finish_reason)
+        return _Answer(runtime, reply.text, reply.usage, reply.finish_reason, reply.tool_calls)
 
     async def call_buffered(self, runtime: TargetRuntime, started: float) -> _Answer:
         """A whole answer read from a stream, so the first token and the gaps can be timed."""
@@ -372,7 +378,7 @@ class _Run:
         opened = await self.open_stream(runtime, started)
         async for _ in self.drain(opened, record=False):
             pass
-        return _Answer(runtime, "".join(opened.received), opened.usage or Usage(), opened.finish_reason)
+        return opened.answer()
 
     async def open_stream(self, runtime: TargetRuntime, started: float) -> _OpenStream:
         """Start a stream and wait for its first text (or its end), under the first-token budget."""
@@ -423,6 +429,8 @@ class _Run:
             opened.finish_reason = chunk.finish_reason
         if chunk.usage is not None:
             opened.usage = chunk.usage
+        if chunk.tool_calls:
+            opened.tool_calls = chunk.tool_calls
 
     def _check_end(self, opened: _OpenStream) -> None:
         if opened.finish_reason is None:
@@ -502,9 +510,7 @@ class _Run:
 
     def finish_stream(self, opened: _OpenStream) -> _Answer:
         self._end_stream_attempt(opened, None)
-        return _Answer(
-            opened.runtime, "".join(opened.received), opened.usage or Usage(), opened.finish_reason
-        )
+        return opened.answer()
 
     def completion(self, answer: _Answer) -> Completion:
         plan = answer.runtime.plan
@@ -520,6 +526,7 @@ class _Run:
             attempts=tuple(self.trail),
             finish_reason=answer.finish_reason,
             warnings=tuple(self.warnings),
+            tool_calls=answer.tool_calls,
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Attempt", "Completion", "Outcome", "Usage"]
+__all__ = ["Attempt", "Completion", "Outcome", "ToolCall", "Usage"]
 
 
 class Outcome:
@@ -26,6 +26,15 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function the model asks the caller to run; `arguments` is the JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +69,4 @@ class Completion:
     attempts: tuple[Attempt, ...]
     finish_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()

@@ -96,24 +96,68 @@ class LimitsSpec(_Spec):
     max_concurrency: int | None = Field(None, ge=1, description="Calls in flight at once.")
 
 
-ProviderType = Literal["openai", "openai_compatible"]
+# After the five wires come the presets: OpenAI-compatible services with a known base_url
+# and key variable (router/providers/presets.py; a test keeps the two lists in step).
+ProviderType = Literal[
+    "openai", "azure_openai", "anthropic", "bedrock", "openai_compatible",
+    "groq", "together", "deepseek", "xai", "mistral", "openrouter", "fireworks", "cerebras", "gemini",
+    "ollama", "vllm", "lmstudio",
+]  # fmt: skip
+
+_AWS_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 
 
 class ProviderSpec(_Spec):
     type: ProviderType
-    base_url: str | None = None
+    base_url: str | None = Field(None, description="API base URL; for azure_openai, the resource endpoint.")
     api_key: SecretStr | None = None
+    api_keys: list[SecretStr] | None = Field(
+        None,
+        min_length=1,
+        description="A key pool: round-robin, a 429 moves to the next key, a 401 benches one.",
+    )
     organization: str | None = None
+    api_version: str | None = Field(None, description="azure_openai only, e.g. 2024-10-21.")
+    region: str | None = Field(None, description="bedrock only, e.g. us-east-1.")
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     connect_timeout: Duration = 5.0
     limits: LimitsSpec = LimitsSpec()
     breaker: BreakerSpec = BreakerSpec()
 
     @model_validator(mode="after")
-    def _base_url_for_compatible(self) -> ProviderSpec:
-        if self.type == "openai_compatible" and not self.base_url:
+    def _fields_for_type(self) -> ProviderSpec:
+        kind = self.type
+        if kind == "openai_compatible" and not self.base_url:
             raise ValueError("an openai_compatible provider needs base_url")
+        if kind == "azure_openai":
+            missing = [name for name in ("base_url", "api_version") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"an azure_openai provider needs {' and '.join(missing)}")
+        if kind == "bedrock":
+            if not self.region:
+                raise ValueError("a bedrock provider needs region")
+            if self.api_key or self.api_keys:
+                raise ValueError(
+                    "a bedrock provider takes AWS credentials (aws_access_key_id, ...), not api_key"
+                )
+        else:
+            stray = [name for name in (*_AWS_FIELDS, "region") if getattr(self, name)]
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: only for bedrock providers")
+        if kind != "azure_openai" and self.api_version:
+            raise ValueError("api_version: only for azure_openai providers")
+        if self.api_key and self.api_keys:
+            raise ValueError("give api_key or api_keys, not both")
         return self
+
+    def keys(self) -> list[str]:
+        """The configured API keys, in pool order (empty: the provider's default or none)."""
+        if self.api_keys:
+            return [key.get_secret_value() for key in self.api_keys]
+        return [self.api_key.get_secret_value()] if self.api_key else []
 
 
 class Price(_Spec):
@@ -219,6 +263,10 @@ class Policy(_Spec):
     providers: dict[str, ProviderSpec]
     targets: dict[str, TargetSpec]
     routes: dict[str, RouteSpec]
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Short names for routes or targets: `fast: chat`, `mini: gpt-4o-mini`.",
+    )
     retry_budget: RetryBudgetSpec = RetryBudgetSpec()
     health: HealthSpec = HealthSpec()
     state: StateSpec = StateSpec()

@@ -13,5 +13,5 @@ def build_provider(name: str, spec: ProviderSpec) -> Provider:
     if spec.type in ("openai", "openai_compatible"):
         from router.providers.openai import OpenAIProvider
 
-        return OpenAIProvider(name, spec)
+        return OpenAIProvider(name, spec, spec.api_key.get_secret_value() if spec.api_key else None)
     raise AssertionError(f"unhandled provider type {spec.type!r}")  # the policy model admits no other

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from router.results import Usage
+from router.results import ToolCall, Usage
 
 __all__ = ["Call", "Chunk", "Message", "Provider", "Reply"]
 
@@ -20,7 +20,12 @@ Message = Mapping[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One request to one model; `timeout` is what the adapter may spend, in seconds."""
+    """One request to one model; `timeout` is what the adapter may spend, in seconds.
+
+    `messages` and `options` are in OpenAI's chat shape (roles system/user/assistant/tool,
+    `tool_calls` on assistant messages; options `tools`, `tool_choice`, `stop`,
+    `response_format`, ...); adapters of other wires translate them.
+    """
 
     model: str
     messages: Sequence[Message]
@@ -35,16 +40,21 @@ class Reply:
     text: str
     usage: Usage
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A piece of a stream: text, the finish (reason and usage), or a warning about a bad event."""
+    """A piece of a stream: text, the finish (reason, usage, tool calls), or a warning about a bad event.
+
+    Adapters assemble tool calls from their deltas and hand them over whole, with the finish.
+    """
 
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
     warning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Provider(Protocol):
@@ -54,6 +64,10 @@ class Provider(Protocol):
 
     def stream(self, call: Call) -> AsyncIterator[Chunk]:
         """Chunks as they arrive; the iterator ends when the upstream ends, properly or not."""
+        ...
+
+    async def list_models(self) -> list[str]:
+        """The model ids the provider offers; also the cheapest health probe."""
         ...
 
     async def aclose(self) -> None: ...

@@ -28,9 +28,10 @@ _FILTER_MARKERS = ("content_filter", "content_policy_violation", "content manage
 
 
 class OpenAIProvider:
-    def __init__(self, name: str, spec: ProviderSpec) -> None:
+    """One client with one key; key pools wrap several (see `router.providers.pool`)."""
+
+    def __init__(self, name: str, spec: ProviderSpec, key: str | None) -> None:
         self.name = name
-        key = spec.api_key.get_secret_value() if spec.api_key else None
         self._secrets = (key,) if key else ()
         # The official endpoint takes max_completion_tokens (reasoning models refuse max_tokens);
         # compatible servers mostly know only max_tokens.
@@ -79,6 +80,15 @@ class OpenAIProvider:
                     chunk = _parse_chunk(data)
                     if chunk is not None:
                         yield chunk
+        except openai.APIError as error:
+            raise self._classify(error) from None
+        except httpx2.TransportError as error:
+            raise self._transport_error(error) from None
+
+    async def list_models(self) -> list[str]:
+        try:
+            page = await self._client.models.list()
+            return [model.id async for model in page]
         except openai.APIError as error:
             raise self._classify(error) from None
         except httpx2.TransportError as error:

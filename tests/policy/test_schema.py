@@ -30,7 +30,13 @@ def test_durations_are_strings_with_a_unit() -> None:
 
 def test_closed_choices_are_enumerated() -> None:
     defs = policy_json_schema()["$defs"]
-    assert defs["ProviderSpec"]["properties"]["type"]["enum"] == ["openai", "openai_compatible"]
+    assert defs["ProviderSpec"]["properties"]["type"]["enum"][:5] == [
+        "openai",
+        "azure_openai",
+        "anthropic",
+        "bedrock",
+        "openai_compatible",
+    ]
     assert set(defs["RouteSpec"]["properties"]["strategy"]["enum"]) == {
         "ordered",
         "weighted",
