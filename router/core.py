@@ -15,7 +15,7 @@ from typing import Any, Self, TypeVar
 from router.clock import Clock, SystemClock
 from router.engine import Engine
 from router.errors import PolicyError, PolicyIssue, RouterError
-from router.policy.compile import TargetPlan, compile_plan
+from router.policy.compile import TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
 from router.policy.model import Policy
 from router.providers import Provider, build_provider
@@ -53,7 +53,7 @@ class Router:
         self._clock = clock or SystemClock()
         self._rng = random.Random(seed)
         self._on_transition = on_transition
-        self._providers = _build_providers(policy, providers or {}, source)
+        self._providers = _build_providers(policy, providers or {}, source, self._clock)
         self._runtimes = {name: self._runtime(target) for name, target in self.plan.targets.items()}
         self._engine = Engine(self.plan, self._runtimes, clock=self._clock, rng=self._rng)
         self._sync_loop: asyncio.AbstractEventLoop | None = None
@@ -81,6 +81,16 @@ class Router:
         )
         return TargetRuntime(target, self._providers[target.provider], breaker, limiter)
 
+    def _address(self, address: str) -> None:
+        """Make `provider:model` a route of its own: that provider's breaker, limiter and client, no route."""
+        provider, _, model = address.partition(":")
+        if not model or provider not in self.plan.providers:
+            return  # the engine reports the unknown route
+        # Nothing is declared about the model: no price, no window, no capability filtered out.
+        target = TargetPlan(address, provider, model, 0.0, 0.0, None, True, True, True, "direct")
+        runtime = self._runtimes[address] = self._runtime(target)
+        self._engine.add_route(single_target_route(address, target), (runtime,))
+
     def _transition(self, event: BreakerTransition) -> None:
         logger.info("breaker %s: %s -> %s", event.target, event.old, event.new)
         if self._on_transition is not None:
@@ -105,6 +115,8 @@ class Router:
         response_format, ...) go to the provider as they are; `metadata` stays local.
         """
         request = _request(messages, max_tokens, temperature, options, streaming=False)
+        if not self._engine.knows(route):
+            self._address(route)
         return await self._engine.complete(route, request, deadline)
 
     def stream(
@@ -120,6 +132,8 @@ class Router:
     ) -> AsyncIterator[str | Completion]:
         """Text deltas as they arrive, then the final `Completion`."""
         request = _request(messages, max_tokens, temperature, options, streaming=True)
+        if not self._engine.knows(route):
+            self._address(route)
         return self._engine.stream(route, request, deadline)
 
     def complete_sync(self, route: str, messages: Sequence[Message], **kwargs: Any) -> Completion:
@@ -202,7 +216,9 @@ def _request(
     return Request(messages, max_tokens, temperature, options, estimate_tokens(messages), streaming)
 
 
-def _build_providers(policy: Policy, overrides: Mapping[str, Provider], source: str) -> dict[str, Provider]:
+def _build_providers(
+    policy: Policy, overrides: Mapping[str, Provider], source: str, clock: Clock
+) -> dict[str, Provider]:
     unknown = sorted(set(overrides) - set(policy.providers))
     if unknown:
         raise RouterError(f"providers given for names the policy does not define: {', '.join(unknown)}")
@@ -212,7 +228,9 @@ def _build_providers(policy: Policy, overrides: Mapping[str, Provider], source: 
             built[name] = overrides[name]
             continue
         try:
-            built[name] = build_provider(name, spec)
+            built[name] = build_provider(name, spec, clock=clock, environ=os.environ, source=source)
+        except PolicyError:
+            raise
         except Exception as error:
             # The SDK's message may quote the configuration; name the field instead.
             raise PolicyError(

@@ -99,6 +99,12 @@ class Engine:
             for name, route in plan.routes.items()
         }
 
+    def knows(self, route: str) -> bool:
+        return route in self._routes
+
+    def add_route(self, plan: RoutePlan, runtimes: tuple[TargetRuntime, ...]) -> None:
+        self._routes[plan.name] = _Route(plan, runtimes)
+
     def _start(self, route_name: str, request: Request, deadline: float | None) -> _Run:
         route = self._routes.get(route_name)
         if route is None:

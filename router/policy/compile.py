@@ -11,9 +11,9 @@ from types import MappingProxyType
 
 from router.errors import ErrorKind, PolicyError, PolicyIssue
 from router.policy.loader import reference_problems
-from router.policy.model import Policy, ProviderSpec, RetryBudgetSpec, TargetRef
+from router.policy.model import Policy, ProviderSpec, RetryBudgetSpec, RouteSpec, TargetRef
 
-__all__ = ["Plan", "RoutePlan", "TargetPlan", "compile_plan"]
+__all__ = ["Plan", "RoutePlan", "TargetPlan", "compile_plan", "single_target_route"]
 
 _PER_MILLION = 1e-6
 
@@ -89,33 +89,43 @@ def compile_plan(policy: Policy, source: str = "<policy>") -> Plan:
         )
         for name, spec in policy.targets.items()
     }
-    routes = {}
-    for name, route in policy.routes.items():
-        refs = [entry if isinstance(entry, TargetRef) else TargetRef(target=entry) for entry in route.targets]
-        budget, retry = route.latency_budget, route.retry
-        routes[name] = RoutePlan(
-            name=name,
-            targets=tuple(targets[ref.target] for ref in refs),
-            weights=tuple(ref.weight for ref in refs),
-            strategy=route.strategy,
-            total=budget.total,
-            per_attempt=budget.per_attempt,
-            first_token=budget.first_token,
-            idle=budget.idle,
-            hedge_after=route.hedge_after,
-            max_cost=route.max_cost,
-            stream_recovery=route.stream_recovery,
-            attempts=retry.attempts,
-            backoff_base=retry.backoff_base,
-            backoff_max=retry.backoff_max,
-            jitter=retry.jitter == "full",
-            honor_retry_after=retry.honor_retry_after,
-            retry_on=frozenset(retry.on),
-            failover_on=frozenset(route.failover.on),
-        )
+    routes = {name: _route(name, route, targets) for name, route in policy.routes.items()}
+    for alias, name in policy.aliases.items():
+        # A target's alias routes to that target alone, with the default route settings.
+        routes[alias] = routes[name] if name in policy.routes else single_target_route(alias, targets[name])
     return Plan(
         routes=MappingProxyType(routes),
         targets=MappingProxyType(targets),
         providers=MappingProxyType(dict(policy.providers)),
         retry_budget=policy.retry_budget,
+    )
+
+
+def single_target_route(name: str, target: TargetPlan) -> RoutePlan:
+    """A route to one target with the default settings (aliases and direct `provider:model` calls)."""
+    return _route(name, RouteSpec(targets=[target.name]), {target.name: target})
+
+
+def _route(name: str, route: RouteSpec, targets: Mapping[str, TargetPlan]) -> RoutePlan:
+    refs = [entry if isinstance(entry, TargetRef) else TargetRef(target=entry) for entry in route.targets]
+    budget, retry = route.latency_budget, route.retry
+    return RoutePlan(
+        name=name,
+        targets=tuple(targets[ref.target] for ref in refs),
+        weights=tuple(ref.weight for ref in refs),
+        strategy=route.strategy,
+        total=budget.total,
+        per_attempt=budget.per_attempt,
+        first_token=budget.first_token,
+        idle=budget.idle,
+        hedge_after=route.hedge_after,
+        max_cost=route.max_cost,
+        stream_recovery=route.stream_recovery,
+        attempts=retry.attempts,
+        backoff_base=retry.backoff_base,
+        backoff_max=retry.backoff_max,
+        jitter=retry.jitter == "full",
+        honor_retry_after=retry.honor_retry_after,
+        retry_on=frozenset(retry.on),
+        failover_on=frozenset(route.failover.on),
     )

@@ -78,7 +78,7 @@ def policy_json_schema() -> dict[str, Any]:
 
 
 def reference_problems(policy: Policy) -> list[tuple[str, str]]:
-    """Names that point nowhere, as (dotted path, message): route targets and target providers."""
+    """Names that point nowhere, as (dotted path, message): route targets, target providers, aliases."""
     problems: list[tuple[str, str]] = []
     for name, target in policy.targets.items():
         if target.provider not in policy.providers:
@@ -91,6 +91,13 @@ def reference_problems(policy: Policy) -> list[tuple[str, str]]:
             if name not in policy.targets:
                 where = dotted(path if isinstance(entry, str) else (*path, "target"))
                 problems.append((where, f"unknown target {name!r}{_known(name, policy.targets)}"))
+    names = {**policy.routes, **policy.targets}
+    for alias, name in policy.aliases.items():
+        where = dotted(("aliases", alias))
+        if alias in policy.routes:
+            problems.append((where, f"alias {alias!r} hides the route of the same name"))
+        elif name not in names:
+            problems.append((where, f"{name!r} is neither a route nor a target{_known(name, names)}"))
     return problems
 
 

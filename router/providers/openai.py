@@ -19,7 +19,8 @@ from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
 from router.providers._http import redact, retry_after
 from router.providers.base import Call, Chunk, Reply
-from router.results import Usage
+from router.providers.presets import Preset
+from router.results import ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
 
@@ -30,21 +31,38 @@ _FILTER_MARKERS = ("content_filter", "content_policy_violation", "content manage
 class OpenAIProvider:
     """One client with one key; key pools wrap several (see `router.providers.pool`)."""
 
-    def __init__(self, name: str, spec: ProviderSpec, key: str | None) -> None:
+    def __init__(self, name: str, spec: ProviderSpec, key: str | None, preset: Preset | None = None) -> None:
         self.name = name
         self._secrets = (key,) if key else ()
-        # The official endpoint takes max_completion_tokens (reasoning models refuse max_tokens);
+        # The official endpoints take max_completion_tokens (reasoning models refuse max_tokens);
         # compatible servers mostly know only max_tokens.
-        self._max_tokens_field = "max_completion_tokens" if spec.type == "openai" else "max_tokens"
-        self._client = openai.AsyncOpenAI(
-            # A local compatible server needs no key, but the SDK insists on one.
-            api_key=key or ("unused" if spec.type == "openai_compatible" else None),
-            base_url=spec.base_url,
-            organization=spec.organization,
-            default_headers=spec.headers or None,
-            max_retries=0,
-            timeout=httpx2.Timeout(60.0, connect=spec.connect_timeout),
-        )
+        official = spec.type in ("openai", "azure_openai")
+        self._max_tokens_field = "max_completion_tokens" if official else "max_tokens"
+        self._stream_usage = preset.stream_usage if preset else True
+        headers = {**(preset.headers if preset else {}), **spec.headers} or None
+        timeout = httpx2.Timeout(60.0, connect=spec.connect_timeout)
+        # A local server needs no key, but the SDK insists on one.
+        api_key = key or ("unused" if not official else None)
+        self._client: openai.AsyncOpenAI
+        if spec.type == "azure_openai":
+            # The target's model is the deployment name; the SDK puts it in the path.
+            self._client = openai.AsyncAzureOpenAI(
+                azure_endpoint=spec.base_url or "",
+                api_version=spec.api_version,
+                api_key=api_key,
+                default_headers=headers,
+                max_retries=0,
+                timeout=timeout,
+            )
+        else:
+            self._client = openai.AsyncOpenAI(
+                api_key=api_key,
+                base_url=spec.base_url or (preset.base_url if preset else None),
+                organization=spec.organization,
+                default_headers=headers,
+                max_retries=0,
+                timeout=timeout,
+            )
 
     def _params(self, call: Call) -> dict[str, Any]:
         params: dict[str, Any] = {"model": call.model, "messages": call.messages, "timeout": call.timeout}
@@ -68,7 +86,9 @@ class OpenAIProvider:
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
         params = self._params(call)
         params["stream"] = True
-        params["stream_options"] = {"include_usage": True}
+        if self._stream_usage:
+            params["stream_options"] = {"include_usage": True}
+        tools = _ToolCallParts()
         try:
             async with self._client.chat.completions.with_streaming_response.create(**params) as response:
                 async for line in response.iter_lines():
@@ -77,7 +97,7 @@ class OpenAIProvider:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    chunk = _parse_chunk(data)
+                    chunk = _parse_chunk(data, tools)
                     if chunk is not None:
                         yield chunk
         except openai.APIError as error:
@@ -101,9 +121,14 @@ class OpenAIProvider:
         try:
             data = json.loads(body)
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            message = choice["message"]
+            text = message.get("content") or ""
             finish = choice.get("finish_reason")
             usage = _usage(data.get("usage"))
+            tool_calls = tuple(
+                ToolCall(call["id"], call["function"]["name"], call["function"].get("arguments") or "")
+                for call in message.get("tool_calls") or ()
+            )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise ProviderError(
                 ErrorKind.SERVER_ERROR,
@@ -120,7 +145,7 @@ class OpenAIProvider:
             raise ProviderError(
                 ErrorKind.SERVER_ERROR, "malformed response body (content is not text)", provider=self.name
             )
-        return Reply(text, usage, finish)
+        return Reply(text, usage, finish, tool_calls)
 
     def _transport_error(self, error: httpx2.TransportError) -> ProviderError:
         kind = ErrorKind.TIMEOUT if isinstance(error, httpx2.TimeoutException) else ErrorKind.CONNECTION
@@ -177,7 +202,25 @@ def _usage(data: Any) -> Usage:
     return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
 
 
-def _parse_chunk(data: str) -> Chunk | None:
+class _ToolCallParts:
+    """Tool calls arrive in pieces keyed by index (id and name first, arguments after)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, list[str]] = {}
+
+    def add(self, deltas: Any) -> None:
+        for delta in deltas:
+            parts = self._parts.setdefault(int(delta.get("index", 0)), ["", "", ""])
+            function = delta.get("function") or {}
+            parts[0] = delta.get("id") or parts[0]
+            parts[1] = function.get("name") or parts[1]
+            parts[2] += function.get("arguments") or ""
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(*self._parts[index]) for index in sorted(self._parts))
+
+
+def _parse_chunk(data: str, tools: _ToolCallParts) -> Chunk | None:
     try:
         event = json.loads(data)
         choices = event.get("choices") or []
@@ -185,9 +228,14 @@ def _parse_chunk(data: str) -> Chunk | None:
         if not choices:
             return Chunk(usage=usage) if usage else None
         choice = choices[0]
-        text = (choice.get("delta") or {}).get("content") or ""
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
         if not isinstance(text, str):
             raise TypeError("content is not text")
-        return Chunk(text=text, finish_reason=choice.get("finish_reason"), usage=usage)
+        if delta.get("tool_calls"):
+            tools.add(delta["tool_calls"])
+        finish = choice.get("finish_reason")
+        calls = tools.calls() if finish else ()
+        return Chunk(text=text, finish_reason=finish, usage=usage, tool_calls=calls)
     except (ValueError, TypeError, AttributeError, KeyError):
         return Chunk(warning=f"skipped a malformed stream event ({len(data)} bytes)")
