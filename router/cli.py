@@ -154,6 +154,36 @@ def _print_trail(attempts: tuple[object, ...]) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable).")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per provider.")
+def models(file: str, providers: tuple[str, ...], timeout: float) -> None:
+    """List each provider's models through its listing endpoint."""
+    router = _load_router(file)
+    names = providers or tuple(router.plan.providers)
+    unknown = [name for name in names if name not in router.plan.providers]
+    if unknown:
+        known = ", ".join(router.plan.providers)
+        click.echo(f"unknown provider {unknown[0]!r}; providers: {known}", err=True)
+        sys.exit(2)
+
+    async def run() -> list[tuple[str, list[str] | ProviderError]]:
+        async with router:
+            return [(name, await router.list_models(name, within=timeout)) for name in names]
+
+    failed = False
+    for name, listed in asyncio.run(run()):
+        if isinstance(listed, ProviderError):
+            failed = True
+            click.echo(f"{name}: error: {listed.kind}: {listed.message}", err=True)
+            continue
+        click.echo(f"{name}: {len(listed)} models")
+        for model in listed:
+            click.echo(f"  {model}")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
 def schema() -> None:
     """Print the policy's JSON Schema (for editor completion)."""
     click.echo(json.dumps(policy_json_schema(), indent=2))

@@ -14,7 +14,7 @@ from typing import Any, Self, TypeVar
 
 from router.clock import Clock, SystemClock
 from router.engine import Engine
-from router.errors import PolicyError, PolicyIssue, RouterError
+from router.errors import ErrorKind, PolicyError, PolicyIssue, ProviderError, RouterError
 from router.policy.compile import TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
 from router.policy.model import Policy
@@ -160,6 +160,16 @@ class Router:
         request = _request(messages or [{"role": "user", "content": ""}], None, None, {}, streaming=False)
         runtimes = [self._runtimes[target.name] for target in route_plan.targets]
         return [(r.plan, r.breaker.state) for r in order_candidates(route_plan, runtimes, request, self._rng)]
+
+    async def list_models(self, provider: str, *, within: float = 10.0) -> list[str] | ProviderError:
+        """The models a provider lists, or the typed error that stopped it (a cheap health probe)."""
+        try:
+            async with self._clock.timeout_at(self._clock.monotonic() + within):
+                return await self._providers[provider].list_models()
+        except TimeoutError:
+            return ProviderError(ErrorKind.TIMEOUT, f"no answer within {within:g} s", provider=provider)
+        except ProviderError as error:
+            return error
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -134,3 +134,21 @@ def test_demo_loses_no_request():
     assert result.exit_code == 0, result.output
     assert "requests lost: 0" in result.output
     assert "closed -> open" in result.output and "half-open -> closed" in result.output
+
+
+def test_models_lists_what_each_provider_offers(tmp_path):
+    with FakeUpstream(models=["alpha", "beta"]) as upstream:
+        policy = tmp_path / "p.yaml"
+        policy.write_text(CHAIN.format(base_url=upstream.base_url))
+        result = CliRunner().invoke(main, ["models", str(policy), "--provider", "up"])
+    assert result.exit_code == 0, result.output
+    assert "up: 2 models" in result.stdout and "  alpha" in result.stdout and "  beta" in result.stdout
+
+
+def test_models_reports_a_provider_that_fails(tmp_path):
+    with FakeUpstream() as upstream:
+        policy = tmp_path / "p.yaml"
+        policy.write_text(CHAIN.format(base_url=upstream.base_url))
+        upstream.stop()  # nothing listens any more
+        result = CliRunner().invoke(main, ["models", str(policy)])
+    assert result.exit_code == 1 and "up: error: connection" in result.stderr

@@ -96,3 +96,36 @@ def test_an_openai_provider_without_a_key_is_a_policy_error(monkeypatch):
     )
     with pytest.raises(PolicyError, match=r"api_key.*providers\.local"):
         Router(policy)
+
+
+ALIASED = POLICY + """aliases:
+  fast: chat
+  tiny: small
+"""
+
+
+async def test_aliases_name_routes_and_targets():
+    provider = ScriptedProvider("local")
+    async with Router(router.parse_policy(ALIASED), providers={"local": provider}) as r:
+        via_route = await r.complete("fast", [{"role": "user", "content": "hi"}])
+        via_target = await r.complete("tiny", [{"role": "user", "content": "hi"}])
+    assert (via_route.target, via_target.target) == ("small", "small")
+
+
+def test_an_alias_to_nothing_is_located_with_a_suggestion():
+    with pytest.raises(PolicyError) as caught:
+        router.parse_policy(POLICY + "aliases:\n  fast: chta\n", "p.yaml")
+    [issue] = caught.value.issues
+    assert str(issue).startswith("p.yaml:9:9: 'chta' is neither a route nor a target; did you mean 'chat'?")
+
+
+async def test_direct_provider_model_addressing_needs_no_route():
+    provider = ScriptedProvider("local")
+    async with Router(router.parse_policy(POLICY), providers={"local": provider}) as r:
+        result = await r.complete("local:some-other-model", [{"role": "user", "content": "hi"}])
+        again = await r.complete("local:some-other-model", [{"role": "user", "content": "hi"}])
+        with pytest.raises(router.RouterError, match="unknown route 'nowhere:model'"):
+            await r.complete("nowhere:model", [{"role": "user", "content": "hi"}])
+    assert (result.target, result.provider, result.model) == ("local:some-other-model", "local", "some-other-model")
+    assert [call.model for call in provider.calls] == ["some-other-model", "some-other-model"]
+    assert again.attempts[0].outcome == "ok"

@@ -1,0 +1,134 @@
+"""Presets, credentials at load time, and key pools."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from router import ErrorKind, PolicyError, ProviderError
+from router.policy.model import ProviderSpec, ProviderType
+from router.providers import build_provider
+from router.providers.base import Call
+from router.providers.openai import OpenAIProvider
+from router.providers.pool import KeyPool, key_id
+from router.providers.presets import PRESETS
+from router.testing import FakeClock
+from router.testing.scripted import ScriptedProvider, Step
+
+CALL = Call("m", [{"role": "user", "content": "hi"}], 5.0)
+
+
+def spec(**fields: typing.Any) -> ProviderSpec:
+    return ProviderSpec.model_validate(fields)
+
+
+def test_every_preset_is_a_policy_type_and_back():
+    wires = {"openai", "azure_openai", "anthropic", "bedrock", "openai_compatible"}
+    assert set(typing.get_args(ProviderType)) - wires == set(PRESETS)
+
+
+def test_a_preset_brings_its_base_url_headers_and_key_variable():
+    provider = build_provider("or", spec(type="openrouter"), clock=FakeClock(), environ={"OPENROUTER_API_KEY": "k"})
+    assert isinstance(provider, OpenAIProvider)
+    client = provider._client
+    assert str(client.base_url).rstrip("/") == "https://openrouter.ai/api/v1"
+    assert client.default_headers["X-Title"] == "router"
+
+
+def test_the_policy_base_url_wins_over_the_preset():
+    provider = build_provider("g", spec(type="vllm", base_url="http://10.0.0.5:9000/v1"), clock=FakeClock(),
+                              environ={})
+    assert str(provider._client.base_url).startswith("http://10.0.0.5:9000/v1")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("kind", "variable"), [("groq", "GROQ_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY"),
+                                                  ("openai", "OPENAI_API_KEY")])
+def test_a_missing_key_names_the_variable_at_load_time(kind, variable):
+    with pytest.raises(PolicyError) as caught:
+        build_provider("p", spec(type=kind), clock=FakeClock(), environ={}, source="policy.yaml")
+    [issue] = caught.value.issues
+    assert variable in issue.message and issue.path == "providers.p.api_key" and issue.file == "policy.yaml"
+
+
+def test_local_presets_need_no_key():
+    for kind in ("ollama", "vllm", "lmstudio", "openai_compatible"):
+        fields = {"type": kind} | ({"base_url": "http://127.0.0.1:9/v1"} if kind == "openai_compatible" else {})
+        assert build_provider("p", spec(**fields), clock=FakeClock(), environ={}) is not None
+
+
+def test_several_keys_make_a_pool():
+    provider = build_provider("p", spec(type="groq", api_keys=["k1", "k2"]), clock=FakeClock(), environ={})
+    assert isinstance(provider, KeyPool) and len(provider.key_states) == 2
+
+
+def pool(clock: FakeClock, *members: ScriptedProvider) -> KeyPool:
+    return KeyPool("p", [(f"secret-{i}", member) for i, member in enumerate(members)], clock)
+
+
+async def test_pool_spreads_calls_round_robin():
+    clock = FakeClock()
+    a, b = ScriptedProvider("a"), ScriptedProvider("b")
+    keys = pool(clock, a, b)
+    for _ in range(4):
+        await keys.complete(CALL)
+    assert (a.count(), b.count()) == (2, 2)
+
+
+async def test_a_429_moves_to_the_next_key_and_rests_the_first():
+    clock = FakeClock()
+    a, b = ScriptedProvider("a"), ScriptedProvider("b")
+    a.script("m", Step.fail(ErrorKind.RATE_LIMITED, status=429, retry_after=10.0))
+    keys = pool(clock, a, b)
+    assert (await keys.complete(CALL)).text == "ok"
+    assert (a.count(), b.count()) == (1, 1)
+    assert keys.key_states == {key_id("secret-0"): "resting", key_id("secret-1"): "serving"}
+    await keys.complete(CALL)
+    assert (a.count(), b.count()) == (1, 2)  # the resting key is skipped
+    clock.advance(10.0)
+    await keys.complete(CALL)
+    await keys.complete(CALL)
+    assert a.count() == 2
+
+
+async def test_a_401_benches_the_key_while_the_others_serve(caplog):
+    clock = FakeClock()
+    a, b = ScriptedProvider("a"), ScriptedProvider("b")
+    a.script("m", Step.fail(ErrorKind.AUTH, status=401))
+    keys = pool(clock, a, b)
+    for _ in range(3):
+        await keys.complete(CALL)
+    assert (a.count(), b.count()) == (1, 3)
+    assert keys.key_states[key_id("secret-0")] == "benched"
+    assert key_id("secret-0") in caplog.text and "secret-0" not in caplog.text.replace(key_id("secret-0"), "")
+
+
+async def test_when_every_key_is_limited_the_last_error_goes_to_the_engine():
+    clock = FakeClock()
+    a, b = ScriptedProvider("a"), ScriptedProvider("b")
+    a.script("m", Step.fail(ErrorKind.RATE_LIMITED, status=429, retry_after=3.0))
+    b.script("m", Step.fail(ErrorKind.RATE_LIMITED, status=429, retry_after=5.0))
+    keys = pool(clock, a, b)
+    with pytest.raises(ProviderError) as caught:
+        await keys.complete(CALL)
+    assert caught.value.kind is ErrorKind.RATE_LIMITED and caught.value.retry_after == 5.0
+    with pytest.raises(ProviderError, match="no key can serve now"):
+        await keys.complete(CALL)
+
+
+async def test_other_errors_are_not_the_key_s_fault():
+    clock = FakeClock()
+    a, b = ScriptedProvider("a"), ScriptedProvider("b")
+    a.script("m", Step.fail(ErrorKind.SERVER_ERROR, status=500))
+    with pytest.raises(ProviderError):
+        await pool(clock, a, b).complete(CALL)
+    assert b.count() == 0
+
+
+async def test_pool_streams_swap_keys_only_before_the_first_chunk():
+    clock = FakeClock()
+    a, b = ScriptedProvider("a"), ScriptedProvider("b")
+    a.script("m", Step.fail(ErrorKind.RATE_LIMITED, status=429))
+    b.script("m", Step.reply("two words"))
+    chunks = [chunk async for chunk in pool(clock, a, b).stream(CALL)]
+    assert "".join(c.text for c in chunks) == "two words" and chunks[-1].finish_reason == "stop"
