@@ -98,10 +98,13 @@ def test_an_openai_provider_without_a_key_is_a_policy_error(monkeypatch):
         Router(policy)
 
 
-ALIASED = POLICY + """aliases:
+ALIASED = (
+    POLICY
+    + """aliases:
   fast: chat
   tiny: small
 """
+)
 
 
 async def test_aliases_name_routes_and_targets():
@@ -126,6 +129,10 @@ async def test_direct_provider_model_addressing_needs_no_route():
         again = await r.complete("local:some-other-model", [{"role": "user", "content": "hi"}])
         with pytest.raises(router.RouterError, match="unknown route 'nowhere:model'"):
             await r.complete("nowhere:model", [{"role": "user", "content": "hi"}])
-    assert (result.target, result.provider, result.model) == ("local:some-other-model", "local", "some-other-model")
+    assert (result.target, result.provider, result.model) == (
+        "local:some-other-model",
+        "local",
+        "some-other-model",
+    )
     assert [call.model for call in provider.calls] == ["some-other-model", "some-other-model"]
     assert again.attempts[0].outcome == "ok"

@@ -29,7 +29,9 @@ def test_an_unknown_top_level_key_is_suggested_against_the_policy_fields(issues,
 
 def test_an_unknown_literal_lists_the_allowed_values(issues, minimal) -> None:
     [issue] = issues(minimal.replace("type: openai", "type: opneai"))
-    assert str(issue).startswith("p.yaml:3:11: must be one of 'openai', 'azure_openai', 'anthropic', 'bedrock', ")
+    assert str(issue).startswith(
+        "p.yaml:3:11: must be one of 'openai', 'azure_openai', 'anthropic', 'bedrock', "
+    )
     assert str(issue).endswith("'lmstudio'; did you mean 'openai'? (providers.openai.type)")
 
 

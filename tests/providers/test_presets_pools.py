@@ -29,7 +29,9 @@ def test_every_preset_is_a_policy_type_and_back():
 
 
 def test_a_preset_brings_its_base_url_headers_and_key_variable():
-    provider = build_provider("or", spec(type="openrouter"), clock=FakeClock(), environ={"OPENROUTER_API_KEY": "k"})
+    provider = build_provider(
+        "or", spec(type="openrouter"), clock=FakeClock(), environ={"OPENROUTER_API_KEY": "k"}
+    )
     assert isinstance(provider, OpenAIProvider)
     client = provider._client
     assert str(client.base_url).rstrip("/") == "https://openrouter.ai/api/v1"
@@ -37,13 +39,16 @@ def test_a_preset_brings_its_base_url_headers_and_key_variable():
 
 
 def test_the_policy_base_url_wins_over_the_preset():
-    provider = build_provider("g", spec(type="vllm", base_url="http://10.0.0.5:9000/v1"), clock=FakeClock(),
-                              environ={})
+    provider = build_provider(
+        "g", spec(type="vllm", base_url="http://10.0.0.5:9000/v1"), clock=FakeClock(), environ={}
+    )
     assert str(provider._client.base_url).startswith("http://10.0.0.5:9000/v1")  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("kind", "variable"), [("groq", "GROQ_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY"),
-                                                  ("openai", "OPENAI_API_KEY")])
+@pytest.mark.parametrize(
+    ("kind", "variable"),
+    [("groq", "GROQ_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")],
+)
 def test_a_missing_key_names_the_variable_at_load_time(kind, variable):
     with pytest.raises(PolicyError) as caught:
         build_provider("p", spec(type=kind), clock=FakeClock(), environ={}, source="policy.yaml")
@@ -53,7 +58,9 @@ def test_a_missing_key_names_the_variable_at_load_time(kind, variable):
 
 def test_local_presets_need_no_key():
     for kind in ("ollama", "vllm", "lmstudio", "openai_compatible"):
-        fields = {"type": kind} | ({"base_url": "http://127.0.0.1:9/v1"} if kind == "openai_compatible" else {})
+        fields = {"type": kind} | (
+            {"base_url": "http://127.0.0.1:9/v1"} if kind == "openai_compatible" else {}
+        )
         assert build_provider("p", spec(**fields), clock=FakeClock(), environ={}) is not None
 
 
