@@ -27,6 +27,7 @@ __all__ = [
     "BreakerSpec",
     "Capabilities",
     "Duration",
+    "FailbackSpec",
     "FailoverSpec",
     "HealthSpec",
     "LatencyBudget",
@@ -80,7 +81,15 @@ class _Spec(BaseModel):
 
 
 class BreakerSpec(_Spec):
-    fail_max: int = Field(5, ge=1, description="Consecutive failures that open the breaker.")
+    fail_max: int = Field(
+        5,
+        ge=1,
+        description="Failures that open the breaker: consecutive in one process, within `window` in a fleet.",
+    )
+    window: Duration = Field(60.0, description="Shared state: the sliding window over which failures count.")
+    min_workers: int = Field(
+        1, ge=1, description="Shared state: distinct workers that must report failures before a trip."
+    )
     reset_timeout: Duration = Field(30.0, description="How long an open breaker waits before one probe.")
     max_reset_timeout: Duration = Field(
         300.0, description="Cap of the reset timeout, which doubles per re-trip."
@@ -219,6 +228,15 @@ class FailoverSpec(_Spec):
     )
 
 
+class FailbackSpec(_Spec):
+    """How traffic returns to a target that has recovered (breaker closed, health good again)."""
+
+    mode: Literal["immediate", "after", "ramp"] = "immediate"
+    healthy_probes: int = Field(2, ge=1, description="`after`: good probes in a row needed.")
+    healthy_for: Duration = Field(0.0, description="`after`: how long the target must have been healthy.")
+    ramp: Duration = Field(60.0, description="`ramp`: the time over which its share grows from 0 to all.")
+
+
 class RouteSpec(_Spec):
     targets: list[str | TargetRef] = Field(min_length=1, description="Primary first, then secondaries.")
     strategy: Literal["ordered", "weighted", "cheapest", "fastest"] = "ordered"
@@ -226,6 +244,7 @@ class RouteSpec(_Spec):
     retry: RetrySpec = RetrySpec()
     failover: FailoverSpec = FailoverSpec()
     hedge_after: Duration | None = Field(None, description="Start the next target if no first token by then.")
+    failback: FailbackSpec = FailbackSpec()
     max_cost: float | None = Field(
         None, gt=0, description="USD; targets whose estimate exceeds it are skipped."
     )
@@ -244,16 +263,29 @@ class RetryBudgetSpec(_Spec):
 
 class HealthSpec(_Spec):
     enabled: bool = False
-    interval: Duration = 10.0
+    interval: Duration = Field(10.0, description="One probe per target per interval, across the fleet.")
     timeout: Duration = 5.0
-    unhealthy_after: int = Field(3, ge=1)
-    healthy_after: int = Field(2, ge=1)
+    unhealthy_after: int = Field(3, ge=1, description="Failed probes in a row that mark a target unhealthy.")
+    healthy_after: int = Field(2, ge=1, description="Good probes in a row that mark it healthy again.")
+    ttl: Duration | None = Field(
+        None, description="Age at which a verdict becomes unknown; default 3 intervals."
+    )
 
 
 class StateSpec(_Spec):
     backend: Literal["memory", "redis"] = "memory"
-    url: SecretStr | None = None
+    url: SecretStr | None = Field(None, description="redis only, e.g. ${REDIS_URL}.")
     namespace: str = "router"
+    socket_timeout: Duration = Field(
+        0.25, description="Redis calls give up after this; the worker carries on."
+    )
+    reconcile_interval: Duration = Field(5.0, description="How often a worker re-reads the fleet's state.")
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> StateSpec:
+        if self.backend == "redis" and self.url is None:
+            raise ValueError("the redis backend needs url")
+        return self
 
 
 class Policy(_Spec):

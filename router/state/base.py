@@ -1,0 +1,107 @@
+"""The state shared by every worker of a fleet: breakers, health, drains, cluster-wide limits.
+
+`StateStore` is the protocol; `MemoryStore` serves one process, `RedisStore` a fleet. Nothing
+here is on the hot path of a successful call: workers keep breaker and health state in memory,
+write only failures, transitions and probe results, and learn about other workers' changes
+from `watch` (pub/sub) and `snapshot` (the periodic reconcile).
+
+Times that cross processes are relative: a record says how many seconds remain (`retry_in`),
+measured on the store's clock (Redis `TIME`), so worker clocks may disagree without harm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["BreakerRecord", "HealthRecord", "StateStore", "StoreUnavailable"]
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer in time; the caller carries on with local state."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRecord:
+    """A target's breaker as the fleet sees it. `generation` grows by one per transition."""
+
+    target: str
+    state: str  # "closed", "open", "half-open"
+    generation: int
+    retry_in: float = 0.0  # open: seconds until a probe may go
+    trips: int = 0  # consecutive trips without a close: the reset timeout doubles per trip
+    holder: str = ""  # half-open: the worker holding the probe lease
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRecord:
+    """The last probe verdict on a target. A record past its TTL is gone: health unknown."""
+
+    target: str
+    healthy: bool
+    streak: int  # consecutive probes with this verdict
+    since: float  # seconds since the verdict last changed (store clock)
+    checked_ago: float  # seconds since the last probe
+    detail: str = ""
+
+
+class StateStore(Protocol):
+    async def start(self, on_breaker: Callable[[BreakerRecord], None]) -> None:
+        """Begin delivering other workers' breaker transitions to `on_breaker` (and our own)."""
+
+    async def aclose(self) -> None: ...
+
+    # -- breakers ---------------------------------------------------------------------------
+
+    async def report_failure(
+        self,
+        target: str,
+        worker: str,
+        *,
+        window: float,
+        threshold: int,
+        min_workers: int,
+        reset_timeout: float,
+        max_reset_timeout: float,
+    ) -> BreakerRecord | None:
+        """Count one failure in the sliding window; the new open record when this one tripped it."""
+
+    async def transition(
+        self,
+        target: str,
+        *,
+        expect_generation: int,
+        state: str,
+        holder: str = "",
+        reset_timeout: float = 0.0,
+        max_reset_timeout: float = 0.0,
+    ) -> BreakerRecord | None:
+        """Move the breaker if nobody moved it since `expect_generation`; announce and return the record.
+
+        Opening again from half-open doubles the reset timeout (up to the max); closing resets it.
+        """
+
+    async def breakers(self) -> dict[str, BreakerRecord]:
+        """Every breaker that is not in its initial closed state (the reconcile)."""
+
+    async def take_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Hold `name` for `ttl` seconds unless another owner holds it (SET NX PX); renewable by its owner."""
+
+    # -- health and drains ------------------------------------------------------------------
+
+    async def record_probe(self, target: str, healthy: bool, detail: str, ttl: float) -> HealthRecord: ...
+
+    async def health(self) -> dict[str, HealthRecord]: ...
+
+    async def set_drained(self, target: str, drained: bool) -> None: ...
+
+    async def drained(self) -> set[str]: ...
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    async def reserve(self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float) -> float:
+        """Take `amount` from a token bucket; the wait until it is covered, or -1 (nothing taken) if over max_wait."""
+
+    async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
+        """Correct an earlier reservation: positive takes more, negative gives back."""
