@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a request failed, 2 a policy (or the command line) is w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 
@@ -16,7 +17,7 @@ from rich.table import Table
 from router.core import Router
 from router.errors import AllTargetsFailed, PolicyError, ProviderError, RouterError
 from router.policy.loader import load_policy, policy_json_schema
-from router.results import Completion
+from router.results import Completion, TargetStatus
 
 __all__ = ["main"]
 
@@ -181,6 +182,89 @@ def models(file: str, providers: tuple[str, ...], timeout: float) -> None:
         for model in listed:
             click.echo(f"  {model}")
     sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+def status(file: str, as_json: bool) -> None:
+    """Every target's breaker, health, last probe and drain, as the fleet sees it."""
+    router = _load_router(file)
+
+    async def run() -> list[TargetStatus]:
+        async with router:
+            return await router.status()
+
+    rows = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps({"targets": [dataclasses.asdict(row) for row in rows]}, indent=2))
+        return
+    table = Table(title=f"{file}: {router.policy.state.backend} state")
+    for column in ("target", "provider/model", "breaker", "health", "last probe", "drained", "in flight"):
+        table.add_column(column)
+    for row in rows:
+        probe = (
+            f"{row.last_probe_ago:.0f}s ago ({row.probe_detail})" if row.last_probe_ago is not None else "-"
+        )
+        breaker = f"{row.breaker} (gen {row.generation})"
+        drained = "yes" if row.drained else "no"
+        model = f"{row.provider}/{row.model}"
+        table.add_row(row.target, model, breaker, row.health, probe, drained, str(row.in_flight))
+    _console().print(table)
+
+
+def _set_drained(file: str, target: str, drained: bool) -> None:
+    router = _load_router(file)
+
+    async def run() -> None:
+        async with router:
+            await (router.drain(target) if drained else router.restore(target))
+
+    try:
+        asyncio.run(run())
+    except RouterError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(f"{target}: {'drained' if drained else 'restored'} ({router.policy.state.backend} state)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("target")
+def drain(file: str, target: str) -> None:
+    """Take TARGET out of service for every worker sharing the policy's state."""
+    _set_drained(file, target, True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("target")
+def restore(file: str, target: str) -> None:
+    """Put a drained TARGET back in service."""
+    _set_drained(file, target, False)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--daemon", is_flag=True, help="Keep probing every interval until stopped.")
+def health(file: str, daemon: bool) -> None:
+    """Probe the policy's targets (one prober per target across the fleet) and print the verdicts."""
+    router = _load_router(file)
+
+    async def run() -> list[TargetStatus]:
+        async with router:
+            while daemon:
+                await router.check_health()
+                await asyncio.sleep(router.policy.health.interval)
+            await router.check_health()
+            return await router.status()
+
+    try:
+        rows = asyncio.run(run())
+    except KeyboardInterrupt:
+        return
+    for row in rows:
+        click.echo(f"{row.target}: {row.health} ({row.probe_detail or 'no verdict'})")
 
 
 @main.command()

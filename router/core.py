@@ -6,24 +6,31 @@ import asyncio
 import logging
 import os
 import random
+import secrets
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from router.clock import Clock, SystemClock
 from router.engine import Engine
 from router.errors import ErrorKind, PolicyError, PolicyIssue, ProviderError, RouterError
+from router.fleet import Fleet, SharedBuckets
+from router.health import HealthChecker
 from router.policy.compile import TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
-from router.policy.model import Policy
+from router.policy.model import Policy, StateSpec
 from router.providers import Provider, build_provider
 from router.providers.base import Message
-from router.resilience.breaker import Breaker, BreakerTransition
+from router.resilience.breaker import CLOSED, Breaker, BreakerTransition
 from router.resilience.limiter import Limiter
-from router.results import Completion
+from router.results import Completion, TargetStatus
 from router.selection import Request, TargetRuntime, estimate_tokens, order_candidates
+from router.state.base import StateStore
+from router.state.memory import MemoryStore
 
 __all__ = ["Router"]
 
@@ -35,7 +42,9 @@ class Router:
     """Routes completions by a policy: `await router.complete("chat", messages)`.
 
     `providers` replaces the client of a named provider (for tests and in-process fakes);
-    `clock` and `seed` make timing and random choices reproducible.
+    `clock` and `seed` make timing and random choices reproducible; `store` replaces the state
+    store the policy's `state` section names (a shared store makes this router one worker of a
+    fleet); `worker` names this worker in the fleet.
     """
 
     def __init__(
@@ -47,6 +56,8 @@ class Router:
         providers: Mapping[str, Provider] | None = None,
         seed: int | None = None,
         on_transition: Callable[[BreakerTransition], None] | None = None,
+        store: StateStore | None = None,
+        worker: str | None = None,
     ) -> None:
         self.policy = policy
         self.plan = compile_plan(policy, source)
@@ -54,10 +65,25 @@ class Router:
         self._rng = random.Random(seed)
         self._on_transition = on_transition
         self._providers = _build_providers(policy, providers or {}, source, self._clock)
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+        self.store = store or _make_store(policy.state, self.worker, self._clock)
+        shared = store is not None or policy.state.backend == "redis"
+        self._fleet = (
+            Fleet(self.store, self.worker, clock=self._clock, probe_lease=max(policy.health.timeout, 10.0))
+            if shared
+            else None
+        )
         self._runtimes = {name: self._runtime(target) for name, target in self.plan.targets.items()}
         self._engine = Engine(self.plan, self._runtimes, clock=self._clock, rng=self._rng)
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
+        self._health = (
+            HealthChecker(self.store, self._runtimes, policy.health, clock=self._clock, worker=self.worker)
+            if policy.health.enabled
+            else None
+        )
+        self._background: list[asyncio.Task[None]] = []
+        self._started = False
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Self:
@@ -76,9 +102,14 @@ class Router:
             on_transition=self._transition,
         )
         limits = spec.limits
-        limiter = (
-            Limiter(limits, self._clock) if (limits.rpm or limits.tpm or limits.max_concurrency) else None
-        )
+        limiter = None
+        if limits.rpm or limits.tpm or limits.max_concurrency:
+            buckets = None
+            if self._fleet is not None and (limits.rpm or limits.tpm):
+                buckets = SharedBuckets(self._fleet, target.name, limits.rpm, limits.tpm)
+            limiter = Limiter(limits, self._clock, buckets)
+        if self._fleet is not None:
+            self._fleet.add(breaker, spec.breaker)
         return TargetRuntime(target, self._providers[target.provider], breaker, limiter)
 
     def _address(self, address: str) -> None:
@@ -93,6 +124,10 @@ class Router:
 
     def _transition(self, event: BreakerTransition) -> None:
         logger.info("breaker %s: %s -> %s", event.target, event.old, event.new)
+        if event.new == CLOSED:
+            runtime = self._runtimes.get(event.target)
+            if runtime is not None:
+                runtime.recovered_at = event.at
         if self._on_transition is not None:
             self._on_transition(event)
 
@@ -115,6 +150,8 @@ class Router:
         response_format, ...) go to the provider as they are; `metadata` stays local.
         """
         request = _request(messages, max_tokens, temperature, options, streaming=False)
+        if not self._started:
+            await self.start()
         if not self._engine.knows(route):
             self._address(route)
         return await self._engine.complete(route, request, deadline)
@@ -134,7 +171,17 @@ class Router:
         request = _request(messages, max_tokens, temperature, options, streaming=True)
         if not self._engine.knows(route):
             self._address(route)
-        return self._engine.stream(route, request, deadline)
+        if self._started:
+            return self._engine.stream(route, request, deadline)
+        return self._stream_after_start(route, request, deadline)
+
+    async def _stream_after_start(
+        self, route: str, request: Request, deadline: float | None
+    ) -> AsyncIterator[str | Completion]:
+        await self.start()
+        async with aclosing(self._engine.stream(route, request, deadline)) as items:
+            async for item in items:
+                yield item
 
     def complete_sync(self, route: str, messages: Sequence[Message], **kwargs: Any) -> Completion:
         """`complete` for synchronous code; runs on the router's own event loop thread."""
@@ -159,7 +206,8 @@ class Router:
             )
         request = _request(messages or [{"role": "user", "content": ""}], None, None, {}, streaming=False)
         runtimes = [self._runtimes[target.name] for target in route_plan.targets]
-        return [(r.plan, r.breaker.state) for r in order_candidates(route_plan, runtimes, request, self._rng)]
+        ordered = order_candidates(route_plan, runtimes, request, self._rng, self._clock.monotonic())
+        return [(r.plan, r.breaker.state) for r in ordered]
 
     async def list_models(self, provider: str, *, within: float = 10.0) -> list[str] | ProviderError:
         """The models a provider lists, or the typed error that stopped it (a cheap health probe)."""
@@ -173,18 +221,82 @@ class Router:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Join the fleet and start the health checker; the first request does it if you do not."""
+        if self._started:
+            return
+        self._started = True
+        if self._fleet is not None:
+            await self._fleet.start()
+        if self._health is not None:
+            self._background.append(asyncio.get_running_loop().create_task(self._health.run()))
+
+    async def check_health(self) -> None:
+        """One round of probes (this worker's share of the fleet's), then the fleet's verdicts applied."""
+        checker = self._health or HealthChecker(
+            self.store, self._runtimes, self.policy.health, clock=self._clock, worker=self.worker
+        )
+        await checker.check_all()
+        await checker.refresh()
+
+    async def drain(self, target: str) -> None:
+        """Take a target out of service for the whole fleet, until `restore`."""
+        await self._set_drained(target, True)
+
+    async def restore(self, target: str) -> None:
+        await self._set_drained(target, False)
+
+    async def _set_drained(self, target: str, drained: bool) -> None:
+        runtime = self._runtimes.get(target)
+        if runtime is None:
+            raise RouterError(f"unknown target {target!r}; targets: {', '.join(self._runtimes)}")
+        await self.store.set_drained(target, drained)
+        runtime.drained = drained
+
+    async def status(self) -> list[TargetStatus]:
+        """Every target as the fleet sees it: breaker, health, drain, calls in flight."""
+        breakers = await self.store.breakers()
+        health = await self.store.health()
+        drained = await self.store.drained()
+        rows = []
+        for name, runtime in self._runtimes.items():
+            fleet_breaker = breakers.get(name)
+            verdict = health.get(name)
+            rows.append(
+                TargetStatus(
+                    target=name,
+                    provider=runtime.plan.provider,
+                    model=runtime.plan.model,
+                    breaker=fleet_breaker.state if fleet_breaker else runtime.breaker.state,
+                    generation=fleet_breaker.generation if fleet_breaker else runtime.breaker.generation,
+                    health=("healthy" if verdict.healthy else "unhealthy") if verdict else "unknown",
+                    last_probe_ago=verdict.checked_ago if verdict else None,
+                    probe_detail=verdict.detail if verdict else "",
+                    drained=name in drained,
+                    in_flight=runtime.limiter.in_flight if runtime.limiter else 0,
+                )
+            )
+        return rows
+
     async def aclose(self) -> None:
-        for provider in self._providers.values():
-            await provider.aclose()
+        await self._shutdown()
         self._stop_sync_loop()
 
     def close(self) -> None:
         """Close from synchronous code (after `complete_sync`)."""
         if self._sync_loop is not None:
-            self._run_sync(self._close_providers())
+            self._run_sync(self._shutdown())
         self._stop_sync_loop()
 
-    async def _close_providers(self) -> None:
+    async def _shutdown(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        if self._fleet is not None:
+            await self._fleet.aclose()
+        else:
+            await self.store.aclose()
         for provider in self._providers.values():
             await provider.aclose()
 
@@ -211,6 +323,22 @@ class Router:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _make_store(spec: StateSpec, worker: str, clock: Clock) -> StateStore:
+    if spec.backend == "redis":
+        from router.state.redis import RedisStore
+
+        assert spec.url is not None  # the policy model requires it for redis
+        return RedisStore(
+            spec.url.get_secret_value(),
+            spec.namespace,
+            worker=worker,
+            socket_timeout=spec.socket_timeout,
+            reconcile_interval=spec.reconcile_interval,
+            clock=clock,
+        )
+    return MemoryStore(clock)
 
 
 def _request(

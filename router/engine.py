@@ -23,7 +23,7 @@ from router.providers.base import Call, Chunk
 from router.resilience.backoff import backoff_delay
 from router.resilience.retry_budget import RetryBudget
 from router.results import Attempt, Completion, Outcome, ToolCall, Usage
-from router.selection import Request, TargetRuntime, order_candidates, over_budget
+from router.selection import Request, TargetRuntime, order_candidates, over_budget, unavailable
 
 __all__ = ["Engine"]
 
@@ -171,7 +171,9 @@ class _Run:
     async def first(self, invoke: Callable[[TargetRuntime, float], Awaitable[_T]], recovery: str) -> _T:
         """The first value a candidate produces, trying them in order (and hedging, if asked)."""
         self.recovery = recovery
-        candidates = order_candidates(self.route, self.plan_route.runtimes, self.request, self.engine.rng)
+        candidates = order_candidates(
+            self.route, self.plan_route.runtimes, self.request, self.engine.rng, self.started
+        )
         if not candidates:
             raise AllTargetsFailed(
                 self.route.name, (), "no target fits the request (capabilities, context window)"
@@ -225,6 +227,10 @@ class _Run:
                 continue  # only a larger window can help after a context_length error
             if over_budget(self.route, runtime.plan, self.request):
                 self._skip(runtime, Outcome.OVER_BUDGET)
+                continue
+            why = unavailable(runtime, self.route, self.engine.clock.monotonic())
+            if why is not None:
+                self._skip(runtime, why)
                 continue
             result = await self._try_target(runtime, invoke)
             if result is not None:
@@ -289,7 +295,9 @@ class _Run:
             if limiter is not None:
                 limiter.release(tokens, _total_tokens(value))
             breaker.record_success()
-            runtime.observe(clock.monotonic() - started)
+            now = clock.monotonic()
+            runtime.observe(now - started)
+            runtime.outcome(True, now)
             self._record(runtime, Outcome.OK, started)
             return value
 
@@ -342,6 +350,7 @@ class _Run:
             runtime.breaker.release()
         else:
             runtime.breaker.record_failure(error)
+            runtime.outcome(False, self.engine.clock.monotonic())
         self._record(runtime, error.kind, started, error.message, error.status)
 
     # -- one call --------------------------------------------------------------------------
@@ -509,7 +518,9 @@ class _Run:
             limiter.release(tokens, opened.usage.total_tokens if opened.usage else None)
         if error is None:
             runtime.breaker.record_success()
-            runtime.observe(self.engine.clock.monotonic() - opened.started)
+            now = self.engine.clock.monotonic()
+            runtime.observe(now - opened.started)
+            runtime.outcome(True, now)
             self._record(runtime, Outcome.OK, opened.started)
         else:
             self._failed(runtime, error, opened.started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Attempt", "Completion", "Outcome", "ToolCall", "Usage"]
+__all__ = ["Attempt", "Completion", "Outcome", "TargetStatus", "ToolCall", "Usage"]
 
 
 class Outcome:
@@ -16,6 +16,9 @@ class Outcome:
     CANCELLED = "cancelled"  # lost a hedge race
     OVER_BUDGET = "over_budget"  # the estimated cost exceeds the route's max_cost
     DEADLINE = "deadline"  # no time left to try it
+    DRAINED = "drained"  # taken out of service by an operator
+    UNHEALTHY = "unhealthy"  # failing its health probes
+    RECOVERING = "recovering"  # back, but the route's failback rule wants more proof first
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +73,19 @@ class Completion:
     finish_reason: str | None = None
     warnings: tuple[str, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """One target as the fleet sees it (`router status`)."""
+
+    target: str
+    provider: str
+    model: str
+    breaker: str
+    generation: int
+    health: str
+    last_probe_ago: float | None
+    probe_detail: str
+    drained: bool
+    in_flight: int

@@ -12,7 +12,19 @@ from router.providers.base import Message, Provider
 from router.resilience.breaker import Breaker
 from router.resilience.limiter import Limiter
 
-__all__ = ["Request", "TargetRuntime", "estimate_tokens", "order_candidates", "over_budget"]
+__all__ = [
+    "HEALTHY",
+    "UNHEALTHY",
+    "UNKNOWN",
+    "Request",
+    "TargetRuntime",
+    "estimate_tokens",
+    "order_candidates",
+    "over_budget",
+    "unavailable",
+]
+
+HEALTHY, UNHEALTHY, UNKNOWN = "healthy", "unhealthy", "unknown"
 
 # Output tokens assumed for the cost estimate when the caller sets no max_tokens.
 DEFAULT_OUTPUT_ESTIMATE = 1024
@@ -20,9 +32,25 @@ _EWMA_WEIGHT = 0.3
 
 
 class TargetRuntime:
-    """A target's live parts: its provider client, breaker, limiter and observed latency."""
+    """A target's live parts: client, breaker, limiter, observed latency, and what the fleet knows.
 
-    __slots__ = ("breaker", "latency", "limiter", "plan", "provider")
+    `health` is "unknown" until probes say otherwise; `recovered_at` (monotonic) marks the
+    last return from an outage (breaker closed again, or health good again), for failback.
+    """
+
+    __slots__ = (
+        "breaker",
+        "drained",
+        "health",
+        "health_streak",
+        "last_ok",
+        "last_outcome_at",
+        "latency",
+        "limiter",
+        "plan",
+        "provider",
+        "recovered_at",
+    )
 
     def __init__(
         self, plan: TargetPlan, provider: Provider, breaker: Breaker, limiter: Limiter | None
@@ -32,10 +60,21 @@ class TargetRuntime:
         self.breaker = breaker
         self.limiter = limiter
         self.latency: float | None = None
+        self.health = UNKNOWN
+        self.health_streak = 0
+        self.drained = False
+        self.recovered_at: float | None = None
+        self.last_outcome_at: float | None = None
+        self.last_ok = True
 
     def observe(self, seconds: float) -> None:
         previous = self.latency
         self.latency = seconds if previous is None else previous + _EWMA_WEIGHT * (seconds - previous)
+
+    def outcome(self, ok: bool, now: float) -> None:
+        """A real call's verdict on the target: a passive health signal for the prober."""
+        self.last_ok = ok
+        self.last_outcome_at = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +132,13 @@ def _weighted_order(
 
 
 def order_candidates(
-    route: RoutePlan, runtimes: Sequence[TargetRuntime], request: Request, rng: random.Random
+    route: RoutePlan, runtimes: Sequence[TargetRuntime], request: Request, rng: random.Random, now: float
 ) -> list[TargetRuntime]:
-    """The route's targets that fit the request, in the order the strategy prefers."""
+    """The route's targets that fit the request, in the order the strategy prefers.
+
+    Under a `ramp` failback, a recovering target keeps its place with a probability that grows
+    from 0 to 1 over the ramp (Envoy's slow start); otherwise it goes last.
+    """
     strategy = route.strategy
     if strategy == "weighted":
         ordered = _weighted_order(runtimes, route.weights, rng)
@@ -106,7 +149,35 @@ def order_candidates(
         ordered = sorted(runtimes, key=lambda r: r.latency or 0.0)
     else:
         ordered = list(runtimes)
-    return [runtime for runtime in ordered if _fits(runtime.plan, request)]
+    fitting = [runtime for runtime in ordered if _fits(runtime.plan, request)]
+    if route.failback_mode == "ramp":
+        demoted = [r for r in fitting if _ramp_demotes(r, route, now, rng)]
+        if demoted:
+            fitting = [r for r in fitting if r not in demoted] + demoted
+    return fitting
+
+
+def _ramp_demotes(runtime: TargetRuntime, route: RoutePlan, now: float, rng: random.Random) -> bool:
+    recovered = runtime.recovered_at
+    if recovered is None or now - recovered >= route.failback_ramp:
+        return False
+    share = (now - recovered) / route.failback_ramp
+    return rng.random() >= share
+
+
+def unavailable(runtime: TargetRuntime, route: RoutePlan, now: float) -> str | None:
+    """Why the target must be skipped now without a call (an attempt outcome), or None."""
+    if runtime.drained:
+        return "drained"
+    if runtime.health == UNHEALTHY:
+        return "unhealthy"
+    recovered = runtime.recovered_at
+    if recovered is not None and route.failback_mode == "after":
+        # Without probes (health unknown) only the time counts.
+        probes_short = runtime.health != UNKNOWN and runtime.health_streak < route.failback_probes
+        if now - recovered < route.failback_for or probes_short:
+            return "recovering"
+    return None
 
 
 def over_budget(route: RoutePlan, plan: TargetPlan, request: Request) -> bool:

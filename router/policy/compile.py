@@ -55,6 +55,10 @@ class RoutePlan:
     honor_retry_after: bool
     retry_on: frozenset[ErrorKind]
     failover_on: frozenset[ErrorKind]
+    failback_mode: str = "immediate"
+    failback_probes: int = 2
+    failback_for: float = 0.0
+    failback_ramp: float = 60.0
 
     @property
     def stream_upstream(self) -> bool:
@@ -128,4 +132,8 @@ def _route(name: str, route: RouteSpec, targets: Mapping[str, TargetPlan]) -> Ro
         honor_retry_after=retry.honor_retry_after,
         retry_on=frozenset(retry.on),
         failover_on=frozenset(route.failover.on),
+        failback_mode=route.failback.mode,
+        failback_probes=route.failback.healthy_probes,
+        failback_for=route.failback.healthy_for,
+        failback_ramp=route.failback.ramp,
     )

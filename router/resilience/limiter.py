@@ -7,13 +7,24 @@ the target is skipped (outcome `limited`) so the request moves on while it still
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
 from router.clock import Clock
 from router.policy.model import LimitsSpec
 
-__all__ = ["Limiter", "TokenBucket"]
+__all__ = ["ClusterBuckets", "Limiter", "TokenBucket"]
+
+
+class ClusterBuckets(Protocol):
+    """The fleet-wide RPM and TPM buckets of one target (see `router.fleet`)."""
+
+    async def reserve(self, tokens: int, max_wait: float) -> float | None:
+        """Take one request and `tokens` tokens: the wait until covered, or None (nothing taken)."""
+
+    def reconcile(self, delta: int) -> None:
+        """Tokens used beyond the estimate (negative: fewer)."""
 
 
 class TokenBucket:
@@ -58,10 +69,13 @@ class TokenBucket:
 
 
 class Limiter:
-    __slots__ = ("_clock", "_in_flight", "_max_concurrency", "_rpm", "_rpm_waiting", "_tpm")
+    """Admission to one target: per-process smoothing, and the fleet's buckets when shared."""
 
-    def __init__(self, spec: LimitsSpec, clock: Clock) -> None:
+    __slots__ = ("_clock", "_cluster", "_in_flight", "_max_concurrency", "_rpm", "_rpm_waiting", "_tpm")
+
+    def __init__(self, spec: LimitsSpec, clock: Clock, cluster: ClusterBuckets | None = None) -> None:
         self._clock = clock
+        self._cluster = cluster
         self._rpm = AsyncLimiter(spec.rpm, 60) if spec.rpm else None
         self._rpm_waiting = 0
         self._tpm = TokenBucket(spec.tpm, 60, clock) if spec.tpm else None
@@ -92,6 +106,12 @@ class Limiter:
                 return False
             wait = reserved
         self._in_flight += 1
+        if self._cluster is not None:
+            cluster_wait = await self._cluster.reserve(tokens, left)
+            if cluster_wait is None:
+                self._undo(tokens)
+                return False
+            wait = max(wait, cluster_wait)
         try:
             if wait > 0:
                 await self._clock.sleep(wait)
@@ -118,5 +138,8 @@ class Limiter:
     def release(self, estimated: int, actual: int | None) -> None:
         """The admitted call is over; `actual` tokens (when known) correct the estimate."""
         self._in_flight -= 1
-        if self._tpm is not None and actual is not None:
-            self._tpm.adjust(actual - estimated)
+        if actual is not None:
+            if self._tpm is not None:
+                self._tpm.adjust(actual - estimated)
+            if self._cluster is not None:
+                self._cluster.reconcile(actual - estimated)

@@ -1,0 +1,217 @@
+"""This worker's place in the fleet: its breakers kept in step with everyone's through a StateStore.
+
+A successful call never reaches the store. A failure is reported in the background; when the
+fleet's count trips the breaker, the store announces the new record and every worker applies
+it. When an open breaker's wait is over, the workers race for one probe lease; the winner moves
+the breaker to half-open and sends the probe, and its verdict closes or reopens it for all.
+While the store does not answer, each breaker falls back to its own local state machine; the
+store's records take over again once it answers (a reconcile runs on every reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from router.clock import Clock
+from router.policy.model import BreakerSpec
+from router.resilience.breaker import HALF_OPEN, OPEN, Breaker
+from router.state.base import BreakerRecord, StateStore, StoreUnavailable
+
+__all__ = ["Fleet", "SharedBuckets"]
+
+logger = logging.getLogger("router")
+
+
+class Fleet:
+    """Implements `FleetLink` for every breaker of one Router."""
+
+    def __init__(self, store: StateStore, worker: str, *, clock: Clock, probe_lease: float) -> None:
+        self.store = store
+        self.worker = worker
+        self.connected = True
+        self._breakers: dict[str, Breaker] = {}
+        self._specs: dict[str, BreakerSpec] = {}
+        self._clock = clock
+        self._probe_lease = probe_lease
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._probing: set[tuple[str, int]] = set()  # (target, generation) with a lease attempt under way
+
+    def add(self, breaker: Breaker, spec: BreakerSpec) -> None:
+        """Let the fleet decide for this breaker from now on."""
+        self._breakers[breaker.name] = breaker
+        self._specs[breaker.name] = spec
+        breaker.fleet = self
+
+    async def start(self) -> None:
+        try:
+            await self.store.start(self._apply)
+        except StoreUnavailable:
+            self._lost()
+
+    async def aclose(self) -> None:
+        for breaker in self._breakers.values():
+            breaker.fleet = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.aclose()
+
+    # -- records from the store -------------------------------------------------------------
+
+    def _apply(self, record: BreakerRecord) -> None:
+        self._back()
+        breaker = self._breakers.get(record.target)
+        if breaker is None:
+            return  # a target this worker's policy does not have
+        breaker.apply(record.generation, record.state, record.retry_in, record.trips, record.holder)
+        if record.state == OPEN:
+            self.spawn(self._probe_when_due(breaker, record.generation, record.retry_in))
+        elif record.state == HALF_OPEN and record.holder != self.worker:
+            # If the holder dies, its lease runs out: then someone else must probe.
+            self.spawn(self._probe_when_due(breaker, record.generation, self._probe_lease))
+
+    async def _probe_when_due(self, breaker: Breaker, generation: int, delay: float) -> None:
+        await self._clock.sleep(delay)
+        if breaker.generation == generation:
+            self.request_probe(breaker)
+
+    # -- FleetLink: what breakers ask of the fleet ------------------------------------------
+
+    def report_failure(self, breaker: Breaker, error: BaseException) -> None:
+        spec = self._specs[breaker.name]
+        report = self.store.report_failure(
+            breaker.name,
+            self.worker,
+            window=spec.window,
+            threshold=spec.fail_max,
+            min_workers=spec.min_workers,
+            reset_timeout=spec.reset_timeout,
+            max_reset_timeout=spec.max_reset_timeout,
+        )
+        # A failure the fleet could not count still counts here.
+        self.spawn(self.call(report, on_unavailable=lambda: breaker.fail_locally(error)))
+
+    def request_probe(self, breaker: Breaker) -> None:
+        key = (breaker.name, breaker.generation)
+        if key not in self._probing:
+            self._probing.add(key)
+            self.spawn(self._take_probe(breaker, breaker.generation))
+
+    async def _take_probe(self, breaker: Breaker, generation: int) -> None:
+        try:
+            lease = self.store.take_lease(f"probe:{breaker.name}", self.worker, self._probe_lease)
+            if await self.call(lease):
+                move = self.store.transition(
+                    breaker.name, expect_generation=generation, state=HALF_OPEN, holder=self.worker
+                )
+                if await self.call(move) is not None:
+                    return
+            # Another worker probes; ask again only if its verdict has not come by then.
+            breaker.retry_at = self._clock.monotonic() + min(self._probe_lease, 1.0)
+        finally:
+            self._probing.discard((breaker.name, generation))
+
+    def settle_probe(self, breaker: Breaker, success: bool) -> None:
+        spec = self._specs[breaker.name]
+        self.spawn(
+            self.call(
+                self.store.transition(
+                    breaker.name,
+                    expect_generation=breaker.generation,
+                    state="closed" if success else OPEN,
+                    reset_timeout=spec.reset_timeout,
+                    max_reset_timeout=spec.max_reset_timeout,
+                )
+            )
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def call(
+        self, call: Coroutine[Any, Any, Any], on_unavailable: Callable[[], None] | None = None
+    ) -> Any:
+        """Run one store call; apply a record it returns; note whether the store answered."""
+        try:
+            result = await call
+        except StoreUnavailable:
+            self._lost()
+            if on_unavailable is not None:
+                on_unavailable()
+            return None
+        self._back()
+        if isinstance(result, BreakerRecord):
+            self._apply(result)
+        return result
+
+    def _lost(self) -> None:
+        if self.connected:
+            self.connected = False
+            logger.warning("shared state unreachable: this worker carries on with its local breakers")
+
+    def _back(self) -> None:
+        if not self.connected:
+            self.connected = True
+            logger.warning("shared state reachable again: following the fleet's breakers")
+            self.spawn(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        """Adopt the fleet's breakers, dropping what this worker decided alone while cut off."""
+        records = await self.call(self.store.breakers())
+        if records is None:
+            return
+        for name, breaker in self._breakers.items():
+            record = records.get(name)
+            if record is None:
+                breaker.apply(breaker.generation, "closed", 0.0, 0, "")
+            else:
+                self._apply(record)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class SharedBuckets:
+    """A target's fleet-wide RPM and TPM buckets in the store (`ClusterBuckets`).
+
+    When the store does not answer, admission falls back to the per-process limits alone.
+    """
+
+    def __init__(self, fleet: Fleet, target: str, rpm: int | None, tpm: int | None) -> None:
+        self._fleet = fleet
+        self._rpm = rpm
+        self._tpm = tpm
+        self._rpm_key = f"rpm:{target}"
+        self._tpm_key = f"tpm:{target}"
+
+    async def reserve(self, tokens: int, max_wait: float) -> float | None:
+        store = self._fleet.store
+        wait = 0.0
+        if self._rpm is not None:
+            taken = await self._fleet.call(
+                store.reserve(self._rpm_key, 1, self._rpm, self._rpm / 60, max_wait)
+            )
+            if taken is not None and taken < 0:
+                return None
+            wait = taken or 0.0
+        if self._tpm is not None:
+            taken = await self._fleet.call(
+                store.reserve(self._tpm_key, tokens, self._tpm, self._tpm / 60, max_wait)
+            )
+            if taken is not None and taken < 0:
+                if self._rpm is not None:
+                    self._fleet.spawn(
+                        self._fleet.call(store.adjust(self._rpm_key, -1, self._rpm, self._rpm / 60))
+                    )
+                return None
+            wait = max(wait, taken or 0.0)
+        return wait
+
+    def reconcile(self, delta: int) -> None:
+        if self._tpm is not None and delta:
+            adjust = self._fleet.store.adjust(self._tpm_key, delta, self._tpm, self._tpm / 60)
+            self._fleet.spawn(self._fleet.call(adjust))
