@@ -121,7 +121,7 @@ class Engine:
 
     async def stream(
         self, route: str, request: Request, deadline: float | None = None
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         run = self._start(route, request, deadline)
         if (run.route.stream_recovery or "raise") == "restart":
             # Restarting on another target after the caller saw text would repeat it: buffer instead.
