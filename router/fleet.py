@@ -50,6 +50,8 @@ class Fleet:
             await self.store.start(self._apply)
         except StoreUnavailable:
             self._lost()
+            return
+        await self._reconcile()  # what the fleet decided before this worker listened
 
     async def aclose(self) -> None:
         for breaker in self._breakers.values():

@@ -39,6 +39,7 @@ class HealthChecker:
         self._clock = clock
         self._worker = worker
         self._ttl = spec.ttl if spec.ttl is not None else 3 * spec.interval
+        self._checked_at: dict[str, float] = {}
 
     async def run(self) -> None:
         """Check and refresh every interval, until cancelled."""
@@ -56,6 +57,10 @@ class HealthChecker:
     async def _check(self, runtime: TargetRuntime) -> None:
         name = runtime.plan.name
         now = self._clock.monotonic()
+        checked = self._checked_at.get(name)
+        if checked is not None and now - checked < self._spec.interval:
+            return  # this worker already gave its verdict this interval
+        self._checked_at[name] = now
         seen = runtime.last_outcome_at
         if seen is not None and now - seen < self._spec.interval:
             healthy, detail = runtime.last_ok, "passive"

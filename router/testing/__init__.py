@@ -1,4 +1,7 @@
-"""Test support that users import too: a fake OpenAI upstream with fault injection, a fake clock.
+"""Test support that users import too: a fake LLM upstream with fault injection, a fake clock.
+
+The fake upstream speaks the OpenAI, Azure OpenAI, Anthropic and Bedrock wires on one port
+(`router.testing.wires` renders each); `Fault` and `FaultRule` say what goes wrong, and when.
 
 The pytest plugin (`router.testing.pytest_plugin`, registered as an entry point) provides the
 `fake_upstream` and `fake_clock` fixtures.

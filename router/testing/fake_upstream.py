@@ -1,17 +1,28 @@
-"""A loopback OpenAI chat-completions server with fault injection, for testing code that calls LLMs.
+"""A loopback fake LLM upstream with fault injection: the OpenAI, Azure OpenAI, Anthropic and Bedrock wires.
 
 `FakeUpstream` is a real HTTP server (aiohttp) on its own thread and event loop, so it serves
-sync code, any test's event loop and `complete_sync` alike::
+sync code (boto3), any test's event loop and `complete_sync` alike. One server speaks every
+wire, so one test can put targets of several providers on it::
 
     with FakeUpstream() as up:
         up.add_fault("gpt-4o", Fault.rate_limited(retry_after=1), times=1)
         client = openai.AsyncOpenAI(base_url=up.base_url, api_key="test", max_retries=0)
+        claude = anthropic.AsyncAnthropic(base_url=up.anthropic_base_url, api_key="test", max_retries=0)
         ...
         assert [r.fault for r in up.log] == ["http_429", "ok"]
 
-It answers `POST /v1/chat/completions` (JSON, or SSE with `stream: true`) and `GET /v1/models`.
-Replies are deterministic (`"Hello from <model>."` unless `set_reply` says otherwise), and so
-is every random choice (error rates, latency), from the `seed`.
+Routes: OpenAI `POST /v1/chat/completions` and `GET /v1/models` (`base_url`); Azure OpenAI
+`POST /openai/deployments/{deployment}/chat/completions?api-version=...` and `GET /openai/models`
+(`azure_endpoint`); Anthropic `POST /v1/messages` and `GET /v1/models` with an
+`anthropic-version` header (`anthropic_base_url`); Bedrock `POST /model/{modelId}/converse`,
+`POST /model/{modelId}/converse-stream` and `GET /foundation-models` (`bedrock_url`). The model
+a fault rule names is the request's model, Azure's deployment or Bedrock's model id.
+
+This module is the wire-agnostic core: it reads the request through its wire
+(`router.testing.wires`), picks the fault, logs, and carries out the faults that are the same
+everywhere (reset, hang, delays, where a stream breaks); the wire renders every body and event.
+Replies are deterministic (`"Hello from <model>."` unless `set_reply` or `set_tool_call` says
+otherwise), and so is every random choice (error rates, latency), from the `seed`.
 """
 
 from __future__ import annotations
@@ -21,13 +32,12 @@ import contextlib
 import itertools
 import json
 import random
-import re
 import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TextIO
@@ -35,6 +45,7 @@ from typing import Any, Self, TextIO
 from aiohttp import web
 
 from router.testing.faults import (
+    ContentFilter,
     Cut,
     Delay,
     EmptyChoices,
@@ -43,10 +54,12 @@ from router.testing.faults import (
     Hang,
     Html,
     HttpError,
+    InStreamError,
     InvalidJson,
     Latency,
     Malformed,
     NoDone,
+    Rejection,
     RejectPrefill,
     Reset,
     SlowFirstToken,
@@ -54,14 +67,28 @@ from router.testing.faults import (
     Truncated,
     parse_fault_spec,
 )
+from router.testing.wires import (
+    Answer,
+    AnthropicWire,
+    AzureWire,
+    BadRequest,
+    BedrockWire,
+    Chat,
+    OpenAIWire,
+    Wire,
+)
+from router.testing.wires.base import Finish, split_words
+from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
 
 __all__ = ["FakeUpstream", "RequestRecord", "run_forever", "serve"]
 
-_CHAT_PATH = "/v1/chat/completions"
-_MODELS_PATH = "/v1/models"
+# Where wires share a path (`GET /v1/models`), the first that accepts the request answers it.
+_WIRES: tuple[Wire, ...] = (AnthropicWire(), OpenAIWire(), AzureWire(), BedrockWire())
 # Handlers still running when the server stops get this long before they are cancelled;
 # ours end as soon as the stop is signalled, so this only bounds a misbehaving one.
 _SHUTDOWN_TIMEOUT = 1.0
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +96,8 @@ class RequestRecord:
     """One request the fake upstream received, as the attempt log keeps it.
 
     `at` is seconds since `start()` (monotonic); `fault` is the injected fault's name or `"ok"`;
-    `status` is the HTTP status sent, None when no response head was sent (reset, hang).
+    `status` is the HTTP status sent, None when no response head was sent (reset, hang);
+    `wire` is the protocol it came on: `"openai"`, `"azure"`, `"anthropic"` or `"bedrock"`.
     """
 
     at: float
@@ -79,6 +107,7 @@ class RequestRecord:
     stream: bool
     fault: str
     status: int | None
+    wire: str
 
 
 @dataclass(slots=True)
@@ -89,18 +118,13 @@ class _RuleState:
 
 
 @dataclass(frozen=True, slots=True)
-class _Chat:
-    """What a chat-completions request asked for, as far as the fake needs to know."""
-
-    model: str
-    stream: bool
-    include_usage: bool
-    prompt_tokens: int
-    ends_with_assistant: bool
+class _ToolReply:
+    name: str
+    arguments: str
 
 
 class FakeUpstream:
-    """An OpenAI-compatible upstream on loopback, with faults injected per model.
+    """A fake LLM upstream on loopback speaking several wires, with faults injected per model.
 
     `start()` blocks until it listens (port 0: any free port) and returns self; `stop()` ends
     every request in flight, hanging ones included, and frees the port and the thread.
@@ -122,7 +146,7 @@ class FakeUpstream:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._rules = [_RuleState(rule) for rule in faults]
-        self._replies: dict[str, str] = {}
+        self._replies: dict[str, str | _ToolReply] = {}
         self._models: dict[str, None] = dict.fromkeys(models)
         self._models.update((state.rule.model, None) for state in self._rules if state.rule.model != "*")
         self._log: list[RequestRecord] = []
@@ -187,8 +211,26 @@ class FakeUpstream:
     @property
     def base_url(self) -> str:
         """What `openai.AsyncOpenAI(base_url=...)` takes, e.g. `http://127.0.0.1:PORT/v1`."""
+        return f"{self._root()}/v1"
+
+    @property
+    def azure_endpoint(self) -> str:
+        """What `openai.AsyncAzureOpenAI(azure_endpoint=...)` takes: `http://127.0.0.1:PORT`."""
+        return self._root()
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """What `anthropic.AsyncAnthropic(base_url=...)` takes: `http://127.0.0.1:PORT`."""
+        return self._root()
+
+    @property
+    def bedrock_url(self) -> str:
+        """What boto3's `client("bedrock-runtime" or "bedrock", endpoint_url=...)` takes."""
+        return self._root()
+
+    def _root(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return f"http://{host}:{self.port}"
 
     def elapsed(self) -> float:
         """Seconds since `start()`, on the clock that fault windows and the log use."""
@@ -236,6 +278,17 @@ class FakeUpstream:
             self._replies[model] = text
             self._models.setdefault(model)
 
+    def set_tool_call(self, model: str, name: str, arguments: Mapping[str, Any]) -> None:
+        """Answer `model` with a call of tool `name` on every wire, until `set_reply` says otherwise.
+
+        OpenAI: `tool_calls`, finish `tool_calls`; Anthropic: a `tool_use` block, `tool_use`;
+        Bedrock: a `toolUse` block, `tool_use`. Streams split the JSON arguments over several deltas.
+        """
+        reply = _ToolReply(name, json.dumps(dict(arguments)))
+        with self._lock:
+            self._replies[model] = reply
+            self._models.setdefault(model)
+
     # --- attempt log -------------------------------------------------------------------------
 
     @property
@@ -245,12 +298,12 @@ class FakeUpstream:
             return list(self._log)
 
     def count(self, model: str | None = None) -> int:
-        """Chat-completion requests received, for `model` or for all models."""
+        """Chat requests (completions, messages, converse) received on any wire, for `model` or all."""
         with self._lock:
             return sum(
                 1
                 for record in self._log
-                if record.path == _CHAT_PATH and (model is None or record.model == model)
+                if record.method == "POST" and (model is None or record.model == model)
             )
 
     def reset_log(self) -> None:
@@ -276,8 +329,13 @@ class FakeUpstream:
 
     async def _astart(self) -> None:
         app = web.Application()
-        app.router.add_post(_CHAT_PATH, self._chat)
-        app.router.add_get(_MODELS_PATH, self._list_models)
+        models_paths: dict[str, list[Wire]] = {}
+        for wire in _WIRES:
+            for path in wire.chat_paths:
+                app.router.add_post(path, self._chat_handler(wire))
+            models_paths.setdefault(wire.models_path, []).append(wire)
+        for path, wires in models_paths.items():
+            app.router.add_get(path, self._models_handler(wires))
         # handler_cancellation: a hanging request ends when its client gives up.
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT
@@ -312,7 +370,9 @@ class FakeUpstream:
             return False
         return True
 
-    def _record(self, request: web.Request, model: str, stream: bool, fault: str, status: int | None) -> None:
+    def _record(
+        self, request: web.Request, wire: Wire, model: str, stream: bool, fault: str, status: int | None
+    ) -> None:
         record = RequestRecord(
             at=time.monotonic() - self._started_at,
             method=request.method,
@@ -321,41 +381,59 @@ class FakeUpstream:
             stream=stream,
             fault=fault,
             status=status,
+            wire=wire.name,
         )
         with self._lock:
             self._log.append(record)
 
-    async def _list_models(self, request: web.Request) -> web.Response:
-        with self._lock:
-            models = list(self._models)
-        self._record(request, "", False, "ok", 200)
-        data = [
-            {"id": model, "object": "model", "created": 0, "owned_by": "fake-upstream"} for model in models
-        ]
-        return web.json_response({"object": "list", "data": data})
+    def _models_handler(self, wires: list[Wire]) -> _Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            wire = next((w for w in wires if w.accepts(request)), wires[-1])
+            with self._lock:
+                models = list(self._models)
+            self._record(request, wire, "", False, "ok", 200)
+            return web.json_response(wire.models(models))
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return handle
+
+    def _chat_handler(self, wire: Wire) -> _Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._chat(wire, request)
+
+        return handle
+
+    async def _chat(self, wire: Wire, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         try:
-            chat = _read_chat(await request.json())
-        except (ValueError, TypeError, KeyError) as exc:
-            self._record(request, "", False, "invalid_request", 400)
-            return _error_response(HttpError(400, f"Invalid request: {exc}", "invalid_request_error"))
+            try:
+                body = json.loads(await request.read())
+            except ValueError as exc:
+                raise BadRequest(f"the body is not JSON: {exc}") from None
+            chat = wire.read(request, body)
+        except BadRequest as exc:
+            response = wire.reject(HttpError(400, f"Invalid request: {exc}", code=exc.code), "")
+            self._record(request, wire, "", False, "invalid_request", response.status)
+            return response
 
         with self._lock:
             self._models.setdefault(chat.model)
             fault = self._choose_fault(chat)
             reply = self._replies.get(chat.model, f"Hello from {chat.model}.")
-            request_id = next(self._ids)
+            number = next(self._ids)
             latency = 0.0
             if isinstance(fault, Latency):
                 latency = max(0.0, self._rng.uniform(fault.mean - fault.jitter, fault.mean + fault.jitter))
-        status = _status_for(fault)
-        self._record(request, chat.model, chat.stream, fault.name if fault else "ok", status)
+        fault_name = fault.name if fault else "ok"
 
-        answer = _Answer(chat, reply, f"chatcmpl-fake{request_id:06d}")
+        if isinstance(fault, Rejection) and not (isinstance(fault, ContentFilter) and wire.filters_in_band):
+            response = wire.reject(fault, chat.model)
+            self._record(request, wire, chat.model, chat.stream, fault_name, response.status)
+            return response
+        status = None if isinstance(fault, Reset | Hang) else 200
+        self._record(request, wire, chat.model, chat.stream, fault_name, status)
+
+        answer = _answer(chat, reply, number, fault, started)
         match fault:
-            case HttpError() | RejectPrefill():
-                return _error_response(fault if isinstance(fault, HttpError) else _PREFILL_ERROR)
             case Reset():
                 return _reset(request)
             case Hang():
@@ -374,25 +452,28 @@ class FakeUpstream:
             case Html():
                 return web.Response(status=200, text=_HTML_PAGE, content_type="text/html")
             case InvalidJson():
-                body = json.dumps(answer.completion())
-                return web.Response(status=200, text=body[: len(body) // 2], content_type="application/json")
+                text = json.dumps(wire.body(answer))
+                return web.Response(status=200, text=text[: len(text) // 2], content_type="application/json")
         if chat.stream:
-            return await self._stream(request, answer, fault)
-        return web.json_response(answer.completion(fault), headers={"x-request-id": answer.id})
+            return await self._stream(request, wire, answer, fault)
+        return web.json_response(wire.body(answer), headers=wire.headers(answer))
 
-    async def _stream(self, request: web.Request, answer: _Answer, fault: Fault | None) -> web.StreamResponse:
-        events = answer.chunks(fault)
+    async def _stream(
+        self, request: web.Request, wire: Wire, answer: Answer, fault: Fault | None
+    ) -> web.StreamResponse:
+        stream = wire.stream(answer)
+        events = stream.events
         response = web.StreamResponse(
-            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            status=200, headers={"Content-Type": wire.stream_content_type, "Cache-Control": "no-cache"}
         )
-        response.headers["x-request-id"] = answer.id
+        response.headers.update(wire.headers(answer))
         await response.prepare(request)
         # Where, counted in events sent, a mid-stream fault strikes; never past the last event,
-        # and a cut always comes before the finish_reason chunk.
+        # and a cut always comes before the event that finishes the answer.
         strike = -1
         if isinstance(fault, Cut):
-            strike = min(fault.after_chunks, answer.finish_index(events))
-        elif isinstance(fault, Stall | Malformed):
+            strike = min(fault.after_chunks, stream.finish)
+        elif isinstance(fault, Stall | Malformed | InStreamError):
             strike = min(fault.after_chunks, len(events))
         if isinstance(fault, SlowFirstToken) and await self._pause(fault.seconds):
             return _abort(request, response)
@@ -400,7 +481,7 @@ class FakeUpstream:
             if index == strike:
                 match fault:
                     case Cut():
-                        # Close (FIN after what was sent), not reset: the client must see the chunks.
+                        # Close (FIN after what was sent), not reset: the client must see the events.
                         assert request.transport is not None
                         request.transport.close()
                         return response
@@ -408,18 +489,20 @@ class FakeUpstream:
                         if await self._pause(seconds):
                             return _abort(request, response)
                     case Malformed():
-                        await response.write(
-                            b'data: {"id": "' + answer.id.encode() + b'", "choices": [{"delta\n\n'
-                        )
+                        await response.write(wire.malformed(answer))
+                    case InStreamError():
+                        await response.write(wire.stream_error(fault, answer))
+                        await response.write_eof()
+                        return response
             if index == len(events):
                 break
-            await response.write(b"data: " + json.dumps(events[index]).encode() + b"\n\n")
+            await response.write(events[index])
         if not isinstance(fault, NoDone):
-            await response.write(b"data: [DONE]\n\n")
+            await response.write(stream.terminator)
         await response.write_eof()
         return response
 
-    def _choose_fault(self, chat: _Chat) -> Fault | None:
+    def _choose_fault(self, chat: Chat) -> Fault | None:
         """The fault striking this request, if any; updates the rules' counters. Holds the lock."""
         elapsed = time.monotonic() - self._started_at
         chosen: Fault | None = None
@@ -441,148 +524,32 @@ class FakeUpstream:
         return chosen
 
 
-class _Answer:
-    """The deterministic reply to one chat request, as a JSON body or as stream chunks."""
-
-    def __init__(self, chat: _Chat, reply: str, completion_id: str) -> None:
-        self.chat = chat
-        self.reply = reply
-        self.id = completion_id
-        self.created = int(time.time())
-
-    def usage(self, text: str) -> dict[str, int]:
-        completion_tokens = _estimate_tokens(text)
-        return {
-            "prompt_tokens": self.chat.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": self.chat.prompt_tokens + completion_tokens,
-        }
-
-    def _text_and_finish(self, fault: Fault | None) -> tuple[str, str]:
-        if isinstance(fault, Truncated):
-            pieces = _split_words(self.reply)
-            return "".join(pieces[: len(pieces) // 2]), "length"
-        return self.reply, "stop"
-
-    def completion(self, fault: Fault | None = None) -> dict[str, Any]:
-        text, finish_reason = self._text_and_finish(fault)
-        choices = [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ]
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.chat.model,
-            "choices": [] if isinstance(fault, EmptyChoices) else choices,
-            "usage": self.usage(text),
-            "system_fingerprint": "fp_fake",
-        }
-
-    def chunks(self, fault: Fault | None = None) -> list[dict[str, Any]]:
-        """The `data:` events of a stream, without `[DONE]`."""
-        text, finish_reason = self._text_and_finish(fault)
-        deltas: list[tuple[dict[str, Any], str | None]] = [({"role": "assistant", "content": ""}, None)]
-        deltas += [({"content": piece}, None) for piece in _split_words(text)]
-        deltas.append(({}, finish_reason))
-        if isinstance(fault, EmptyChoices):
-            deltas = []
-        events = [
-            self._chunk([{"index": 0, "delta": d, "logprobs": None, "finish_reason": f}]) for d, f in deltas
-        ]
-        if self.chat.include_usage:
-            for event in events:
-                event["usage"] = None
-            events.append(self._chunk([]) | {"usage": self.usage(text)})
-        return events
-
-    def finish_index(self, events: list[dict[str, Any]]) -> int:
-        """Index of the event carrying finish_reason (or of the first event after the content)."""
-        for index, event in enumerate(events):
-            if event["choices"] and event["choices"][0]["finish_reason"] is not None:
-                return index
-        return len(events)
-
-    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.chat.model,
-            "system_fingerprint": "fp_fake",
-            "choices": choices,
-        }
-
-
-def _read_chat(body: Any) -> _Chat:
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ValueError("'model' must be a non-empty string")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise ValueError("'messages' must be a non-empty list of objects")
-    stream_options = body.get("stream_options") or {}
-    return _Chat(
-        model=model,
-        stream=bool(body.get("stream", False)),
-        include_usage=isinstance(stream_options, dict) and bool(stream_options.get("include_usage")),
-        prompt_tokens=_estimate_tokens("".join(_message_text(m) for m in messages)),
-        ends_with_assistant=messages[-1].get("role") == "assistant",
+def _answer(chat: Chat, reply: str | _ToolReply, number: int, fault: Fault | None, started: float) -> Answer:
+    """The reply to `chat` as `fault` shapes it (half of it, none of it, a guardrail's refusal)."""
+    tool = reply.name if isinstance(reply, _ToolReply) else None
+    pieces = split_words(reply.arguments if isinstance(reply, _ToolReply) else reply)
+    finish: Finish = "stop" if tool is None else "tool_calls"
+    match fault:
+        case Truncated():
+            pieces, finish = pieces[: len(pieces) // 2], "length"
+        case ContentFilter():
+            tool, pieces, finish = None, split_words(GUARDRAIL_MESSAGE), "content_filter"
+    return Answer(
+        chat=chat,
+        number=number,
+        pieces=tuple(pieces),
+        finish=finish,
+        tool=tool,
+        empty=isinstance(fault, EmptyChoices),
+        created=int(time.time()),
+        started=started,
     )
 
 
-def _message_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
-
-
-def _estimate_tokens(text: str) -> int:
-    return len(text) // 4 + 1
-
-
-def _split_words(text: str) -> list[str]:
-    """`text` in word-sized pieces that join back to it exactly."""
-    return re.findall(r"\s*\S+\s*$|\s*\S+", text) or ([text] if text else [])
-
-
-def _applies(fault: Fault, chat: _Chat) -> bool:
+def _applies(fault: Fault, chat: Chat) -> bool:
     if fault.stream_only and not chat.stream:
         return False
     return chat.ends_with_assistant if isinstance(fault, RejectPrefill) else True
-
-
-def _status_for(fault: Fault | None) -> int | None:
-    match fault:
-        case HttpError(status=status):
-            return status
-        case RejectPrefill():
-            return _PREFILL_ERROR.status
-        case Reset() | Hang():
-            return None
-    return 200
-
-
-def _error_response(error: HttpError) -> web.Response:
-    body: dict[str, Any] = {
-        "message": error.message,
-        "type": error.type,
-        "param": error.param,
-        "code": error.code,
-    }
-    if error.inner_error:
-        body["innererror"] = dict(error.inner_error)
-    return web.json_response({"error": body}, status=error.status, headers=dict(error.headers))
 
 
 def _reset(request: web.Request) -> web.Response:
@@ -603,17 +570,6 @@ def _abort(request: web.Request, response: web.StreamResponse | None = None) -> 
     return response if response is not None else web.Response()
 
 
-_PREFILL_ERROR = HttpError(
-    status=400,
-    message=(
-        "This model does not support assistant message prefill. "
-        "The conversation must end with a user message."
-    ),
-    type="invalid_request_error",
-    param="messages",
-    label="reject_prefill",
-)
-
 _HTML_PAGE = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -629,6 +585,7 @@ def run_forever(upstream: FakeUpstream, out: TextIO = sys.stdout) -> None:
         print(f"fake upstream listening on {upstream.base_url}", file=out, flush=True)
         for rule in upstream.faults:
             print(f"  fault: {rule.model} -> {rule.fault.name}{_describe_scope(rule)}", file=out, flush=True)
+        print(f"  Azure OpenAI, Anthropic and Bedrock at {upstream.azure_endpoint}", file=out, flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -1,14 +1,28 @@
 """Faults a `FakeUpstream` can inject, the rules that scope them, and a short text form.
 
-A fault is a frozen value saying *what* goes wrong; the fake upstream decides *how* to do it
-on the wire. Build faults with the constructors on `Fault` (`Fault.rate_limited(retry_after=2)`,
-`Fault.cut(3)`, `Fault.http(502)`, ...) and scope them with a `FaultRule` (which model, how many
-requests, which time window, how often). `parse_fault_spec` reads rules from the command line.
+A fault is a frozen value saying *what* goes wrong; each wire of the fake upstream decides
+*how* it looks there (`Fault.context_length()` is OpenAI's `context_length_exceeded`, Anthropic's
+"prompt is too long", Bedrock's `ValidationException`). Build faults with the constructors on
+`Fault` (`Fault.rate_limited(retry_after=2)`, `Fault.cut(3)`, `Fault.http(502)`, ...) and scope
+them with a `FaultRule` (which model, how many requests, which time window, how often).
+`parse_fault_spec` reads rules from the command line.
 
-Faults on streams (`cut`, `stall`, `malformed`, `no_done`) only apply to requests with
-`stream: true` (`slow_first_token` delays a whole non-streamed answer); `reject_prefill` only
+Faults on streams (`cut`, `stall`, `malformed`, `no_done`, the in-stream errors) only apply to
+streamed requests (`slow_first_token` delays a whole non-streamed answer); `reject_prefill` only
 to conversations ending with an assistant message. A request a fault does not apply to is
 served normally and counts towards neither the rule's `after` nor its `times`.
+
+    Fault
+    ├── Rejection            an error answer instead of a reply
+    │   ├── HttpError        any status, in the wire's error shape
+    │   ├── ContextLength    400, the prompt is too long
+    │   ├── ContentFilter    400 (Bedrock: a 200 answer stopped by a guardrail)
+    │   └── RejectPrefill    400 for a trailing assistant message
+    ├── InStreamError        a 200 stream that ends with an error event
+    │   ├── OverloadedInStream
+    │   └── ExceptionInStream
+    └── Reset, Hang, Delay, Latency, SlowFirstToken, Cut, Stall, Malformed, NoDone,
+        Html, InvalidJson, EmptyChoices, Truncated
 """
 
 from __future__ import annotations
@@ -18,25 +32,55 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "STREAM_EXCEPTIONS",
+    "ContentFilter",
+    "ContextLength",
     "Cut",
     "Delay",
     "EmptyChoices",
+    "ExceptionInStream",
     "Fault",
     "FaultRule",
     "Hang",
     "Html",
     "HttpError",
+    "InStreamError",
     "InvalidJson",
     "Latency",
     "Malformed",
     "NoDone",
+    "OverloadedInStream",
     "RejectPrefill",
+    "Rejection",
     "Reset",
     "SlowFirstToken",
     "Stall",
     "Truncated",
     "parse_fault_spec",
 ]
+
+# The exceptions Bedrock's ConverseStream can send mid-stream, as `:exception-type` names them.
+STREAM_EXCEPTIONS = (
+    "internalServerException",
+    "modelStreamErrorException",
+    "serviceUnavailableException",
+    "throttlingException",
+    "validationException",
+)
+
+# Bedrock runtime's error names and the status each comes with.
+_BEDROCK_STATUS = {
+    "AccessDeniedException": 403,
+    "InternalServerException": 500,
+    "ModelErrorException": 424,
+    "ModelNotReadyException": 429,
+    "ModelTimeoutException": 408,
+    "ResourceNotFoundException": 404,
+    "ServiceQuotaExceededException": 400,
+    "ServiceUnavailableException": 503,
+    "ThrottlingException": 429,
+    "ValidationException": 400,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +108,18 @@ class Fault:
         retry_after: float | None = None,
         retry_after_ms: int | None = None,
     ) -> HttpError:
-        """Any HTTP error status with an OpenAI-style JSON error body."""
-        default_message, default_type, default_code = _STATUS_DEFAULTS.get(
-            status,
-            (f"Upstream error {status}.", "server_error" if status >= 500 else "invalid_request_error", None),
-        )
+        """Any HTTP error status, in the error shape of the wire the request came on.
+
+        `message`, `type` (the error's type as the wire names it: OpenAI `error.type`, Anthropic
+        `error.type`, Bedrock's exception name) and `code` (OpenAI's `error.code`) default to
+        what that wire sends with the status.
+        """
         headers: list[tuple[str, str]] = []
         if retry_after is not None:
             headers.append(("Retry-After", _format_seconds(retry_after)))
         if retry_after_ms is not None:
             headers.append(("retry-after-ms", str(int(retry_after_ms))))
-        return HttpError(
-            status=status,
-            message=message if message is not None else default_message,
-            type=type if type is not None else default_type,
-            code=code if code is not None else default_code,
-            headers=tuple(headers),
-        )
+        return HttpError(status=status, message=message, type=type, code=code, headers=tuple(headers))
 
     @staticmethod
     def rate_limited(retry_after: float | None = None, *, retry_after_ms: int | None = None) -> HttpError:
@@ -98,6 +137,11 @@ class Fault:
         return Fault.http(503)
 
     @staticmethod
+    def overloaded() -> HttpError:
+        """529, Anthropic's `overloaded_error`."""
+        return Fault.http(529)
+
+    @staticmethod
     def unauthorized() -> HttpError:
         """401: the API key is rejected."""
         return Fault.http(401)
@@ -108,35 +152,28 @@ class Fault:
         return Fault.http(403)
 
     @staticmethod
-    def context_length(limit: int = 128_000) -> HttpError:
-        """400 `context_length_exceeded`, with OpenAI's message."""
-        return HttpError(
-            status=400,
-            message=(
-                f"This model's maximum context length is {limit} tokens. However, your messages "
-                f"resulted in {limit + 1_000} tokens. Please reduce the length of the messages."
-            ),
-            type="invalid_request_error",
-            code="context_length_exceeded",
-            param="messages",
-            label="context_length",
-        )
+    def bedrock_error(name: str, status: int | None = None) -> HttpError:
+        """A Bedrock runtime error by name (`"ModelNotReadyException"`: 429, `"ModelErrorException"`:
+        424, `"ModelTimeoutException"`: 408, ...), with its usual status unless `status` is given."""
+        if status is None:
+            if name not in _BEDROCK_STATUS:
+                raise ValueError(
+                    f"unknown Bedrock error {name!r}: give its status (known: {sorted(_BEDROCK_STATUS)})"
+                )
+            status = _BEDROCK_STATUS[name]
+        return Fault.http(status, type=name)
 
     @staticmethod
-    def content_filter(reason: str = "hate") -> HttpError:
-        """400 `content_filter` (Azure's shape), naming the category that tripped."""
-        return HttpError(
-            status=400,
-            message=(
-                "The response was filtered due to the prompt triggering Azure OpenAI's content "
-                f"management policy (category: {reason}). Please modify your prompt and retry."
-            ),
-            type="invalid_request_error",
-            code="content_filter",
-            param="prompt",
-            label="content_filter",
-            inner_error=(("code", "ResponsibleAIPolicyViolation"), ("category", reason)),
-        )
+    def context_length(limit: int = 128_000) -> ContextLength:
+        """400: the prompt is over the model's `limit` of tokens (each wire says it its own way)."""
+        return ContextLength(_count("limit", limit))
+
+    @staticmethod
+    def content_filter(category: str = "hate") -> ContentFilter:
+        """The prompt trips a content filter in `category`: 400 (Azure's `content_filter` shape on
+        OpenAI and Azure; Anthropic's usage-policy refusal); on Bedrock a 200 answer whose
+        `stopReason` is `guardrail_intervened`."""
+        return ContentFilter(category)
 
     @staticmethod
     def reset() -> Reset:
@@ -160,12 +197,12 @@ class Fault:
 
     @staticmethod
     def slow_first_token(seconds: float) -> SlowFirstToken:
-        """Stream: headers at once, the first chunk `seconds` later (non-stream: a delay)."""
+        """Stream: headers at once, the first event `seconds` later (non-stream: a delay)."""
         return SlowFirstToken(_non_negative("seconds", seconds))
 
     @staticmethod
     def cut(after_chunks: int) -> Cut:
-        """Stream: close the connection after `after_chunks` events, before `finish_reason`."""
+        """Stream: close the connection after `after_chunks` events, before the one that finishes."""
         return Cut(_count("after_chunks", after_chunks))
 
     @staticmethod
@@ -175,13 +212,29 @@ class Fault:
 
     @staticmethod
     def malformed(after_chunks: int) -> Malformed:
-        """Stream: one `data:` line that is not JSON after `after_chunks` events, then carry on."""
+        """Stream: one event whose JSON is broken after `after_chunks` events, then carry on."""
         return Malformed(_count("after_chunks", after_chunks))
 
     @staticmethod
     def no_done() -> NoDone:
-        """Stream: complete, with `finish_reason` and usage, but no `data: [DONE]`."""
+        """Stream: complete, with the finish and usage, but without the wire's terminator (OpenAI's
+        `data: [DONE]`, Anthropic's `message_stop`, Bedrock's `metadata` frame)."""
         return NoDone()
+
+    @staticmethod
+    def overloaded_in_stream(after_chunks: int) -> OverloadedInStream:
+        """Stream: after `after_chunks` events, an in-band error saying the model is overloaded
+        (Anthropic's `event: error` with `overloaded_error`), then the end of the stream."""
+        return OverloadedInStream(_count("after_chunks", after_chunks))
+
+    @staticmethod
+    def exception_in_stream(name: str, after_chunks: int) -> ExceptionInStream:
+        """Stream: after `after_chunks` events, a Bedrock exception frame `name` (one of
+        `STREAM_EXCEPTIONS`, e.g. `"throttlingException"`), then the end of the stream."""
+        exception = name[:1].lower() + name[1:]
+        if exception not in STREAM_EXCEPTIONS:
+            raise ValueError(f"unknown stream exception {name!r} (known: {', '.join(STREAM_EXCEPTIONS)})")
+        return ExceptionInStream(_count("after_chunks", after_chunks), exception)
 
     @staticmethod
     def reject_prefill() -> RejectPrefill:
@@ -200,31 +253,48 @@ class Fault:
 
     @staticmethod
     def empty_choices() -> EmptyChoices:
-        """200 with `choices: []` (a stream with no choice chunks)."""
+        """200 with nothing in it: `choices: []`, `content: []` (a stream without content events)."""
         return EmptyChoices()
 
     @staticmethod
     def truncated() -> Truncated:
-        """200 with half the reply and `finish_reason: "length"`."""
+        """200 with half the reply, finished for length (`length`, `max_tokens`)."""
         return Truncated()
 
 
 @dataclass(frozen=True, slots=True)
-class HttpError(Fault):
-    """An error status with an OpenAI-style body `{"error": {message, type, param, code}}`."""
+class Rejection(Fault):
+    """An error answer in place of the reply; the wire renders the status and the body."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpError(Rejection):
+    """An error status; `message`, `type` and `code` left None take the wire's usual ones."""
 
     status: int
-    message: str
-    type: str
+    message: str | None = None
+    type: str | None = None
     code: str | None = None
-    param: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
-    label: str = ""
-    inner_error: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
-        return self.label or f"http_{self.status}"
+        return f"http_{self.status}"
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLength(Rejection):
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentFilter(Rejection):
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectPrefill(Rejection):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +359,24 @@ class NoDone(Fault):
 
 
 @dataclass(frozen=True, slots=True)
-class RejectPrefill(Fault):
+class InStreamError(Fault):
+    """A stream that, after `after_chunks` events, reports an error in-band and ends."""
+
+    after_chunks: int
+
+    @property
+    def stream_only(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadedInStream(InStreamError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionInStream(InStreamError):
+    exception: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,31 +438,6 @@ class FaultRule:
         return self.end is None or elapsed < self.end
 
 
-_STATUS_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
-    400: ("Invalid request.", "invalid_request_error", None),
-    401: (
-        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
-        "invalid_request_error",
-        "invalid_api_key",
-    ),
-    403: ("You are not allowed to sample from this model.", "invalid_request_error", "model_not_allowed"),
-    404: (
-        "The model does not exist or you do not have access to it.",
-        "invalid_request_error",
-        "model_not_found",
-    ),
-    429: (
-        "Rate limit reached for requests. Please try again later.",
-        "requests",
-        "rate_limit_exceeded",
-    ),
-    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
-    502: ("Bad gateway.", "server_error", None),
-    503: ("The server is overloaded or not ready yet.", "server_error", None),
-    504: ("Gateway timeout.", "server_error", None),
-}
-
-
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -416,19 +477,22 @@ def parse_fault_spec(text: str) -> FaultRule:
 
     Kinds and their arguments:
 
-        400..599                      status with an OpenAI error body; takes
+        400..599                      status in the wire's error shape; takes
                                       retry_after=DUR and retry_after_ms=N (headers)
-        rate_limited / server_error / unavailable / unauthorized / forbidden
-                                      429 / 500 / 503 / 401 / 403 (same arguments as above)
+        rate_limited / server_error / unavailable / overloaded / unauthorized / forbidden
+                                      429 / 500 / 503 / 529 / 401 / 403 (same arguments as above)
         outage:DUR                    503 for DUR from `start` (default 0), then healthy
         reset, hang, no_done, reject_prefill, html, invalid_json, empty_choices, truncated
         delay:DUR                     slow_first_token:DUR          latency:MEAN[,JITTER]
         cut:N                         stall:N,DUR                   malformed:N
-        context_length[:LIMIT]        content_filter[:REASON]
+        context_length[:LIMIT]        content_filter[:CATEGORY]
+        overloaded_in_stream:N        exception_in_stream:NAME,N    bedrock_error:NAME[,STATUS]
 
     Examples: `gpt-4o=503`, `gpt-4o=500:times=1`, `gpt-4o=429:retry_after=2`,
     `gpt-4o=reset`, `gpt-4o=hang`, `gpt-4o=outage:10s`, `gpt-4o=cut:3`,
-    `*=latency:200ms,50ms`, `*=500:p=0.1`, `ft:gpt-4o:acme=stall:2,5s,after=1`.
+    `*=latency:200ms,50ms`, `*=500:p=0.1`, `ft:gpt-4o:acme=stall:2,5s,after=1`,
+    `claude-3-5-haiku=overloaded_in_stream:3`, `anthropic.claude-3-haiku-20240307-v1:0=
+    exception_in_stream:throttlingException,2` (written on one line).
 
     Raises ValueError naming the offending part when the text does not parse.
     """
@@ -507,6 +571,7 @@ _NAMED_STATUS = {
     "rate_limited": 429,
     "server_error": 500,
     "unavailable": 503,
+    "overloaded": 529,
     "unauthorized": 401,
     "forbidden": 403,
 }
@@ -588,14 +653,21 @@ def _build_fault(kind: str, positional: list[str], named: dict[str, str]) -> tup
         (limit,) = take(("limit",), positional_ok=1)
         return (Fault.context_length(_parse_int(limit, "limit")) if limit else Fault.context_length()), None
     if kind == "content_filter":
-        (reason,) = take(("reason",), positional_ok=1)
-        return (Fault.content_filter(reason) if reason else Fault.content_filter()), None
-    known = ", ".join(
-        ["400..599", *_NAMED_STATUS, "outage", *_NO_ARGS, "delay", "slow_first_token", "latency"]
-    )
-    raise ValueError(
-        f"unknown fault kind {kind!r} (known: {known}, cut, stall, malformed, context_length, content_filter)"
-    )
+        (category,) = take(("category",), positional_ok=1)
+        return (Fault.content_filter(category) if category else Fault.content_filter()), None
+    if kind == "overloaded_in_stream":
+        (after_chunks,) = take(("after_chunks",), positional_ok=1, required=1)
+        assert after_chunks is not None
+        return Fault.overloaded_in_stream(_parse_int(after_chunks, "after_chunks")), None
+    if kind == "exception_in_stream":
+        name, after_chunks = take(("name", "after_chunks"), positional_ok=2, required=2)
+        assert name is not None and after_chunks is not None
+        return Fault.exception_in_stream(name, _parse_int(after_chunks, "after_chunks")), None
+    if kind == "bedrock_error":
+        name, status_text = take(("name", "status"), positional_ok=2, required=1)
+        assert name is not None
+        return Fault.bedrock_error(name, _parse_int(status_text, "status") if status_text else None), None
+    raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(_KNOWN_KINDS)})")
 
 
 _KNOWN_KINDS = (
@@ -611,4 +683,7 @@ _KNOWN_KINDS = (
     "malformed",
     "context_length",
     "content_filter",
+    "overloaded_in_stream",
+    "exception_in_stream",
+    "bedrock_error",
 )

@@ -99,6 +99,8 @@ class ScriptedProvider:
         self._default = default or Step()
         self._scripts: defaultdict[str, deque[Step]] = defaultdict(deque)
         self.calls: list[Call] = []
+        self._listing: deque[Step] = deque()
+        self.listings = 0
         self.closed = False
 
     def script(self, model: str, *steps: Step) -> None:
@@ -152,6 +154,19 @@ class ScriptedProvider:
                 await self._clock.sleep(step.chunk_delay)
             yield Chunk(text=piece)
         yield Chunk(finish_reason=step.finish_reason, usage=self._usage(call, step.text))
+
+    def script_listing(self, *steps: Step) -> None:
+        """What the next `list_models` calls do (a failing step fails the listing, e.g. a health probe)."""
+        self._listing.extend(steps)
+
+    async def list_models(self) -> list[str]:
+        self.listings += 1
+        step = self._listing.popleft() if self._listing else self._default
+        if step.delay:
+            await self._clock.sleep(step.delay)
+        if step.error is not None:
+            raise self._error(step)
+        return sorted({call.model for call in self.calls} | set(self._scripts))
 
     async def aclose(self) -> None:
         self.closed = True

@@ -20,6 +20,7 @@ def build_policy(
     breaker: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
     retry_budget: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> Policy:
     """Two providers (p1, p2), targets a/b/c on models of the same names, one route `chat`."""
     provider: dict[str, Any] = {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}
@@ -39,7 +40,7 @@ def build_policy(
     }
     if retry_budget:
         data["retry_budget"] = retry_budget
-    return Policy.model_validate(data)
+    return Policy.model_validate(data | sections)
 
 
 class Rig:

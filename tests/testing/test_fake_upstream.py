@@ -602,6 +602,7 @@ async def test_log_records_every_request(fake_upstream: FakeUpstream, client: op
         ("", False, "ok", 200),
     ]
     assert [r.path for r in log] == ["/v1/chat/completions"] * 4 + ["/v1/models"]
+    assert {r.wire for r in log} == {"openai"}
     assert all(isinstance(r, RequestRecord) and r.method in ("GET", "POST") for r in log)
     assert [r.at for r in log] == sorted(r.at for r in log) and log[0].at >= 0
     assert "secret" not in repr(log)

@@ -45,6 +45,16 @@ from router.testing.faults import HttpError, parse_duration
             FaultRule("ft:gpt-4o:acme::abc", Fault.stall(2, 5.0), after=1),
         ),
         (" gpt-4o = 502 ", FaultRule("gpt-4o", Fault.http(502))),
+        ("claude=overloaded", FaultRule("claude", Fault.overloaded())),
+        ("claude=overloaded_in_stream:3", FaultRule("claude", Fault.overloaded_in_stream(3))),
+        (
+            "anthropic.claude-3-haiku-20240307-v1:0=exception_in_stream:throttlingException,2",
+            FaultRule(
+                "anthropic.claude-3-haiku-20240307-v1:0", Fault.exception_in_stream("throttlingException", 2)
+            ),
+        ),
+        ("m=bedrock_error:ModelErrorException", FaultRule("m", Fault.bedrock_error("ModelErrorException"))),
+        ("m=bedrock_error:QuotaException,400", FaultRule("m", Fault.bedrock_error("QuotaException", 400))),
     ],
 )
 def test_specs_parse_to_rules(spec: str, rule: FaultRule) -> None:
@@ -74,6 +84,9 @@ def test_specs_parse_to_rules(spec: str, rule: FaultRule) -> None:
         ("gpt-4o=stall:after_chunks=1,2", "positional argument '2' after a named one"),
         ("gpt-4o=cut:1,", "empty argument"),
         ("gpt-4o=503:times=1,times=2", "'times' given twice"),
+        ("m=exception_in_stream:oopsException,1", "unknown stream exception 'oopsException'"),
+        ("m=exception_in_stream:throttlingException", "exception_in_stream needs after_chunks"),
+        ("m=bedrock_error:QuotaException", "unknown Bedrock error 'QuotaException': give its status"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(spec: str, complaint: str) -> None:
@@ -103,6 +116,10 @@ def test_fault_names_label_the_log() -> None:
             Fault.slow_first_token(1),
             Fault.no_done(),
             Fault.reject_prefill(),
+            Fault.overloaded(),
+            Fault.overloaded_in_stream(1),
+            Fault.exception_in_stream("ThrottlingException", 1),
+            Fault.bedrock_error("ModelNotReadyException"),
         )
     ] == [
         "http_429",
@@ -113,7 +130,18 @@ def test_fault_names_label_the_log() -> None:
         "slow_first_token",
         "no_done",
         "reject_prefill",
+        "http_529",
+        "overloaded_in_stream",
+        "exception_in_stream",
+        "http_429",
     ]
+
+
+def test_bedrock_names_are_normalised_and_carry_their_status() -> None:
+    assert Fault.exception_in_stream("ModelStreamErrorException", 2).exception == "modelStreamErrorException"
+    assert Fault.bedrock_error("ModelErrorException") == HttpError(424, type="ModelErrorException")
+    assert Fault.bedrock_error("ModelTimeoutException").status == 408
+    assert Fault.exception_in_stream("validationException", 0).stream_only
 
 
 def test_faults_are_frozen_values() -> None:
@@ -133,6 +161,8 @@ def test_faults_are_frozen_values() -> None:
         lambda: Fault.latency(float("nan")),
         lambda: Fault.cut(-1),
         lambda: Fault.stall(1, -2),
+        lambda: Fault.overloaded_in_stream(-1),
+        lambda: Fault.exception_in_stream("throttlingException", -1),
     ],
 )
 def test_fault_constructors_reject_nonsense(build: object) -> None:

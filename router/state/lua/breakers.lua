@@ -1,0 +1,23 @@
+-- Every breaker that has moved at least once, with `retry_in` measured on Redis's clock.
+--
+-- KEYS[1] breaker registry (set of target names)
+-- ARGV[1] key prefix of the breaker hashes ("<namespace>:breaker:")
+--
+-- Returns a JSON array of records (an empty array encodes as "{}").
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+
+local records = {}
+for _, target in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local h = redis.call('HMGET', ARGV[1] .. target, 'state', 'generation', 'trips', 'retry_at', 'holder')
+  if h[1] then
+    records[#records + 1] = {
+      target = target, state = h[1], generation = tonumber(h[2]), trips = tonumber(h[3]),
+      retry_in = math.max(0, tonumber(h[4]) - now) / 1000, holder = h[5] or '',
+    }
+  else
+    redis.call('SREM', KEYS[1], target)
+  end
+end
+return cjson.encode(records)

@@ -1,0 +1,250 @@
+"""The single-process `StateStore`: the same semantics as `RedisStore`, in memory, on a `Clock`.
+
+It is the default when no Redis is configured and the reference the Redis scripts are tested
+against: every rule here (window, min_workers, generation compare-and-set, doubling reset
+timeout, leases, health TTL, token buckets) has its twin in `router/state/lua/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from router.clock import Clock, SystemClock
+from router.state.base import BreakerRecord, HealthRecord, StateStore
+
+__all__ = ["MemoryStore"]
+
+log = logging.getLogger(__name__)
+
+BREAKER_STATES = frozenset({"closed", "open", "half-open"})
+
+
+@dataclass(slots=True)
+class _Breaker:
+    state: str = "closed"
+    generation: int = 0
+    trips: int = 0
+    retry_at: float = 0.0
+    holder: str = ""
+
+
+@dataclass(slots=True)
+class _Health:
+    healthy: bool
+    streak: int
+    since: float
+    checked: float
+    expires: float
+    detail: str
+
+
+@dataclass(slots=True)
+class _Bucket:
+    level: float
+    stamp: float
+
+
+@dataclass(slots=True)
+class _Failures:
+    entries: deque[tuple[float, str]] = field(default_factory=deque)
+
+
+def reset_timeout_for(trips: int, reset_timeout: float, max_reset_timeout: float) -> float:
+    """The open period after `trips` consecutive trips: doubling from `reset_timeout`, capped."""
+    cap = max(max_reset_timeout, reset_timeout)
+    if trips <= 1:
+        return min(cap, reset_timeout)
+    # 2 ** large overflows to inf in float arithmetic only past ~1024; cap the exponent first.
+    return min(cap, reset_timeout * 2.0 ** min(trips - 1, 1023))
+
+
+class MemoryStore:
+    """State for one process. Transitions reach the `start` callbacks synchronously, as an echo."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._callbacks: list[Callable[[BreakerRecord], None]] = []
+        self._breakers: dict[str, _Breaker] = {}
+        self._failures: dict[str, _Failures] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._health: dict[str, _Health] = {}
+        self._drained: set[str] = set()
+        self._buckets: dict[str, _Bucket] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(breakers={len(self._breakers)}, health={len(self._health)})"
+
+    async def start(self, on_breaker: Callable[[BreakerRecord], None]) -> None:
+        self._callbacks.append(on_breaker)
+
+    async def aclose(self) -> None:
+        self._callbacks.clear()
+
+    # -- breakers ---------------------------------------------------------------------------
+
+    async def report_failure(
+        self,
+        target: str,
+        worker: str,
+        *,
+        window: float,
+        threshold: int,
+        min_workers: int,
+        reset_timeout: float,
+        max_reset_timeout: float,
+    ) -> BreakerRecord | None:
+        now = self._clock.monotonic()
+        breaker = self._breakers.get(target)
+        if breaker is not None and breaker.state != "closed":
+            return None
+        entries = self._failures.setdefault(target, _Failures()).entries
+        entries.append((now, worker))
+        while entries and entries[0][0] <= now - window:
+            entries.popleft()
+        if len(entries) < threshold:
+            return None
+        if min_workers > 1 and len({who for _, who in entries}) < min_workers:
+            return None
+        breaker = self._breakers.setdefault(target, _Breaker())
+        breaker.trips += 1
+        breaker.state, breaker.holder = "open", ""
+        breaker.generation += 1
+        timeout = reset_timeout_for(breaker.trips, reset_timeout, max_reset_timeout)
+        breaker.retry_at = now + timeout
+        del self._failures[target]
+        return self._announce(target, breaker, timeout)
+
+    async def transition(
+        self,
+        target: str,
+        *,
+        expect_generation: int,
+        state: str,
+        holder: str = "",
+        reset_timeout: float = 0.0,
+        max_reset_timeout: float = 0.0,
+    ) -> BreakerRecord | None:
+        if state not in BREAKER_STATES:
+            raise ValueError(f"unknown breaker state {state!r}")
+        now = self._clock.monotonic()
+        breaker = self._breakers.get(target) or _Breaker()
+        if breaker.generation != expect_generation:
+            return None
+        self._breakers[target] = breaker
+        breaker.generation += 1
+        breaker.state = state
+        timeout = 0.0
+        if state == "open":
+            breaker.trips += 1
+            timeout = reset_timeout_for(breaker.trips, reset_timeout, max_reset_timeout)
+            breaker.retry_at, breaker.holder = now + timeout, ""
+        elif state == "half-open":
+            breaker.retry_at, breaker.holder = 0.0, holder
+        else:
+            breaker.trips, breaker.retry_at, breaker.holder = 0, 0.0, ""
+            self._failures.pop(target, None)
+        return self._announce(target, breaker, timeout)
+
+    async def breakers(self) -> dict[str, BreakerRecord]:
+        now = self._clock.monotonic()
+        return {target: _record(target, b, now) for target, b in self._breakers.items()}
+
+    async def take_lease(self, name: str, owner: str, ttl: float) -> bool:
+        now = self._clock.monotonic()
+        held = self._leases.get(name)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._leases[name] = (owner, now + ttl)
+        return True
+
+    # -- health and drains ------------------------------------------------------------------
+
+    async def record_probe(self, target: str, healthy: bool, detail: str, ttl: float) -> HealthRecord:
+        now = self._clock.monotonic()
+        previous = self._live_health(target, now)
+        if previous is not None and previous.healthy == healthy:
+            streak, since = previous.streak + 1, previous.since
+        else:
+            streak, since = 1, now
+        self._health[target] = _Health(healthy, streak, since, now, now + ttl, detail)
+        return HealthRecord(target, healthy, streak, since=now - since, checked_ago=0.0, detail=detail)
+
+    async def health(self) -> dict[str, HealthRecord]:
+        now = self._clock.monotonic()
+        records: dict[str, HealthRecord] = {}
+        for target in list(self._health):
+            h = self._live_health(target, now)
+            if h is not None:
+                records[target] = HealthRecord(
+                    target, h.healthy, h.streak, now - h.since, now - h.checked, h.detail
+                )
+        return records
+
+    async def set_drained(self, target: str, drained: bool) -> None:
+        if drained:
+            self._drained.add(target)
+        else:
+            self._drained.discard(target)
+
+    async def drained(self) -> set[str]:
+        return set(self._drained)
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    async def reserve(
+        self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float
+    ) -> float:
+        now = self._clock.monotonic()
+        left = self._level(bucket, capacity, per_second, now) - amount
+        wait = 0.0
+        if left < 0:
+            wait = -left / per_second if per_second > 0 else math.inf
+            if wait > max_wait:
+                return -1.0
+        self._buckets[bucket] = _Bucket(left, now)
+        return wait
+
+    async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
+        now = self._clock.monotonic()
+        level = min(capacity, self._level(bucket, capacity, per_second, now) - delta)
+        self._buckets[bucket] = _Bucket(level, now)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _level(self, bucket: str, capacity: float, per_second: float, now: float) -> float:
+        b = self._buckets.get(bucket)
+        if b is None:
+            return capacity
+        return min(capacity, b.level + max(0.0, now - b.stamp) * per_second)
+
+    def _live_health(self, target: str, now: float) -> _Health | None:
+        h = self._health.get(target)
+        if h is not None and h.expires <= now:
+            del self._health[target]
+            return None
+        return h
+
+    def _announce(self, target: str, b: _Breaker, retry_in: float) -> BreakerRecord:
+        record = BreakerRecord(target, b.state, b.generation, retry_in, b.trips, b.holder)
+        for callback in list(self._callbacks):
+            try:
+                callback(record)
+            except Exception:
+                log.exception("breaker callback failed on %s", record)
+        return record
+
+
+def _record(target: str, b: _Breaker, now: float) -> BreakerRecord:
+    retry_in = max(0.0, b.retry_at - now) if b.state == "open" else 0.0
+    return BreakerRecord(target, b.state, b.generation, retry_in, b.trips, b.holder)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(store: MemoryStore) -> StateStore:
+        return store

@@ -1,0 +1,468 @@
+"""The fleet-wide `StateStore` on Redis: Lua scripts on Redis's clock, pub/sub plus reconcile.
+
+Key layout (every key under `<namespace>:`; pass a namespace like `{router}` to keep them in
+one Redis Cluster slot):
+
+    <ns>:breaker:<target>    hash   target, state, generation, trips, retry_at (Redis ms), holder
+    <ns>:breaker-targets     set    targets with a breaker hash (never expire: generations must grow)
+    <ns>:failures:<target>   zset   member "<seq>:<worker>", score Redis ms; PEXPIRE window
+    <ns>:failure-seq         string counter keeping window members unique; PX the longest window
+    <ns>:lease:<name>        string owner; PX ttl
+    <ns>:health:<target>     hash   target, healthy, streak, since, checked (Redis ms), detail; PX ttl
+    <ns>:health-targets      set    targets that may have a health hash (pruned on read)
+    <ns>:drained             set    drained targets
+    <ns>:bucket:<bucket>     hash   level, stamp (Redis ms); PX until full again
+    <ns>:breakers            pub/sub channel carrying breaker records as JSON
+
+The state path is built to fail fast: short connect and socket timeouts, no retries, an
+overall deadline per call; every failure becomes `StoreUnavailable` and the caller carries on
+with local state. The listener keeps its own connection and reconnect loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from router.clock import Clock, SystemClock
+from router.state.base import BreakerRecord, HealthRecord, StateStore, StoreUnavailable
+from router.state.memory import BREAKER_STATES
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCRIPTS = (
+    "report_failure",
+    "transition",
+    "breakers",
+    "take_lease",
+    "record_probe",
+    "health",
+    "reserve",
+    "adjust",
+)
+# Listener reconnect backoff: full jitter between half and all of a doubling delay.
+_BACKOFF_MIN = 0.05
+_BACKOFF_MAX = 2.0
+# Errors that mean "Redis did not answer" rather than "Redis refused".
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _load_script(name: str) -> str:
+    return (resources.files("router.state") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _redacted(url: str) -> tuple[str, list[str]]:
+    """`url` without credentials, for messages; and the secrets that must never appear in one."""
+    try:
+        parts = urlsplit(url)
+        secrets = [s for s in (parts.password, unquote(parts.password or "")) if s]
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}", secrets
+    except ValueError:
+        return "redis", []
+
+
+class RedisStore:
+    """Breakers, health, drains and token buckets for a fleet of workers sharing one Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        *,
+        worker: str,
+        socket_timeout: float = 0.25,
+        reconcile_interval: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.worker = worker
+        self._clock: Clock = clock or SystemClock()
+        self._socket_timeout = socket_timeout
+        self._deadline = 2 * socket_timeout
+        self._reconcile_interval = reconcile_interval
+        self._where, self._secrets = _redacted(url)
+        self._prefix = f"{namespace}:"
+        self._channel = f"{namespace}:breakers"
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+            "decode_responses": True,
+            "driver_info": None,  # no CLIENT SETINFO round trips on connect
+            # RESP2: under RESP3 redis-py 8 enables maintenance notifications, which skips the
+            # pool's check for connections the server closed, so the first command after a
+            # Redis restart would fail on a dead pooled connection.
+            "protocol": 2,
+            # CLIENT SETNAME refuses spaces and control characters.
+            "client_name": "".join(c if "!" <= c <= "~" else "_" for c in f"router:{worker}"),
+        }
+        try:
+            self._redis: Redis = Redis.from_url(url, **options)
+            self._listener_redis: Redis = Redis.from_url(url, **options)
+        except ValueError:
+            raise ValueError(f"not a Redis URL: {self._where}") from None
+        self._scripts: dict[str, AsyncScript] = {
+            name: self._redis.register_script(_load_script(name)) for name in _SCRIPTS
+        }
+        self._callbacks: list[Callable[[BreakerRecord], None]] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
+        self._reachable: bool | None = None
+        self._refusals_logged: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._where!r}, namespace={self.namespace!r}, worker={self.worker!r})"
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last exchange with Redis worked (None before the first)."""
+        return self._reachable
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, on_breaker: Callable[[BreakerRecord], None]) -> None:
+        """Subscribe (in the background) and reconcile; waits briefly for the first attempt."""
+        self._callbacks.append(on_breaker)
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name=f"router-state-listener:{self.namespace}:{self.worker}"
+            )
+        else:
+            with contextlib.suppress(StoreUnavailable):
+                for record in (await self.breakers()).values():
+                    self._deliver_to(on_breaker, record)
+        with contextlib.suppress(TimeoutError):
+            async with self._clock.timeout_at(self._clock.monotonic() + 2 * self._deadline):
+                await self._first_attempt.wait()
+
+    async def aclose(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        self._callbacks.clear()
+        await self._listener_redis.aclose()
+        await self._redis.aclose()
+
+    # -- breakers ---------------------------------------------------------------------------
+
+    async def report_failure(
+        self,
+        target: str,
+        worker: str,
+        *,
+        window: float,
+        threshold: int,
+        min_workers: int,
+        reset_timeout: float,
+        max_reset_timeout: float,
+    ) -> BreakerRecord | None:
+        p = self._prefix
+        raw = await self._script(
+            "report_failure",
+            keys=[f"{p}failures:{target}", f"{p}breaker:{target}", f"{p}breaker-targets", f"{p}failure-seq"],
+            args=[
+                target,
+                worker,
+                window * 1000,
+                threshold,
+                min_workers,
+                reset_timeout * 1000,
+                max_reset_timeout * 1000,
+                self._channel,
+            ],
+        )
+        return None if raw is None else _breaker_record(json.loads(raw))
+
+    async def transition(
+        self,
+        target: str,
+        *,
+        expect_generation: int,
+        state: str,
+        holder: str = "",
+        reset_timeout: float = 0.0,
+        max_reset_timeout: float = 0.0,
+    ) -> BreakerRecord | None:
+        if state not in BREAKER_STATES:
+            raise ValueError(f"unknown breaker state {state!r}")
+        p = self._prefix
+        raw = await self._script(
+            "transition",
+            keys=[f"{p}breaker:{target}", f"{p}breaker-targets", f"{p}failures:{target}"],
+            args=[
+                target,
+                expect_generation,
+                state,
+                holder,
+                reset_timeout * 1000,
+                max_reset_timeout * 1000,
+                self._channel,
+            ],
+        )
+        return None if raw is None else _breaker_record(json.loads(raw))
+
+    async def breakers(self) -> dict[str, BreakerRecord]:
+        raw = await self._script(
+            "breakers", keys=[f"{self._prefix}breaker-targets"], args=[f"{self._prefix}breaker:"]
+        )
+        records = (_breaker_record(item) for item in _json_list(raw))
+        return {r.target: r for r in records}
+
+    async def take_lease(self, name: str, owner: str, ttl: float) -> bool:
+        held = await self._script("take_lease", keys=[f"{self._prefix}lease:{name}"], args=[owner, _ms(ttl)])
+        return bool(held)
+
+    # -- health and drains ------------------------------------------------------------------
+
+    async def record_probe(self, target: str, healthy: bool, detail: str, ttl: float) -> HealthRecord:
+        p = self._prefix
+        raw = await self._script(
+            "record_probe",
+            keys=[f"{p}health:{target}", f"{p}health-targets"],
+            args=[target, "1" if healthy else "0", detail, _ms(ttl)],
+        )
+        return _health_record(json.loads(raw))
+
+    async def health(self) -> dict[str, HealthRecord]:
+        raw = await self._script(
+            "health", keys=[f"{self._prefix}health-targets"], args=[f"{self._prefix}health:"]
+        )
+        records = (_health_record(item) for item in _json_list(raw))
+        return {r.target: r for r in records}
+
+    async def set_drained(self, target: str, drained: bool) -> None:
+        key = f"{self._prefix}drained"
+        if drained:
+            await self._call(lambda: self._redis.sadd(key, target))
+        else:
+            await self._call(lambda: self._redis.srem(key, target))
+
+    async def drained(self) -> set[str]:
+        members = await self._call(lambda: self._redis.smembers(f"{self._prefix}drained"))
+        return {str(m) for m in members}
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    async def reserve(
+        self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float
+    ) -> float:
+        raw = await self._script(
+            "reserve",
+            keys=[f"{self._prefix}bucket:{bucket}"],
+            args=[repr(float(amount)), repr(float(capacity)), repr(float(per_second)), repr(float(max_wait))],
+        )
+        return float(raw)
+
+    async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
+        await self._script(
+            "adjust",
+            keys=[f"{self._prefix}bucket:{bucket}"],
+            args=[repr(float(delta)), repr(float(capacity)), repr(float(per_second))],
+        )
+
+    # -- the state path ---------------------------------------------------------------------
+
+    async def _script(self, name: str, *, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts[name]
+        return await self._call(lambda: script(keys=keys, args=args))
+
+    async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
+        """Run one command within the deadline; any failure becomes `StoreUnavailable`."""
+        try:
+            async with self._clock.timeout_at(self._clock.monotonic() + self._deadline):
+                result = await command()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            raise StoreUnavailable(f"redis at {self._where}: {self._describe(exc)}") from None
+        self._answered()
+        return result
+
+    def _describe(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, TimeoutError) and not isinstance(exc, RedisError):
+            text = f"no answer within {self._deadline:g}s"
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _answered(self) -> None:
+        if self._reachable is False:
+            log.info("redis back: %s (namespace %s, worker %s)", self._where, self.namespace, self.worker)
+        self._reachable = True
+        self._refusals_logged.clear()
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, _UNREACHABLE):
+            if self._reachable is not False:
+                log.warning(
+                    "redis unreachable: %s (namespace %s, worker %s): %s; carrying on with local state",
+                    self._where,
+                    self.namespace,
+                    self.worker,
+                    self._describe(exc),
+                )
+            self._reachable = False
+        elif isinstance(exc, ResponseError):
+            # Redis answered but refused (OOM, READONLY, NOPERM, a script error): log each
+            # kind of refusal once until a command succeeds again.
+            reason = self._describe(exc)
+            if reason not in self._refusals_logged:
+                self._refusals_logged.add(reason)
+                log.error(
+                    "redis refused a command: %s (namespace %s, worker %s): %s",
+                    self._where,
+                    self.namespace,
+                    self.worker,
+                    reason,
+                )
+
+    # -- the listener -----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Subscribe, reconcile, deliver; on any failure start over after a capped backoff."""
+        backoff = _BACKOFF_MIN
+        while True:
+            pubsub = self._listener_redis.pubsub()
+            try:
+                await self._subscribe(pubsub)
+                self._answered()
+                await self._reconcile()
+                backoff = _BACKOFF_MIN
+                self._first_attempt.set()
+                await self._pump(pubsub)
+            except StoreUnavailable:
+                pass  # logged by the state path
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed(exc)
+            except Exception:
+                log.exception("breaker listener failed; restarting it")
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._first_attempt.set()
+            await self._clock.sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _subscribe(self, pubsub: PubSub) -> None:
+        """SUBSCRIBE and wait for Redis to confirm it, so a reconcile after it misses nothing."""
+        async with self._clock.timeout_at(self._clock.monotonic() + self._deadline):
+            await pubsub.subscribe(self._channel)
+            while True:
+                message = await pubsub.get_message(timeout=self._socket_timeout)
+                if message is not None and message["type"] == "subscribe":
+                    return
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        """Deliver messages; reconcile and check the subscription is alive every interval.
+
+        A subscription can die silently (a NAT or proxy dropping an idle connection), so each
+        interval also PINGs it and gives up on it when no PONG comes back.
+        """
+        clock = self._clock
+        next_reconcile = clock.monotonic() + self._reconcile_interval
+        pong_due: float | None = None
+        while True:
+            now = clock.monotonic()
+            if pong_due is not None and now >= pong_due:
+                raise RedisConnectionError("the subscription stopped answering PING")
+            if now >= next_reconcile:
+                if pong_due is None:
+                    await pubsub.ping()
+                    pong_due = now + max(1.0, 4 * self._socket_timeout)
+                await self._reconcile()
+                next_reconcile = now + self._reconcile_interval
+            wake = next_reconcile if pong_due is None else min(next_reconcile, pong_due)
+            message = await pubsub.get_message(timeout=max(0.0, wake - now))
+            if message is None:
+                continue
+            if message["type"] == "pong":
+                pong_due = None
+            elif message["type"] == "message":
+                self._deliver_raw(message["data"])
+
+    async def _reconcile(self) -> None:
+        for record in (await self.breakers()).values():
+            self._deliver(record)
+
+    def _deliver_raw(self, data: Any) -> None:
+        try:
+            record = _breaker_record(json.loads(data))
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("ignoring a malformed breaker message on %s: %s", self._channel, exc)
+            return
+        self._deliver(record)
+
+    def _deliver(self, record: BreakerRecord) -> None:
+        for callback in list(self._callbacks):
+            self._deliver_to(callback, record)
+
+    @staticmethod
+    def _deliver_to(callback: Callable[[BreakerRecord], None], record: BreakerRecord) -> None:
+        try:
+            callback(record)
+        except Exception:
+            log.exception("breaker callback failed on %s", record)
+
+
+def _json_list(raw: Any) -> list[dict[str, Any]]:
+    data = json.loads(raw)
+    # cjson encodes an empty Lua table as an object.
+    return data if isinstance(data, list) else []
+
+
+def _breaker_record(data: dict[str, Any]) -> BreakerRecord:
+    return BreakerRecord(
+        target=str(data["target"]),
+        state=str(data["state"]),
+        generation=int(data["generation"]),
+        retry_in=float(data.get("retry_in", 0.0)),
+        trips=int(data.get("trips", 0)),
+        holder=str(data.get("holder", "")),
+    )
+
+
+def _health_record(data: dict[str, Any]) -> HealthRecord:
+    return HealthRecord(
+        target=str(data["target"]),
+        healthy=bool(data["healthy"]),
+        streak=int(data["streak"]),
+        since=float(data["since"]),
+        checked_ago=float(data["checked_ago"]),
+        detail=str(data.get("detail", "")),
+    )
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(store: RedisStore) -> StateStore:
+        return store

@@ -1,0 +1,286 @@
+"""One contract for every `StateStore`: run over `MemoryStore` (virtual time) and `RedisStore`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from router.state import BreakerRecord
+
+from .conftest import Harness
+
+TRIP: dict[str, Any] = {
+    "window": 0.2,
+    "threshold": 3,
+    "min_workers": 1,
+    "reset_timeout": 0.1,
+    "max_reset_timeout": 1.0,
+}
+
+
+def approx(value: float, harness: Harness) -> Any:
+    return pytest.approx(value, abs=harness.tolerance)
+
+
+# -- breakers: the failure window -----------------------------------------------------------
+
+
+async def test_the_threshold_th_failure_in_the_window_trips(harness: Harness) -> None:
+    store = await harness.store()
+    assert await store.report_failure("t", "w1", **TRIP) is None
+    assert await store.report_failure("t", "w1", **TRIP) is None
+    record = await store.report_failure("t", "w1", **TRIP)
+    assert record == BreakerRecord("t", "open", generation=1, retry_in=0.1, trips=1, holder="")
+
+
+async def test_failures_older_than_the_window_do_not_count(harness: Harness) -> None:
+    store = await harness.store()
+    for _ in range(2):
+        assert await store.report_failure("t", "w1", **TRIP) is None
+    await harness.elapse(0.25)
+    assert await store.report_failure("t", "w1", **TRIP) is None
+    assert await store.report_failure("t", "w1", **TRIP) is None
+    record = await store.report_failure("t", "w1", **TRIP)
+    assert record is not None and record.state == "open"
+
+
+async def test_targets_count_apart(harness: Harness) -> None:
+    store = await harness.store()
+    for target in ("a", "b", "a", "b"):
+        assert await store.report_failure(target, "w1", **TRIP) is None
+    assert await store.report_failure("a", "w1", **TRIP) is not None
+    assert (await store.breakers()).keys() == {"a"}
+
+
+async def test_one_worker_cannot_trip_alone_when_min_workers_is_two(harness: Harness) -> None:
+    w1, w2 = await harness.store("w1"), await harness.store("w2")
+    params = {**TRIP, "min_workers": 2}
+    for _ in range(3):
+        assert await w1.report_failure("t", "w1", **params) is None
+    record = await w2.report_failure("t", "w2", **params)
+    assert record is not None and (record.state, record.generation) == ("open", 1)
+
+
+async def test_only_workers_with_failures_in_the_window_count_towards_min_workers(harness: Harness) -> None:
+    store = await harness.store()
+    params = {**TRIP, "threshold": 2, "min_workers": 2}
+    assert await store.report_failure("t", "host:1", **params) is None
+    await harness.elapse(0.25)
+    assert await store.report_failure("t", "host:2", **params) is None
+    assert await store.report_failure("t", "host:2", **params) is None
+    record = await store.report_failure("t", "host:1", **params)
+    assert record is not None and record.state == "open"
+
+
+async def test_failures_while_open_are_ignored_and_close_clears_the_window(harness: Harness) -> None:
+    store = await harness.store()
+    for _ in range(3):
+        await store.report_failure("t", "w1", **TRIP)
+    assert await store.report_failure("t", "w1", **TRIP) is None
+    closed = await store.transition("t", expect_generation=1, state="closed")
+    assert closed is not None and (closed.state, closed.generation, closed.trips) == ("closed", 2, 0)
+    assert await store.report_failure("t", "w1", **TRIP) is None
+    assert await store.report_failure("t", "w1", **TRIP) is None
+    record = await store.report_failure("t", "w1", **TRIP)
+    assert record is not None and (record.generation, record.trips, record.retry_in) == (3, 1, 0.1)
+
+
+# -- breakers: transitions ----------------------------------------------------------------
+
+
+async def test_transition_is_a_compare_and_set_on_the_generation(harness: Harness) -> None:
+    store = await harness.store()
+    for _ in range(3):
+        await store.report_failure("t", "w1", **TRIP)
+    assert await store.transition("t", expect_generation=0, state="half-open", holder="w2") is None
+    half = await store.transition("t", expect_generation=1, state="half-open", holder="w2")
+    assert half == BreakerRecord("t", "half-open", generation=2, retry_in=0.0, trips=1, holder="w2")
+    assert await store.transition("t", expect_generation=1, state="closed") is None
+    closed = await store.transition("t", expect_generation=2, state="closed")
+    assert closed == BreakerRecord("t", "closed", generation=3, retry_in=0.0, trips=0, holder="")
+
+
+async def test_a_breaker_nobody_touched_is_at_generation_zero(harness: Harness) -> None:
+    store = await harness.store()
+    assert await store.transition("t", expect_generation=1, state="open", reset_timeout=0.1) is None
+    record = await store.transition("t", expect_generation=0, state="open", reset_timeout=0.1)
+    assert record == BreakerRecord("t", "open", generation=1, retry_in=0.1, trips=1)
+
+
+async def test_reopening_doubles_the_reset_timeout_up_to_the_cap(harness: Harness) -> None:
+    store = await harness.store()
+    timeouts: dict[str, Any] = {"reset_timeout": 0.1, "max_reset_timeout": 0.35}
+    record = None
+    for _ in range(3):
+        record = await store.report_failure("t", "w1", **{**TRIP, **timeouts})
+    assert record is not None
+    seen = [(record.trips, record.retry_in)]
+    for _ in range(3):
+        half = await store.transition(
+            "t", expect_generation=record.generation, state="half-open", holder="w1"
+        )
+        assert half is not None
+        record = await store.transition("t", expect_generation=half.generation, state="open", **timeouts)
+        assert record is not None
+        seen.append((record.trips, record.retry_in))
+    assert seen == [(1, 0.1), (2, 0.2), (3, 0.35), (4, 0.35)]
+
+    closed = await store.transition("t", expect_generation=record.generation, state="closed")
+    assert closed is not None and closed.trips == 0
+    for _ in range(3):
+        record = await store.report_failure("t", "w1", **{**TRIP, **timeouts})
+    assert record is not None and (record.trips, record.retry_in) == (1, 0.1)
+
+
+async def test_an_unknown_state_is_refused(harness: Harness) -> None:
+    store = await harness.store()
+    with pytest.raises(ValueError, match="unknown breaker state"):
+        await store.transition("t", expect_generation=0, state="ajar")
+
+
+async def test_breakers_lists_every_moved_breaker_with_the_time_left(harness: Harness) -> None:
+    store = await harness.store()
+    assert await store.breakers() == {}
+    await store.transition("open", expect_generation=0, state="open", reset_timeout=0.3, max_reset_timeout=1)
+    await store.transition("closed", expect_generation=0, state="open", reset_timeout=0.3)
+    await store.transition("closed", expect_generation=1, state="closed")
+
+    records = await store.breakers()
+    assert records.keys() == {"open", "closed"}
+    assert records["open"].retry_in == approx(0.3, harness)
+    assert records["closed"] == BreakerRecord("closed", "closed", generation=2)
+
+    await harness.elapse(0.1)
+    assert (await store.breakers())["open"].retry_in == approx(0.2, harness)
+    await harness.elapse(0.25)
+    assert (await store.breakers())["open"] == BreakerRecord("open", "open", generation=1, trips=1)
+
+
+async def test_every_started_store_hears_every_transition(harness: Harness) -> None:
+    w1, w2 = await harness.store("w1"), await harness.store("w2")
+    heard_1: list[BreakerRecord] = []
+    heard_2: list[BreakerRecord] = []
+    await w1.start(heard_1.append)
+    await w2.start(heard_2.append)
+
+    tripped = await w2.transition("t", expect_generation=0, state="open", reset_timeout=0.5)
+    await harness.settle(lambda: tripped in heard_1 and tripped in heard_2)
+    half = await w1.transition("t", expect_generation=1, state="half-open", holder="w1")
+    await harness.settle(lambda: half in heard_1 and half in heard_2)
+    assert half is not None and half.holder == "w1"
+
+
+# -- leases ---------------------------------------------------------------------------------
+
+
+async def test_a_lease_is_exclusive_until_it_expires(harness: Harness) -> None:
+    store = await harness.store()
+    assert await store.take_lease("probe:t", "w1", 0.15)
+    assert not await store.take_lease("probe:t", "w2", 0.15)
+    assert await store.take_lease("probe:u", "w2", 0.15)
+    await harness.elapse(0.2)
+    assert await store.take_lease("probe:t", "w2", 0.15)
+    assert not await store.take_lease("probe:t", "w1", 0.15)
+
+
+async def test_the_owner_renews_its_lease(harness: Harness) -> None:
+    store = await harness.store()
+    assert await store.take_lease("probe:t", "w1", 0.2)
+    await harness.elapse(0.1)
+    assert await store.take_lease("probe:t", "w1", 0.2)  # now held until 0.3
+    await harness.elapse(0.15)
+    assert not await store.take_lease("probe:t", "w2", 0.2)
+    await harness.elapse(0.2)
+    assert await store.take_lease("probe:t", "w2", 0.2)
+
+
+# -- health and drains ----------------------------------------------------------------------
+
+
+async def test_probe_verdicts_count_streaks(harness: Harness) -> None:
+    store = await harness.store()
+    first = await store.record_probe("t", True, "200 in 40ms", ttl=5)
+    assert (first.healthy, first.streak, first.since, first.checked_ago) == (True, 1, 0.0, 0.0)
+    assert first.detail == "200 in 40ms"
+    await harness.elapse(0.1)
+    second = await store.record_probe("t", True, "200 in 41ms", ttl=5)
+    assert second.streak == 2
+    assert second.since == approx(0.1, harness)
+    await harness.elapse(0.05)
+    changed = await store.record_probe("t", False, "503", ttl=5)
+    assert (changed.healthy, changed.streak, changed.since) == (False, 1, 0.0)
+
+
+async def test_health_reports_ages_and_forgets_records_past_their_ttl(harness: Harness) -> None:
+    store = await harness.store()
+    await store.record_probe("short", True, "", ttl=0.15)
+    await store.record_probe("long", False, "timeout", ttl=5)
+    await harness.elapse(0.1)
+    records = await store.health()
+    assert records.keys() == {"short", "long"}
+    assert records["long"].checked_ago == approx(0.1, harness)
+    assert records["long"].since == approx(0.1, harness)
+    assert (records["long"].healthy, records["long"].streak, records["long"].detail) == (False, 1, "timeout")
+
+    await harness.elapse(0.1)
+    assert (await store.health()).keys() == {"long"}
+    again = await store.record_probe("short", True, "", ttl=0.15)
+    assert again.streak == 1  # the expired streak is not resumed
+
+
+async def test_drained_is_a_set(harness: Harness) -> None:
+    w1, w2 = await harness.store("w1"), await harness.store("w2")
+    assert await w1.drained() == set()
+    await w1.set_drained("a", True)
+    await w1.set_drained("b", True)
+    await w1.set_drained("b", True)
+    await w2.set_drained("c", False)
+    assert await w2.drained() == {"a", "b"}
+    await w2.set_drained("a", False)
+    assert await w1.drained() == {"b"}
+
+
+# -- token buckets --------------------------------------------------------------------------
+
+
+async def test_reserve_takes_from_a_full_bucket_then_waits_on_the_refill(harness: Harness) -> None:
+    store = await harness.store()
+    # capacity 10, 10 per second
+    assert await store.reserve("rpm", 10, 10, 10, max_wait=0) == 0.0
+    assert await store.reserve("rpm", 5, 10, 10, max_wait=0.1) == -1  # would wait 0.5 s
+    assert await store.reserve("rpm", 5, 10, 10, max_wait=0.1) == -1  # and took nothing
+    wait = await store.reserve("rpm", 5, 10, 10, max_wait=1.0)
+    assert wait == approx(0.5, harness)
+    assert await store.reserve("rpm", 1, 10, 10, max_wait=1.0) == approx(0.6, harness)  # queues behind
+
+
+async def test_the_bucket_refills_over_time_up_to_capacity(harness: Harness) -> None:
+    store = await harness.store()
+    # capacity 10, 50 per second
+    assert await store.reserve("tpm", 8, 10, 50, max_wait=0) == 0.0  # 2 left
+    await harness.elapse(0.1)  # +5
+    assert await store.reserve("tpm", 7, 10, 50, max_wait=0) == 0.0
+    await harness.elapse(0.3)  # +15, but full at 10
+    assert await store.reserve("tpm", 10, 10, 50, max_wait=0) == 0.0
+    assert await store.reserve("tpm", 1, 10, 50, max_wait=1) == approx(0.02, harness)
+
+
+async def test_a_bucket_that_never_refills_refuses_any_debt(harness: Harness) -> None:
+    store = await harness.store()
+    assert await store.reserve("budget", 5, 5, 0, max_wait=0) == 0.0
+    assert await store.reserve("budget", 1, 5, 0, max_wait=3600) == -1
+    await store.adjust("budget", -2, 5, 0)
+    assert await store.reserve("budget", 2, 5, 0, max_wait=0) == 0.0
+
+
+async def test_adjust_corrects_a_reservation(harness: Harness) -> None:
+    store = await harness.store()
+    assert await store.reserve("tpm", 10, 10, 10, max_wait=0) == 0.0  # estimated 10, now empty
+    await store.adjust("tpm", -4, 10, 10)  # the call used 6: give 4 back
+    assert await store.reserve("tpm", 4, 10, 10, max_wait=0) == approx(0.0, harness)
+    await store.adjust("tpm", 3, 10, 10)  # another used 3 more than estimated: into debt
+    assert await store.reserve("tpm", 0, 10, 10, max_wait=1) == approx(0.3, harness)
+    await store.adjust("tpm", -100, 10, 10)  # giving back never overfills
+    assert await store.reserve("tpm", 10, 10, 10, max_wait=0) == approx(0.0, harness)
+    assert await store.reserve("tpm", 1, 10, 10, max_wait=0) == -1
