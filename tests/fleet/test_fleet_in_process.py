@@ -24,9 +24,15 @@ class Worker:
         self.p2 = ScriptedProvider("p2", clock=clock)
         self.transitions: list[Any] = []
         route = policy.pop("route", None) or {"retry": {"attempts": 1}}
-        self.router = Router(build_policy(route, **policy), clock=clock, providers={"p1": self.p1, "p2": self.p2},
-                             seed=hash(name) % 1000, store=store, worker=name,
-                             on_transition=self.transitions.append)  # fmt: skip
+        self.router = Router(
+            build_policy(route, **policy),
+            clock=clock,
+            providers={"p1": self.p1, "p2": self.p2},
+            seed=sum(map(ord, name)),
+            store=store,
+            worker=name,
+            on_transition=self.transitions.append,
+        )
 
     async def ask(self) -> Any:
         return await self.router.complete("chat", USER)
