@@ -21,7 +21,9 @@ from router.policy.loader import load_policy, parse_policy, policy_json_schema
 from router.policy.model import Policy
 from router.providers.base import Call, Chunk, Provider, Reply
 from router.resilience.breaker import BreakerTransition
-from router.results import Attempt, Completion, Outcome, Usage
+from router.results import Attempt, Completion, Outcome, TargetStatus, ToolCall, Usage
+from router.state.base import StateStore
+from router.state.memory import MemoryStore
 
 __all__ = [
     "AllTargetsFailed",
@@ -32,6 +34,7 @@ __all__ = [
     "Clock",
     "Completion",
     "ErrorKind",
+    "MemoryStore",
     "Outcome",
     "Policy",
     "PolicyError",
@@ -41,8 +44,11 @@ __all__ = [
     "Reply",
     "Router",
     "RouterError",
+    "StateStore",
     "StreamBroken",
     "SystemClock",
+    "TargetStatus",
+    "ToolCall",
     "Usage",
     "load_policy",
     "parse_policy",

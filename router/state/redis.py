@@ -398,7 +398,7 @@ class RedisStore:
             if now >= next_reconcile:
                 if pong_due is None:
                     await pubsub.ping()
-                    pong_due = now + max(1.0, 4 * self._socket_timeout)
+                    pong_due = now + 2 * self._deadline
                 await self._reconcile()
                 next_reconcile = now + self._reconcile_interval
             wake = next_reconcile if pong_due is None else min(next_reconcile, pong_due)

@@ -256,7 +256,8 @@ def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
 
 
 class FreezingProxy:
-    """A loopback TCP proxy to Redis whose `freeze()` silences every connection open at the time.
+    """A loopback TCP proxy to Redis whose `freeze()` silences the connections open at the time
+    (or only those that subscribed).
 
     Frozen connections stay open and swallow bytes both ways, as behind a NAT that forgot
     them; connections made later pass normally.
@@ -267,6 +268,7 @@ class FreezingProxy:
         self.port = 0
         self._frozen: set[asyncio.StreamWriter] = set()
         self._open: set[asyncio.StreamWriter] = set()
+        self._subscribers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> FreezingProxy:
@@ -281,8 +283,8 @@ class FreezingProxy:
             writer.close()
         await self._server.wait_closed()
 
-    def freeze(self) -> None:
-        self._frozen |= self._open
+    def freeze(self, *, subscriptions_only: bool = False) -> None:
+        self._frozen |= self._subscribers if subscriptions_only else self._open
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -293,6 +295,8 @@ class FreezingProxy:
         ) -> None:
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):
+                    if dst is not owner and b"SUBSCRIBE" in data:
+                        self._subscribers.add(owner)
                     if owner not in self._frozen:
                         dst.write(data)
                         await dst.drain()
@@ -300,3 +304,4 @@ class FreezingProxy:
 
         await asyncio.gather(pipe(reader, up_writer, writer), pipe(up_reader, writer, writer))
         self._open -= {writer, up_writer}
+        self._subscribers.discard(writer)

@@ -310,7 +310,27 @@ async def test_a_subscription_that_went_silent_is_replaced(
         await asyncio.sleep(0.3)  # a few quiet intervals: PINGs answered, nothing restarts
         assert not log_lines(caplog, "redis unreachable", "w1")
 
-        proxy.freeze()
+        proxy.freeze()  # the subscription and the command connection
+        await tripper.transition("t", expect_generation=0, state="open", reset_timeout=1)
+        await eventually(lambda: any(r.target == "t" for r in heard), within=1.0)
+        assert len(log_lines(caplog, "redis unreachable", "w1")) == 1
+        assert len(log_lines(caplog, "redis back", "w1")) == 1
+
+
+async def test_a_subscription_that_stops_answering_ping_is_replaced(
+    redis_store: MakeStore, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="router.state")
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    async with FreezingProxy(port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        listener = redis_store("w1", url=url, reconcile_interval=0.1, socket_timeout=0.05)
+        tripper = redis_store("w2")
+        heard: list[BreakerRecord] = []
+        await listener.start(heard.append)
+
+        proxy.freeze(subscriptions_only=True)  # commands still work, so reconciles succeed
+        await eventually(lambda: bool(log_lines(caplog, "stopped answering PING", "w1")), within=1.0)
+        await eventually(lambda: bool(log_lines(caplog, "redis back", "w1")), within=1.0)
         record = await tripper.transition("t", expect_generation=0, state="open", reset_timeout=1)
-        await eventually(lambda: record in heard, within=1.5)
-        await listener.aclose()
+        await eventually(lambda: record in heard, within=0.05)  # by pub/sub: faster than a reconcile
