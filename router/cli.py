@@ -292,7 +292,7 @@ def demo() -> None:
     help="Inject a fault, e.g. gpt-4o=503, gpt-4o=outage:30s, gpt-4o=429:retry_after=2 (repeatable).",
 )
 def fake_upstream(host: str, port: int, faults: tuple[str, ...]) -> None:
-    """Serve the OpenAI wire on loopback, with faults, until Ctrl-C."""
+    """Serve the OpenAI, Azure, Anthropic and Bedrock wires on loopback, with faults, until Ctrl-C."""
     from router.testing import serve
 
     try:

@@ -104,6 +104,9 @@ class OpenAIProvider:
             raise self._classify(error) from None
         except httpx2.TransportError as error:
             raise self._transport_error(error) from None
+        except ProviderError as error:
+            error.provider = self.name
+            raise
 
     async def list_models(self) -> list[str]:
         try:
@@ -202,6 +205,22 @@ def _usage(data: Any) -> Usage:
     return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
 
 
+def _stream_error(error: dict[str, Any]) -> ProviderError:
+    """An error sent inside a 200 stream: classified by its type and code, as its status would be."""
+    code = str(error.get("code") or error.get("type") or "")
+    message = str(error.get("message") or "")
+    detail = f"{code}: {message}".lower()
+    if "rate_limit" in detail:
+        kind = ErrorKind.RATE_LIMITED
+    elif "context_length" in detail:
+        kind = ErrorKind.CONTEXT_LENGTH
+    elif "content_filter" in detail:
+        kind = ErrorKind.CONTENT_FILTER
+    else:
+        kind = ErrorKind.SERVER_ERROR
+    return ProviderError(kind, f"error event in the stream: {code or 'unknown'}")
+
+
 class _ToolCallParts:
     """Tool calls arrive in pieces keyed by index (id and name first, arguments after)."""
 
@@ -223,6 +242,8 @@ class _ToolCallParts:
 def _parse_chunk(data: str, tools: _ToolCallParts) -> Chunk | None:
     try:
         event = json.loads(data)
+        if isinstance(event, dict) and isinstance(event.get("error"), dict):
+            raise _stream_error(event["error"])
         choices = event.get("choices") or []
         usage = _usage(event["usage"]) if event.get("usage") else None
         if not choices:

@@ -8,10 +8,9 @@ timeout, leases, health TTL, token buckets) has its twin in `router/state/lua/`.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router.clock import Clock, SystemClock
@@ -49,11 +48,6 @@ class _Bucket:
     stamp: float
 
 
-@dataclass(slots=True)
-class _Failures:
-    entries: deque[tuple[float, str]] = field(default_factory=deque)
-
-
 def reset_timeout_for(trips: int, reset_timeout: float, max_reset_timeout: float) -> float:
     """The open period after `trips` consecutive trips: doubling from `reset_timeout`, capped."""
     cap = max(max_reset_timeout, reset_timeout)
@@ -70,7 +64,7 @@ class MemoryStore:
         self._clock: Clock = clock or SystemClock()
         self._callbacks: list[Callable[[BreakerRecord], None]] = []
         self._breakers: dict[str, _Breaker] = {}
-        self._failures: dict[str, _Failures] = {}
+        self._failures: dict[str, deque[tuple[float, str]]] = {}  # (time, worker)
         self._leases: dict[str, tuple[str, float]] = {}
         self._health: dict[str, _Health] = {}
         self._drained: set[str] = set()
@@ -102,7 +96,7 @@ class MemoryStore:
         breaker = self._breakers.get(target)
         if breaker is not None and breaker.state != "closed":
             return None
-        entries = self._failures.setdefault(target, _Failures()).entries
+        entries = self._failures.setdefault(target, deque())
         entries.append((now, worker))
         while entries and entries[0][0] <= now - window:
             entries.popleft()
@@ -203,7 +197,9 @@ class MemoryStore:
         left = self._level(bucket, capacity, per_second, now) - amount
         wait = 0.0
         if left < 0:
-            wait = -left / per_second if per_second > 0 else math.inf
+            if per_second <= 0:
+                return -1.0  # a debt nothing will ever pay off
+            wait = -left / per_second
             if wait > max_wait:
                 return -1.0
         self._buckets[bucket] = _Bucket(left, now)

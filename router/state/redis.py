@@ -3,20 +3,26 @@
 Key layout (every key under `<namespace>:`; pass a namespace like `{router}` to keep them in
 one Redis Cluster slot):
 
-    <ns>:breaker:<target>    hash   target, state, generation, trips, retry_at (Redis ms), holder
-    <ns>:breaker-targets     set    targets with a breaker hash (never expire: generations must grow)
-    <ns>:failures:<target>   zset   member "<seq>:<worker>", score Redis ms; PEXPIRE window
-    <ns>:failure-seq         string counter keeping window members unique; PX the longest window
-    <ns>:lease:<name>        string owner; PX ttl
-    <ns>:health:<target>     hash   target, healthy, streak, since, checked (Redis ms), detail; PX ttl
-    <ns>:health-targets      set    targets that may have a health hash (pruned on read)
-    <ns>:drained             set    drained targets
-    <ns>:bucket:<bucket>     hash   level, stamp (Redis ms); PX until full again
-    <ns>:breakers            pub/sub channel carrying breaker records as JSON
+    <ns>:breaker:<target>          hash    target, state, generation, trips, retry_at (Redis ms),
+                                           holder; never expires: generations must only grow
+    <ns>:breaker-targets           set     targets with a breaker hash
+    <ns>:failures:<target>         zset    member "<seq>:<worker>", score Redis ms; PX window
+    <ns>:failing-workers:<target>  hash    worker -> Redis ms of its last failure; PX window
+    <ns>:failure-seq               string  counter keeping window members unique; PX longest window
+    <ns>:lease:<name>              string  owner; PX ttl
+    <ns>:health:<target>           hash    target, healthy, streak, since, checked (Redis ms),
+                                           detail; PX ttl
+    <ns>:health-targets            set     targets that may have a health hash (pruned on read)
+    <ns>:drained                   set     drained targets
+    <ns>:bucket:<bucket>           hash    level, stamp (Redis ms); PX until it would be full
+    <ns>:breakers                  channel breaker records as JSON, from every transition
 
 The state path is built to fail fast: short connect and socket timeouts, no retries, an
 overall deadline per call; every failure becomes `StoreUnavailable` and the caller carries on
 with local state. The listener keeps its own connection and reconnect loop.
+
+Deadlines bound waits on real sockets, so they run on the event loop's time; the injected
+`Clock` schedules the reconcile interval and the listener's reconnect backoff.
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ _SCRIPTS = (
     "reserve",
     "adjust",
 )
-# Listener reconnect backoff: full jitter between half and all of a doubling delay.
+# Listener reconnect backoff: a doubling delay, jittered between half and all of it.
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 2.0
 # Errors that mean "Redis did not answer" rather than "Redis refused".
@@ -160,7 +166,7 @@ class RedisStore:
                 for record in (await self.breakers()).values():
                     self._deliver_to(on_breaker, record)
         with contextlib.suppress(TimeoutError):
-            async with self._clock.timeout_at(self._clock.monotonic() + 2 * self._deadline):
+            async with asyncio.timeout(2 * self._deadline):
                 await self._first_attempt.wait()
 
     async def aclose(self) -> None:
@@ -189,7 +195,13 @@ class RedisStore:
         p = self._prefix
         raw = await self._script(
             "report_failure",
-            keys=[f"{p}failures:{target}", f"{p}breaker:{target}", f"{p}breaker-targets", f"{p}failure-seq"],
+            keys=[
+                f"{p}failures:{target}",
+                f"{p}breaker:{target}",
+                f"{p}breaker-targets",
+                f"{p}failure-seq",
+                f"{p}failing-workers:{target}",
+            ],
             args=[
                 target,
                 worker,
@@ -218,7 +230,12 @@ class RedisStore:
         p = self._prefix
         raw = await self._script(
             "transition",
-            keys=[f"{p}breaker:{target}", f"{p}breaker-targets", f"{p}failures:{target}"],
+            keys=[
+                f"{p}breaker:{target}",
+                f"{p}breaker-targets",
+                f"{p}failures:{target}",
+                f"{p}failing-workers:{target}",
+            ],
             args=[
                 target,
                 expect_generation,
@@ -299,7 +316,7 @@ class RedisStore:
     async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
         """Run one command within the deadline; any failure becomes `StoreUnavailable`."""
         try:
-            async with self._clock.timeout_at(self._clock.monotonic() + self._deadline):
+            async with asyncio.timeout(self._deadline):
                 result = await command()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
@@ -375,7 +392,7 @@ class RedisStore:
 
     async def _subscribe(self, pubsub: PubSub) -> None:
         """SUBSCRIBE and wait for Redis to confirm it, so a reconcile after it misses nothing."""
-        async with self._clock.timeout_at(self._clock.monotonic() + self._deadline):
+        async with asyncio.timeout(self._deadline):
             await pubsub.subscribe(self._channel)
             while True:
                 message = await pubsub.get_message(timeout=self._socket_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -253,3 +254,40 @@ async def test_bad_request_is_raised_at_once(fake_upstream):
             await router.complete("chat", USER, temperature=5.0)
     assert caught.value.kind is ErrorKind.BAD_REQUEST and caught.value.status == 400
     assert fake_upstream.count() == 1
+
+
+async def test_an_error_event_inside_the_stream_is_classified_not_skipped(fake_upstream):
+    fake_upstream.add_fault("primary-model", Fault.overloaded_in_stream(0))
+    async with make_router(fake_upstream, {"retry": {"attempts": 1}}) as router:
+        text, final = await stream_all(router)
+    assert trail(final) == [("primary", "server_error"), ("secondary", "ok")] and text
+
+
+async def test_an_error_event_after_output_breaks_the_stream(fake_upstream):
+    fake_upstream.add_fault("primary-model", Fault.overloaded_in_stream(3))
+    async with make_router(fake_upstream) as router:
+        with pytest.raises(StreamBroken, match="error event"):
+            await stream_all(router)
+
+
+async def test_tool_calls_come_back_whole(fake_upstream):
+    fake_upstream.set_tool_call("tool-model", "get_weather", {"city": "Paris"})
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    router = make_router(
+        fake_upstream,
+        plain={"provider": "up", "model": "plain-model"},
+        tooled={"provider": "up", "model": "tool-model", "capabilities": {"tools": True}},
+    )
+    async with router:
+        whole = await router.complete("chat", USER, tools=tools)
+        chunks = [item async for item in router.stream("chat", USER, tools=tools)]
+    assert whole.target == "tooled" and whole.finish_reason == "tool_calls"  # `plain` cannot take tools
+    assert [(c.name, json.loads(c.arguments)) for c in whole.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    streamed = chunks[-1]
+    assert isinstance(streamed, Completion)
+    assert [(c.name, json.loads(c.arguments)) for c in streamed.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert fake_upstream.count("plain-model") == 0

@@ -4,6 +4,7 @@
 -- KEYS[2] breaker (hash: target, state, generation, trips, retry_at, holder)
 -- KEYS[3] breaker registry (set of target names)
 -- KEYS[4] failure sequence (counter that keeps window members unique; outlives every window)
+-- KEYS[5] failing workers (hash: worker -> Redis ms of its last failure), for min_workers
 -- ARGV    target, worker, window_ms, threshold, min_workers, reset_ms, max_reset_ms, channel
 --
 -- Returns the new open record (JSON, also PUBLISHed on `channel`) when this failure tripped
@@ -27,8 +28,10 @@ end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[1], now, seq .. ':' .. worker)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('HSET', KEYS[5], worker, string.format('%.3f', now))
 local ttl = math.ceil(window) + 1000
 redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[5], ttl)
 if redis.call('PTTL', KEYS[4]) < ttl then
   redis.call('PEXPIRE', KEYS[4], ttl)
 end
@@ -37,12 +40,14 @@ if redis.call('ZCARD', KEYS[1]) < threshold then
   return nil
 end
 if min_workers > 1 then
-  local seen, distinct = {}, 0
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    local who = string.match(member, '^%d+:(.*)$')
-    if not seen[who] then
-      seen[who] = true
+  -- One hash entry per worker keeps this O(workers) when one worker floods the window.
+  local last = redis.call('HGETALL', KEYS[5])
+  local distinct = 0
+  for i = 1, #last, 2 do
+    if tonumber(last[i + 1]) > now - window then
       distinct = distinct + 1
+    else
+      redis.call('HDEL', KEYS[5], last[i])
     end
   end
   if distinct < min_workers then
@@ -59,7 +64,7 @@ redis.call('HSET', KEYS[2],
   'target', target, 'state', 'open', 'generation', generation, 'trips', trips,
   'retry_at', string.format('%.3f', now + timeout), 'holder', '')
 redis.call('SADD', KEYS[3], target)
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[5])
 
 local record = cjson.encode({
   target = target, state = 'open', generation = generation,

@@ -3,6 +3,7 @@
 -- KEYS[1] breaker (hash: target, state, generation, trips, retry_at, holder)
 -- KEYS[2] breaker registry (set of target names)
 -- KEYS[3] failures (sorted set; cleared on close)
+-- KEYS[4] failing workers (hash; cleared on close)
 -- ARGV    target, expect_generation, state, holder, reset_ms, max_reset_ms, channel
 --
 -- open: trips + 1, retry_at = now + min(max, reset * 2^(trips - 1)) on Redis's clock.
@@ -34,7 +35,7 @@ elseif state == 'half-open' then
   -- the holder probes; nothing else changes
 else
   trips, holder = 0, ''
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[3], KEYS[4])
 end
 
 redis.call('HSET', KEYS[1],
