@@ -1,6 +1,7 @@
 """Per-target admission: requests per minute, tokens per minute, calls in flight.
 
-Every wait is bounded by the request's deadline: when the wait would outlast the time left,
+Every wait is bounded by the request's deadline: a wait may use at most half the time left
+(the call itself needs the rest); when it would take longer,
 the target is skipped (outcome `limited`) so the request moves on while it still can.
 """
 
@@ -92,22 +93,22 @@ class Limiter:
         # how long a slot takes to free up cannot be known.
         if self._max_concurrency is not None and self._in_flight >= self._max_concurrency:
             return False
-        left = deadline - self._clock.monotonic()
+        budget = (deadline - self._clock.monotonic()) / 2
         # One request leaks out of the RPM bucket every 60/rpm s; those already waiting go first.
         rpm = self._rpm
         if rpm is not None and not rpm.has_capacity():
             turn = (self._rpm_waiting + 1) * 60.0 / rpm.max_rate
-            if turn >= left:
+            if turn >= budget:
                 return False
         wait = 0.0
         if self._tpm is not None:
-            reserved = self._tpm.reserve(tokens, left)
+            reserved = self._tpm.reserve(tokens, budget)
             if reserved is None:
                 return False
             wait = reserved
         self._in_flight += 1
         if self._cluster is not None:
-            cluster_wait = await self._cluster.reserve(tokens, left)
+            cluster_wait = await self._cluster.reserve(tokens, budget)
             if cluster_wait is None:
                 self._undo(tokens)
                 return False

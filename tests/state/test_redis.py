@@ -16,6 +16,7 @@ import redis.asyncio
 
 from router.clock import SystemClock
 from router.state import BreakerRecord, RedisStore, StoreUnavailable
+from router.testing import FakeClock
 
 from .conftest import DedicatedRedis, FreezingProxy, _free_port, eventually, write_unannounced_breaker
 
@@ -334,3 +335,24 @@ async def test_a_subscription_that_stops_answering_ping_is_replaced(
         await eventually(lambda: bool(log_lines(caplog, "redis back", "w1")), within=1.0)
         record = await tripper.transition("t", expect_generation=0, state="open", reset_timeout=1)
         await eventually(lambda: record in heard, within=0.05)  # by pub/sub: faster than a reconcile
+
+
+async def test_a_virtual_clock_does_not_cut_real_io_short(redis_store: MakeStore) -> None:
+    # The router may hand its FakeClock down; deadlines on sockets must still be real time.
+    store = redis_store("w1", clock=FakeClock())
+    heard: list[BreakerRecord] = []
+    await store.start(heard.append)
+    await asyncio.sleep(0.05)
+    assert await every_operation(store) == [
+        "report_failure",
+        "transition",
+        "breakers",
+        "take_lease",
+        "record_probe",
+        "health",
+        "set_drained",
+        "drained",
+        "reserve",
+        "adjust",
+    ]
+    await eventually(lambda: any(r.target == "t" for r in heard), within=0.5)
