@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import secrets
+import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -18,15 +20,17 @@ from typing import Any, Self, TypeVar
 from router.clock import Clock, SystemClock
 from router.engine import Engine
 from router.errors import ErrorKind, PolicyError, PolicyIssue, ProviderError, RouterError
+from router.events import Event, ReloadEvent
 from router.fleet import Fleet, SharedBuckets
 from router.health import HealthChecker
 from router.policy.compile import TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
-from router.policy.model import Policy, StateSpec
+from router.policy.model import Policy, ProviderSpec, StateSpec
 from router.providers import Provider, build_provider
 from router.providers.base import Message
 from router.resilience.breaker import CLOSED, Breaker, BreakerTransition
 from router.resilience.limiter import Limiter
+from router.resilience.retry_budget import RetryBudget
 from router.results import Completion, TargetStatus
 from router.selection import Request, TargetRuntime, estimate_tokens, order_candidates
 from router.state.base import StateStore
@@ -44,7 +48,8 @@ class Router:
     `providers` replaces the client of a named provider (for tests and in-process fakes);
     `clock` and `seed` make timing and random choices reproducible; `store` replaces the state
     store the policy's `state` section names (a shared store makes this router one worker of a
-    fleet); `worker` names this worker in the fleet.
+    fleet); `worker` names this worker in the fleet; `on_event` receives every event of
+    `router.events` (attempts, retries, failovers, breaker transitions, health, reloads).
     """
 
     def __init__(
@@ -56,41 +61,141 @@ class Router:
         providers: Mapping[str, Provider] | None = None,
         seed: int | None = None,
         on_transition: Callable[[BreakerTransition], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         store: StateStore | None = None,
         worker: str | None = None,
     ) -> None:
-        self.policy = policy
-        self.plan = compile_plan(policy, source)
+        self.source = source
+        self.version = 0
         self._clock = clock or SystemClock()
         self._rng = random.Random(seed)
         self._on_transition = on_transition
-        self._providers = _build_providers(policy, providers or {}, source, self._clock)
+        self._on_event = on_event
+        self._overrides = dict(providers or {})
+        unknown = sorted(set(self._overrides) - set(policy.providers))
+        if unknown:
+            raise RouterError(f"providers given for names the policy does not define: {', '.join(unknown)}")
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.store = store or _make_store(policy.state, self.worker, self._clock)
-        shared = store is not None or policy.state.backend == "redis"
         self._fleet = (
             Fleet(self.store, self.worker, clock=self._clock, probe_lease=max(policy.health.timeout, 10.0))
-            if shared
+            if store is not None or policy.state.backend == "redis"
             else None
         )
-        self._runtimes = {name: self._runtime(target) for name, target in self.plan.targets.items()}
-        self._engine = Engine(self.plan, self._runtimes, clock=self._clock, rng=self._rng)
+        self._policy: Policy | None = None
+        self._engine: Engine  # set by _install
+        self._retry_budget: RetryBudget | None = None
+        self._providers: dict[str, Provider] = {}
+        self._runtimes: dict[str, TargetRuntime] = {}
+        self._retired: list[Provider] = []
+        self._health: HealthChecker | None = None
+        self._install(policy)
+        if policy.health.enabled:
+            self._health = HealthChecker(
+                self.store,
+                self._runtimes,
+                policy.health,
+                clock=self._clock,
+                worker=self.worker,
+                emit=self._emit,
+            )
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
-        self._health = (
-            HealthChecker(self.store, self._runtimes, policy.health, clock=self._clock, worker=self.worker)
-            if policy.health.enabled
-            else None
-        )
         self._background: list[asyncio.Task[None]] = []
         self._started = False
+
+    def _install(self, policy: Policy) -> None:
+        """Compile and wire `policy`, then swap it in at once; until the swap nothing changes.
+
+        Provider clients whose settings did not change are kept, and so are the breaker,
+        limiter and health of every target that is still a model of a kept provider.
+        Requests in flight finish on the plan they started with.
+        """
+        plan = compile_plan(policy, self.source)
+        old = self._policy
+        if old is not None and policy.state != old.state:
+            issue = PolicyIssue(self.source, 0, 0, "state", "changing the state section needs a restart")
+            raise PolicyError([issue])
+        kept = {
+            name: provider
+            for name, provider in self._providers.items()
+            if old is not None and old.providers.get(name) == policy.providers.get(name)
+        }
+        fresh = {name: spec for name, spec in policy.providers.items() if name not in kept}
+        providers = {**kept, **_build_providers(fresh, self._overrides, self.source, self._clock)}
+        runtimes = {}
+        for name, target in plan.targets.items():
+            previous = self._runtimes.get(name)
+            provider = target.provider
+            if previous is not None and previous.plan.provider == provider and provider in kept:
+                runtimes[name] = previous.carried_to(target)
+            else:
+                runtimes[name] = self._runtime(target, plan.providers[provider], providers[provider])
+        # The retry budget's window of past requests carries over unless its settings changed.
+        same_budget = old is not None and old.retry_budget == policy.retry_budget
+        budget = self._retry_budget if same_budget else None
+        engine = Engine(
+            plan, runtimes, clock=self._clock, rng=self._rng, emit=self._emit, retry_budget=budget
+        )
+        self._retry_budget = engine.retry_budget
+        # The swap: plain assignments, so a request sees either the old plan or the new one.
+        self._retired.extend(p for name, p in self._providers.items() if providers.get(name) is not p)
+        self._policy, self.plan, self._providers, self._runtimes, self._engine = (
+            policy, plan, providers, runtimes, engine
+        )  # fmt: skip
+        if self._health is not None:
+            self._health.retarget(runtimes, policy.health)
+        self.version += 1
+
+    @property
+    def policy(self) -> Policy:
+        assert self._policy is not None  # set by the constructor
+        return self._policy
+
+    def reload(self, policy: Policy | None = None) -> None:
+        """Switch to `policy`, or to the policy file again; an invalid one is refused and the old stays.
+
+        Raises `PolicyError` (file:line:column for every issue) when the new policy is refused.
+        """
+        try:
+            self._install(policy if policy is not None else load_policy(self.source))
+        except PolicyError as error:
+            logger.warning("policy reload refused; keeping version %d:\n%s", self.version, error)
+            self._emit(ReloadEvent(self.source, False, self.version, tuple(map(str, error.issues))))
+            raise
+        logger.info("policy reloaded from %s: version %d", self.source, self.version)
+        self._emit(ReloadEvent(self.source, True, self.version))
+
+    async def watch(self) -> None:
+        """Reload whenever the policy file changes, until cancelled (needs the `watch` extra)."""
+        from watchfiles import awatch  # type: ignore[import-not-found,unused-ignore]
+
+        async for _ in awatch(self.source):
+            with contextlib.suppress(PolicyError):  # already logged and emitted; the old policy serves
+                self.reload()
+
+    def reload_on_sighup(self) -> None:
+        """Reload the policy file on SIGHUP (call from inside the running loop)."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_quietly)
+
+    def _reload_quietly(self) -> None:
+        with contextlib.suppress(PolicyError):
+            self.reload()
+
+    def _emit(self, event: Event) -> None:
+        hook = self._on_event
+        if hook is None:
+            return
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("the on_event hook raised; the event is dropped")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Self:
         return cls(load_policy(path), source=os.fspath(path), **kwargs)
 
-    def _runtime(self, target: TargetPlan) -> TargetRuntime:
-        spec = self.plan.providers[target.provider]
+    def _runtime(self, target: TargetPlan, spec: ProviderSpec, provider: Provider) -> TargetRuntime:
         breaker = Breaker(
             target.name,
             fail_max=spec.breaker.fail_max,
@@ -110,7 +215,7 @@ class Router:
             limiter = Limiter(limits, self._clock, buckets)
         if self._fleet is not None:
             self._fleet.add(breaker, spec.breaker)
-        return TargetRuntime(target, self._providers[target.provider], breaker, limiter)
+        return TargetRuntime(target, provider, breaker, limiter)
 
     def _address(self, address: str) -> None:
         """Make `provider:model` a route of its own: that provider's breaker, limiter and client, no route."""
@@ -119,7 +224,9 @@ class Router:
             return  # the engine reports the unknown route
         # Nothing is declared about the model: no price, no window, no capability filtered out.
         target = TargetPlan(address, provider, model, 0.0, 0.0, None, True, True, True, "direct")
-        runtime = self._runtimes[address] = self._runtime(target)
+        runtime = self._runtimes[address] = self._runtime(
+            target, self.plan.providers[provider], self._providers[provider]
+        )
         self._engine.add_route(single_target_route(address, target), (runtime,))
 
     def _transition(self, event: BreakerTransition) -> None:
@@ -130,6 +237,7 @@ class Router:
                 runtime.recovered_at = event.at
         if self._on_transition is not None:
             self._on_transition(event)
+        self._emit(event)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -291,6 +399,9 @@ class Router:
     async def _shutdown(self) -> None:
         for task in self._background:
             task.cancel()
+        for provider in self._retired:
+            await provider.aclose()
+        self._retired.clear()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
         if self._fleet is not None:
@@ -355,13 +466,10 @@ def _request(
 
 
 def _build_providers(
-    policy: Policy, overrides: Mapping[str, Provider], source: str, clock: Clock
+    specs: Mapping[str, ProviderSpec], overrides: Mapping[str, Provider], source: str, clock: Clock
 ) -> dict[str, Provider]:
-    unknown = sorted(set(overrides) - set(policy.providers))
-    if unknown:
-        raise RouterError(f"providers given for names the policy does not define: {', '.join(unknown)}")
     built: dict[str, Provider] = {}
-    for name, spec in policy.providers.items():
+    for name, spec in specs.items():
         if name in overrides:
             built[name] = overrides[name]
             continue

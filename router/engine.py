@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from router.clock import Clock
 from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
+from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
 from router.policy.compile import Plan, RoutePlan
 from router.providers.base import Call, Chunk
 from router.resilience.backoff import backoff_delay
@@ -86,12 +87,15 @@ class Engine:
         *,
         clock: Clock,
         rng: random.Random,
+        emit: Callable[[Event], None] | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.plan = plan
         self.clock = clock
         self.rng = rng
+        self.emit = emit
         budget = plan.retry_budget
-        self.retry_budget = RetryBudget(
+        self.retry_budget = retry_budget or RetryBudget(
             ratio=budget.ratio, min_retries=budget.min_retries, window=budget.window, clock=clock
         )
         self._routes = {
@@ -276,11 +280,17 @@ class _Run:
                 ):
                     delay = self._retry_delay(error, tries)
                     if delay is not None:
+                        if self.engine.emit is not None:
+                            self.engine.emit(
+                                RetryEvent(self.route.name, runtime.plan.name, error.kind, delay)
+                            )
                         await clock.sleep(delay)
                         continue
                 if error.kind in self.route.failover_on and not self._handed_over(error):
                     if error.kind is ErrorKind.CONTEXT_LENGTH:
                         self.min_window = max(self.min_window or 0, runtime.plan.context_window or 0)
+                    if (emit := self.engine.emit) is not None:
+                        emit(FailoverEvent(self.route.name, runtime.plan.name, error.kind))
                     return None
                 error.attempts = tuple(self.trail)
                 raise
@@ -341,6 +351,9 @@ class _Run:
         plan = runtime.plan
         latency = self.engine.clock.monotonic() - started
         self.trail.append(Attempt(plan.name, plan.provider, plan.model, outcome, latency, error, status))
+        emit = self.engine.emit
+        if emit is not None:
+            emit(AttemptEvent(self.route.name, plan.name, plan.provider, plan.model, outcome, latency, error))
 
     def _skip(self, runtime: TargetRuntime, outcome: str) -> None:
         self._record(runtime, outcome, self.engine.clock.monotonic())

@@ -26,6 +26,9 @@ __all__ = [
 
 HEALTHY, UNHEALTHY, UNKNOWN = "healthy", "unhealthy", "unknown"
 
+# What a target's runtime has learnt, carried over a policy reload.
+_HISTORY = ("latency", "health", "health_streak", "drained", "recovered_at", "last_outcome_at", "last_ok")
+
 # Output tokens assumed for the cost estimate when the caller sets no max_tokens.
 DEFAULT_OUTPUT_ESTIMATE = 1024
 _EWMA_WEIGHT = 0.3
@@ -66,6 +69,21 @@ class TargetRuntime:
         self.recovered_at: float | None = None
         self.last_outcome_at: float | None = None
         self.last_ok = True
+
+    def carried_to(self, plan: TargetPlan) -> TargetRuntime:
+        """This target under a reloaded policy: the same client, breaker, limiter and history."""
+        runtime = TargetRuntime(plan, self.provider, self.breaker, self.limiter)
+        for name in (
+            "latency",
+            "health",
+            "health_streak",
+            "drained",
+            "recovered_at",
+            "last_outcome_at",
+            "last_ok",
+        ):
+            setattr(runtime, name, getattr(self, name))
+        return runtime
 
     def observe(self, seconds: float) -> None:
         previous = self.latency

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from router.clock import Clock
 from router.errors import ProviderError
+from router.events import HealthEvent
 from router.policy.model import HealthSpec
 from router.selection import HEALTHY, UNHEALTHY, UNKNOWN, TargetRuntime
 from router.state.base import HealthRecord, StateStore, StoreUnavailable
@@ -32,14 +33,20 @@ class HealthChecker:
         *,
         clock: Clock,
         worker: str,
+        emit: Callable[[HealthEvent], None] | None = None,
     ) -> None:
         self._store = store
-        self._runtimes = runtimes
-        self._spec = spec
         self._clock = clock
         self._worker = worker
-        self._ttl = spec.ttl if spec.ttl is not None else 3 * spec.interval
+        self._emit = emit
         self._checked_at: dict[str, float] = {}
+        self.retarget(runtimes, spec)
+
+    def retarget(self, runtimes: Mapping[str, TargetRuntime], spec: HealthSpec) -> None:
+        """Follow a reloaded policy's targets and settings."""
+        self._runtimes = runtimes
+        self._spec = spec
+        self._ttl = spec.ttl if spec.ttl is not None else 3 * spec.interval
 
     async def run(self) -> None:
         """Check and refresh every interval, until cancelled."""
@@ -107,3 +114,5 @@ class HealthChecker:
         if previous != runtime.health:
             name, health = runtime.plan.name, runtime.health
             logger.info("target %s: %s -> %s (%s)", name, previous, health, record.detail)
+            if self._emit is not None:
+                self._emit(HealthEvent(name, previous, health, record.detail))

@@ -133,6 +133,11 @@ class ProviderSpec(_Spec):
     aws_session_token: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     connect_timeout: Duration = 5.0
+    transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="HTTP client under the openai/anthropic SDK: aiohttp (about 2x the calls/s at high "
+        "concurrency) or httpx, the SDK's own httpx2 transport. Ignored by bedrock.",
+    )
     limits: LimitsSpec = LimitsSpec()
     breaker: BreakerSpec = BreakerSpec()
 

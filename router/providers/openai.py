@@ -20,6 +20,7 @@ from router.policy.model import ProviderSpec
 from router.providers._http import redact, retry_after
 from router.providers.base import Call, Chunk, Reply
 from router.providers.presets import Preset
+from router.providers.transport import sdk_http_client
 from router.results import ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
@@ -43,6 +44,7 @@ class OpenAIProvider:
         timeout = httpx2.Timeout(60.0, connect=spec.connect_timeout)
         # A local server needs no key, but the SDK insists on one.
         api_key = key or ("unused" if not official else None)
+        http_client = sdk_http_client(spec.transport)  # None: the SDK's own (see transport.py)
         self._client: openai.AsyncOpenAI
         if spec.type == "azure_openai":
             # The target's model is the deployment name; the SDK puts it in the path.
@@ -53,6 +55,7 @@ class OpenAIProvider:
                 default_headers=headers,
                 max_retries=0,
                 timeout=timeout,
+                http_client=http_client,
             )
         else:
             self._client = openai.AsyncOpenAI(
@@ -62,6 +65,7 @@ class OpenAIProvider:
                 default_headers=headers,
                 max_retries=0,
                 timeout=timeout,
+                http_client=http_client,
             )
 
     def _params(self, call: Call) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""The fake upstream's side of a chaos run: the policy pointed at it, the fault schedule, its log.
+
+A chaos run never calls a real provider: `pin_policy` points every provider of the policy at the
+fake upstream (the OpenAI-wire ones at `/v1`, Anthropic, Azure and Bedrock at the root) and
+replaces their credentials, so a production policy runs unchanged and without keys.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from router.chaos.recording import UpstreamCall
+from router.policy.model import Policy, ProviderSpec, StateSpec
+from router.testing import FakeUpstream, FaultRule
+
+__all__ = ["Endpoints", "install_faults", "pin_policy", "reply_for", "serve_models", "upstream_calls"]
+
+_ROOT_WIRES = frozenset({"anthropic", "azure_openai", "bedrock"})
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a fake upstream listens: `root` (Anthropic, Azure, Bedrock) and `root/v1` (OpenAI wire).
+
+    `started` is the monotonic time it started: fault windows and its log count from there.
+    """
+
+    root: str
+    started: float
+
+    @classmethod
+    def of(cls, upstream: FakeUpstream) -> Endpoints:
+        return cls(upstream.azure_endpoint, time.monotonic() - upstream.elapsed())
+
+
+def reply_for(model: str) -> str:
+    """What the fake upstream answers for `model` in a chaos run: several words, so streams can break."""
+    return f"Hello from {model}: this answer came through whole, word by word."
+
+
+def serve_models(upstream: FakeUpstream, models: Iterable[str]) -> None:
+    for model in models:
+        upstream.set_reply(model, reply_for(model))
+
+
+def pin_policy(policy: Policy, endpoints: Endpoints, state: StateSpec | None = None) -> Policy:
+    """`policy` with every provider at the fake upstream, placeholder credentials, and `state`
+    (default: in memory) instead of its own."""
+    providers = {name: _pinned(spec, endpoints) for name, spec in policy.providers.items()}
+    return policy.model_copy(update={"providers": providers, "state": state or StateSpec()})
+
+
+def _pinned(spec: ProviderSpec, endpoints: Endpoints) -> ProviderSpec:
+    update: dict[str, object] = {
+        "base_url": endpoints.root if spec.type in _ROOT_WIRES else f"{endpoints.root}/v1"
+    }
+    if spec.type == "bedrock":
+        # Fake credentials also keep boto3 from looking for real ones (files, instance metadata).
+        update |= {
+            "aws_access_key_id": SecretStr("chaos"),
+            "aws_secret_access_key": SecretStr("chaos"),
+            "aws_session_token": None,
+        }
+    elif spec.api_keys:
+        update["api_keys"] = [SecretStr(f"chaos-{index}") for index in range(len(spec.api_keys))]
+    else:
+        update["api_key"] = SecretStr("chaos")
+    return spec.model_copy(update=update)
+
+
+def install_faults(upstream: FakeUpstream, rules: Iterable[FaultRule], origin: float) -> None:
+    """Schedule `rules` (times from the start of the load) on the upstream, the load starting at
+    `origin` (monotonic)."""
+    offset = origin - Endpoints.of(upstream).started
+    for rule in rules:
+        upstream.add_fault(
+            rule.model,
+            rule.fault,
+            times=rule.times,
+            after=rule.after,
+            start=offset + (rule.start or 0.0),
+            end=None if rule.end is None else offset + rule.end,
+            probability=rule.probability,
+        )
+
+
+def upstream_calls(upstream: FakeUpstream, origin: float) -> list[UpstreamCall]:
+    """Every chat request the upstream received (probes of its model listing left out), timed from
+    `origin`."""
+    offset = origin - Endpoints.of(upstream).started
+    return [
+        UpstreamCall(record.at - offset, record.model, record.fault, record.status)
+        for record in upstream.log
+        if record.method == "POST"
+    ]
