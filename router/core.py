@@ -11,6 +11,7 @@ import secrets
 import signal
 import socket
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import aclosing
@@ -23,6 +24,7 @@ from router.errors import ErrorKind, PolicyError, PolicyIssue, ProviderError, Ro
 from router.events import Event, ReloadEvent
 from router.fleet import Fleet, SharedBuckets
 from router.health import HealthChecker
+from router.logs import register_secrets
 from router.policy.compile import TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
 from router.policy.model import Policy, ProviderSpec, StateSpec
@@ -112,6 +114,7 @@ class Router:
         Requests in flight finish on the plan they started with.
         """
         plan = compile_plan(policy, self.source)
+        register_secrets(_secrets_of(policy))
         old = self._policy
         if old is not None and policy.state != old.state:
             issue = PolicyIssue(self.source, 0, 0, "state", "changing the state section needs a restart")
@@ -434,6 +437,18 @@ class Router:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _secrets_of(policy: Policy) -> list[str]:
+    """Every secret value in the policy, for the log filter (`router.logs`)."""
+    values = [key for spec in policy.providers.values() for key in spec.api_key_values()]
+    for spec in policy.providers.values():
+        for secret in (spec.aws_access_key_id, spec.aws_secret_access_key, spec.aws_session_token):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+    url = policy.state.url.get_secret_value() if policy.state.url else ""
+    password = urllib.parse.urlsplit(url).password if url else None
+    return [*values, *([password] if password else [])]
 
 
 def _make_store(spec: StateSpec, worker: str, clock: Clock) -> StateStore:

@@ -167,7 +167,7 @@ class ProviderSpec(_Spec):
             raise ValueError("give api_key or api_keys, not both")
         return self
 
-    def keys(self) -> list[str]:
+    def api_key_values(self) -> list[str]:
         """The configured API keys, in pool order (empty: the provider's default or none)."""
         if self.api_keys:
             return [key.get_secret_value() for key in self.api_keys]

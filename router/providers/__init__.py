@@ -20,7 +20,7 @@ def build_provider(
 
     Missing credentials fail here, at load time, naming the variable to set.
     """
-    keys = spec.keys()
+    keys = spec.api_key_values()
     variable = KEY_VARIABLES.get(spec.type)
     if not keys and variable:
         if not environ.get(variable):

@@ -18,7 +18,7 @@ from router.state.base import BreakerRecord, HealthRecord, StateStore
 
 __all__ = ["MemoryStore"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("router")
 
 BREAKER_STATES = frozenset({"closed", "open", "half-open"})
 

@@ -53,7 +53,7 @@ from router.state.memory import BREAKER_STATES
 
 __all__ = ["RedisStore"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("router")
 
 T = TypeVar("T")
 

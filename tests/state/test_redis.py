@@ -190,7 +190,7 @@ async def test_every_key_lives_under_the_namespace(
 async def test_an_unreachable_redis_fails_every_call_fast_and_logs_once(
     redis_store: MakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="router.state")
+    caplog.set_level(logging.INFO, logger="router")
     store = redis_store("w1", url=f"redis://:hunter2secret@127.0.0.1:{_free_port()}/0")
     started = time.perf_counter()
     await store.start(lambda r: None)
@@ -241,7 +241,7 @@ async def test_a_redis_that_never_answers_times_out(redis_store: MakeStore) -> N
 async def test_the_listener_survives_a_redis_restart(
     dedicated_redis: DedicatedRedis, redis_store: MakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="router.state")
+    caplog.set_level(logging.INFO, logger="router")
     # No periodic reconcile during the test: what arrives comes by pub/sub or by the
     # reconcile that follows a reconnect.
     listener = redis_store("w1", url=dedicated_redis.url, ns="ns", reconcile_interval=60)
@@ -300,7 +300,7 @@ def test_the_package_exports() -> None:
 async def test_a_subscription_that_went_silent_is_replaced(
     redis_store: MakeStore, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="router.state")
+    caplog.set_level(logging.INFO, logger="router")
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     async with FreezingProxy(port) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}/0"
@@ -321,7 +321,7 @@ async def test_a_subscription_that_went_silent_is_replaced(
 async def test_a_subscription_that_stops_answering_ping_is_replaced(
     redis_store: MakeStore, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="router.state")
+    caplog.set_level(logging.INFO, logger="router")
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     async with FreezingProxy(port) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}/0"
