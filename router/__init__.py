@@ -10,6 +10,7 @@ from router.clock import Clock, SystemClock
 from router.core import Router
 from router.errors import (
     AllTargetsFailed,
+    BudgetExceeded,
     ErrorKind,
     PolicyError,
     PolicyIssue,
@@ -28,6 +29,7 @@ from router.state.memory import MemoryStore
 __all__ = [
     "AllTargetsFailed",
     "Attempt",
+    "BudgetExceeded",
     "BreakerTransition",
     "Call",
     "Chunk",

@@ -18,6 +18,7 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from router.budgets import Budgets
 from router.clock import Clock, SystemClock
 from router.engine import Engine
 from router.errors import ErrorKind, PolicyError, PolicyIssue, ProviderError, RouterError
@@ -91,6 +92,7 @@ class Router:
         self._runtimes: dict[str, TargetRuntime] = {}
         self._retired: list[Provider] = []
         self._health: HealthChecker | None = None
+        self._budgets = Budgets(self.store)
         self._install(policy)
         if policy.health.enabled:
             self._health = HealthChecker(
@@ -138,7 +140,13 @@ class Router:
         same_budget = old is not None and old.retry_budget == policy.retry_budget
         budget = self._retry_budget if same_budget else None
         engine = Engine(
-            plan, runtimes, clock=self._clock, rng=self._rng, emit=self._emit, retry_budget=budget
+            plan,
+            runtimes,
+            clock=self._clock,
+            rng=self._rng,
+            emit=self._emit,
+            retry_budget=budget,
+            budgets=self._budgets,
         )
         self._retry_budget = engine.retry_budget
         # The swap: plain assignments, so a request sees either the old plan or the new one.

@@ -16,12 +16,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from router.budgets import Budgets, Reservation
 from router.clock import Clock
 from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
 from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
-from router.policy.compile import Plan, RoutePlan
+from router.policy.compile import Plan, RoutePlan, TargetPlan
 from router.providers.base import Call, Chunk
 from router.resilience.backoff import backoff_delay
+from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
 from router.results import Attempt, Completion, Outcome, ToolCall, Usage
 from router.selection import Request, TargetRuntime, order_candidates, over_budget, unavailable
@@ -36,6 +38,37 @@ _NEVER_RETRIED = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_FILTER, 
 _NOT_BREAKER_FAILURES = _NEVER_RETRIED
 
 _T = TypeVar("_T")
+
+
+class _Ticket:
+    """What one call holds: a limiter slot and the budgets' reserved dollars, given back by `settle`."""
+
+    __slots__ = ("budgets", "limiter", "reservation", "target", "tokens")
+
+    def __init__(
+        self,
+        limiter: Limiter | None,
+        tokens: int,
+        budgets: Budgets | None = None,
+        reservation: Reservation | None = None,
+        target: TargetPlan | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.tokens = tokens
+        self.budgets = budgets
+        self.reservation = reservation
+        self.target = target
+
+    def settle(self, usage: Usage | None) -> None:
+        """The call is over; `usage` (None: it failed) corrects the estimates."""
+        if self.limiter is not None:
+            self.limiter.release(self.tokens, usage.total_tokens if usage else None)
+        if self.budgets is not None and self.reservation is not None and self.target is not None:
+            cost = self.target.cost(usage.input_tokens, usage.output_tokens) if usage else 0.0
+            self.budgets.settle(self.reservation, cost)
+
+
+_FREE = _Ticket(None, 0)  # a call on a target with no limiter and no budget
 
 
 @dataclass(slots=True)
@@ -62,6 +95,7 @@ class _OpenStream:
     usage: Usage | None = None
     ended: bool = False
     received: list[str] = field(default_factory=list)
+    ticket: _Ticket = field(default_factory=lambda: _FREE)
     tool_calls: tuple[ToolCall, ...] = ()
 
     def answer(self) -> _Answer:
@@ -89,11 +123,13 @@ class Engine:
         rng: random.Random,
         emit: Callable[[Event], None] | None = None,
         retry_budget: RetryBudget | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.plan = plan
         self.clock = clock
         self.rng = rng
         self.emit = emit
+        self._budgets = budgets
         budget = plan.retry_budget
         self.retry_budget = retry_budget or RetryBudget(
             ratio=budget.ratio, min_retries=budget.min_retries, window=budget.window, clock=clock
@@ -102,6 +138,11 @@ class Engine:
             name: _Route(route, tuple(runtimes[target.name] for target in route.targets))
             for name, route in plan.routes.items()
         }
+
+    @property
+    def budgets(self) -> Budgets:
+        assert self._budgets is not None  # a plan with budgets gets a Budgets (see Router)
+        return self._budgets
 
     def knows(self, route: str) -> bool:
         return route in self._routes
@@ -248,8 +289,6 @@ class _Run:
     ) -> _T | None:
         clock = self.engine.clock
         breaker = runtime.breaker
-        limiter = runtime.limiter
-        tokens = self.request.input_tokens + self.request.output_estimate
         tries = 0
         while True:
             if not breaker.admit():
@@ -259,17 +298,17 @@ class _Run:
                 breaker.release()
                 self._skip(runtime, Outcome.DEADLINE)
                 return None
-            if limiter is not None and not await limiter.acquire(tokens, self.deadline):
+            ticket = await self._admit(runtime)
+            if isinstance(ticket, str):
                 breaker.release()
-                self._skip(runtime, Outcome.LIMITED)
+                self._skip(runtime, ticket)
                 return None
             tries += 1
             started = clock.monotonic()
             try:
                 value = await invoke(runtime, started)
             except ProviderError as error:
-                if limiter is not None:
-                    limiter.release(tokens, None)
+                ticket.settle(None)
                 if not error.target:
                     error.target = runtime.plan.name
                 self._failed(runtime, error, started)
@@ -295,21 +334,48 @@ class _Run:
                 error.attempts = tuple(self.trail)
                 raise
             except BaseException:
-                if limiter is not None:
-                    limiter.release(tokens, None)
+                ticket.settle(None)
                 breaker.release()
                 self._record(runtime, Outcome.CANCELLED, started, "cancelled")
                 raise
             if isinstance(value, _OpenStream):
+                value.ticket = ticket
                 return value  # its outcome is recorded when the caller has read it to the end
-            if limiter is not None:
-                limiter.release(tokens, _total_tokens(value))
+            assert isinstance(value, _Answer)
+            ticket.settle(value.usage)
             breaker.record_success()
             now = clock.monotonic()
             runtime.observe(now - started)
             runtime.outcome(True, now)
             self._record(runtime, Outcome.OK, started)
             return value
+
+    async def _admit(self, runtime: TargetRuntime) -> _Ticket | str:
+        """Take the limiter's slot and the budgets' dollars for one call, or say why not (an outcome)."""
+        limiter = runtime.limiter
+        budgets = self.route.budgets
+        if limiter is None and not budgets:
+            return _FREE
+        request = self.request
+        tokens = request.input_tokens + request.output_estimate
+        if limiter is not None and not await limiter.acquire(tokens, self.deadline):
+            return Outcome.LIMITED
+        reservation = None
+        if budgets:
+            estimate = runtime.plan.cost(request.input_tokens, request.output_estimate)
+            try:
+                reservation = await self.engine.budgets.reserve(self.route, runtime.plan, estimate)
+            except BaseException:
+                if limiter is not None:
+                    limiter.release(tokens, None)
+                raise
+            if reservation is None:
+                if limiter is not None:
+                    limiter.release(tokens, None)
+                return Outcome.OVER_BUDGET
+        return _Ticket(
+            limiter, tokens, self.engine.budgets if reservation else None, reservation, runtime.plan
+        )
 
     def _handed_over(self, error: ProviderError) -> bool:
         """Did the caller ask to get a broken stream's partial text rather than a restart elsewhere?"""
@@ -517,18 +583,14 @@ class _Run:
             await _close(chunks)
             if record:  # the caller walked away (or was cancelled): no verdict on the target
                 runtime = opened.runtime
-                if runtime.limiter is not None:
-                    runtime.limiter.release(self.request.input_tokens + self.request.output_estimate, None)
+                opened.ticket.settle(None)
                 runtime.breaker.release()
                 self._record(runtime, Outcome.CANCELLED, opened.started, "cancelled")
             raise
 
     def _end_stream_attempt(self, opened: _OpenStream, error: ProviderError | None) -> None:
         runtime = opened.runtime
-        limiter = runtime.limiter
-        tokens = self.request.input_tokens + self.request.output_estimate
-        if limiter is not None:
-            limiter.release(tokens, opened.usage.total_tokens if opened.usage else None)
+        opened.ticket.settle(opened.usage)
         if error is None:
             runtime.breaker.record_success()
             now = self.engine.clock.monotonic()
@@ -563,10 +625,6 @@ class _Run:
 def _broken(opened: _OpenStream, message: str) -> StreamBroken:
     plan = opened.runtime.plan
     return StreamBroken(message, received="".join(opened.received), provider=plan.provider, target=plan.name)
-
-
-def _total_tokens(value: object) -> int | None:
-    return value.usage.total_tokens if isinstance(value, _Answer) else None
 
 
 def _adapter_failure(runtime: TargetRuntime, error: Exception) -> ProviderError:

@@ -4,7 +4,8 @@
     ├── PolicyError          a policy file that does not load, validate or compile
     ├── ProviderError        one provider call failed; `kind` says how
     │   └── StreamBroken     a stream failed after output began; carries what was received
-    └── AllTargetsFailed     no candidate answered; carries the attempt trail
+    ├── AllTargetsFailed     no candidate answered; carries the attempt trail
+    └── BudgetExceeded       a budget whose policy says `when_spent: raise` is spent
 
 Messages never contain secrets: provider errors are summarised from status and kind, and
 policy errors name variables and fields, never their values.
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AllTargetsFailed",
+    "BudgetExceeded",
     "ErrorKind",
     "PolicyError",
     "PolicyIssue",
@@ -127,3 +129,12 @@ class AllTargetsFailed(RouterError):
         trail = "; ".join(f"{a.target}: {a.outcome}" for a in self.attempts) or "no candidate fits"
         suffix = f" ({reason})" if reason else ""
         super().__init__(f"route {route!r}: all targets failed{suffix}: {trail}")
+
+
+class BudgetExceeded(RouterError):
+    """The named budget is spent and its policy says to refuse rather than shift traffic."""
+
+    def __init__(self, budget: str, route: str, usd: float, per: str) -> None:
+        self.budget = budget
+        self.route = route
+        super().__init__(f"route {route!r}: budget {budget!r} (${usd:g} per {per}) is spent")

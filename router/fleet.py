@@ -118,17 +118,15 @@ class Fleet:
 
     def settle_probe(self, breaker: Breaker, success: bool) -> None:
         spec = self._specs[breaker.name]
-        self.spawn(
-            self.call(
-                self.store.transition(
-                    breaker.name,
-                    expect_generation=breaker.generation,
-                    state="closed" if success else OPEN,
-                    reset_timeout=spec.reset_timeout,
-                    max_reset_timeout=spec.max_reset_timeout,
-                )
-            )
+        verdict = self.store.transition(
+            breaker.name,
+            expect_generation=breaker.generation,
+            state="closed" if success else OPEN,
+            reset_timeout=spec.reset_timeout,
+            max_reset_timeout=spec.max_reset_timeout,
         )
+        # If the fleet cannot hear the verdict, this worker's breaker decides alone from here.
+        self.spawn(self.call(verdict, on_unavailable=breaker.release))
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -152,6 +150,15 @@ class Fleet:
         if self.connected:
             self.connected = False
             logger.warning("shared state unreachable: this worker carries on with its local breakers")
+            self.spawn(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Knock until the store answers again (breakers stop asking it while it is away)."""
+        delay = 0.1
+        while not self.connected:
+            await self._clock.sleep(delay)
+            await self.call(self.store.breakers())
+            delay = min(delay * 2, 5.0)
 
     def _back(self) -> None:
         if not self.connected:

@@ -21,7 +21,7 @@ routes:
 def test_public_names_are_exactly_the_documented_ones():
     assert sorted(router.__all__) == sorted(
         [
-            "AllTargetsFailed", "Attempt", "BreakerTransition", "Call", "Chunk", "Clock", "Completion",
+            "AllTargetsFailed", "Attempt", "BudgetExceeded", "BreakerTransition", "Call", "Chunk", "Clock", "Completion",
             "ErrorKind", "MemoryStore", "Outcome", "Policy", "PolicyError", "PolicyIssue", "Provider",
             "ProviderError", "Reply", "Router", "RouterError", "StateStore", "StreamBroken", "SystemClock",
             "TargetStatus", "ToolCall", "Usage", "load_policy", "parse_policy", "policy_json_schema",

@@ -13,7 +13,7 @@ from router.errors import ErrorKind, PolicyError, PolicyIssue
 from router.policy.loader import reference_problems
 from router.policy.model import Policy, ProviderSpec, RetryBudgetSpec, RouteSpec, TargetRef
 
-__all__ = ["Plan", "RoutePlan", "TargetPlan", "compile_plan", "single_target_route"]
+__all__ = ["BudgetPlan", "Plan", "RoutePlan", "TargetPlan", "compile_plan", "single_target_route"]
 
 _PER_MILLION = 1e-6
 
@@ -33,6 +33,21 @@ class TargetPlan:
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return input_tokens * self.input_price + output_tokens * self.output_price
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPlan:
+    """A budget as a token bucket of dollars: `usd` of capacity, refilled over `period` seconds."""
+
+    name: str
+    usd: float
+    period: float
+    per: str
+    raise_when_spent: bool
+    tiers: frozenset[str]  # the tiers of the route's targets it covers
+
+    def covers(self, target: TargetPlan) -> bool:
+        return target.tier in self.tiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,7 @@ class RoutePlan:
     failback_probes: int = 2
     failback_for: float = 0.0
     failback_ramp: float = 60.0
+    budgets: tuple[BudgetPlan, ...] = ()
 
     @property
     def stream_upstream(self) -> bool:
@@ -93,7 +109,7 @@ def compile_plan(policy: Policy, source: str = "<policy>") -> Plan:
         )
         for name, spec in policy.targets.items()
     }
-    routes = {name: _route(name, route, targets) for name, route in policy.routes.items()}
+    routes = {name: _route(name, route, targets, policy) for name, route in policy.routes.items()}
     for alias, name in policy.aliases.items():
         # A target's alias routes to that target alone, with the default route settings.
         routes[alias] = routes[name] if name in policy.routes else single_target_route(alias, targets[name])
@@ -110,12 +126,34 @@ def single_target_route(name: str, target: TargetPlan) -> RoutePlan:
     return _route(name, RouteSpec(targets=[target.name]), {target.name: target})
 
 
-def _route(name: str, route: RouteSpec, targets: Mapping[str, TargetPlan]) -> RoutePlan:
+def _budgets(name: str, chain: tuple[TargetPlan, ...], policy: Policy | None) -> tuple[BudgetPlan, ...]:
+    if policy is None:
+        return ()
+    tiers = {target.tier for target in chain}
+    # A route's budget spares its cheapest tier: that is where its traffic shifts when it is spent.
+    cheapest = min(chain, key=lambda t: t.input_price + t.output_price).tier
+    plans = []
+    for budget_name, spec in policy.budgets.items():
+        if spec.route == name:
+            covered = frozenset(tiers) if spec.when_spent == "raise" else frozenset(tiers - {cheapest})
+        elif spec.tier in tiers:
+            covered = frozenset({spec.tier})
+        else:
+            continue
+        period = 3600.0 if spec.per == "hour" else 86400.0
+        plans.append(BudgetPlan(budget_name, spec.usd, period, spec.per, spec.when_spent == "raise", covered))
+    return tuple(plans)
+
+
+def _route(
+    name: str, route: RouteSpec, targets: Mapping[str, TargetPlan], policy: Policy | None = None
+) -> RoutePlan:
     refs = [entry if isinstance(entry, TargetRef) else TargetRef(target=entry) for entry in route.targets]
+    chain = tuple(targets[ref.target] for ref in refs)
     budget, retry = route.latency_budget, route.retry
     return RoutePlan(
         name=name,
-        targets=tuple(targets[ref.target] for ref in refs),
+        targets=chain,
         weights=tuple(ref.weight for ref in refs),
         strategy=route.strategy,
         total=budget.total,
@@ -136,4 +174,5 @@ def _route(name: str, route: RouteSpec, targets: Mapping[str, TargetPlan]) -> Ro
         failback_probes=route.failback.healthy_probes,
         failback_for=route.failback.healthy_for,
         failback_ramp=route.failback.ramp,
+        budgets=_budgets(name, chain, policy),
     )

@@ -91,6 +91,18 @@ def reference_problems(policy: Policy) -> list[tuple[str, str]]:
             if name not in policy.targets:
                 where = dotted(path if isinstance(entry, str) else (*path, "target"))
                 problems.append((where, f"unknown target {name!r}{_known(name, policy.targets)}"))
+    tiers = {target.tier: None for target in policy.targets.values()}
+    for name, budget in policy.budgets.items():
+        if budget.route is not None and budget.route not in policy.routes:
+            message = f"unknown route {budget.route!r}{_known(budget.route, policy.routes)}"
+            problems.append((dotted(("budgets", name, "route")), message))
+        if budget.tier is not None and budget.tier not in tiers:
+            problems.append(
+                (
+                    dotted(("budgets", name, "tier")),
+                    f"no target is in tier {budget.tier!r}{_known(budget.tier, tiers)}",
+                )
+            )
     names = {**policy.routes, **policy.targets}
     for alias, name in policy.aliases.items():
         where = dotted(("aliases", alias))

@@ -25,6 +25,7 @@ from router.errors import ErrorKind
 
 __all__ = [
     "BreakerSpec",
+    "BudgetSpec",
     "Capabilities",
     "Duration",
     "FailbackSpec",
@@ -277,6 +278,26 @@ class HealthSpec(_Spec):
     )
 
 
+class BudgetSpec(_Spec):
+    """A spending limit, in USD per hour or per day, on one route or on one tier, for the whole fleet."""
+
+    route: str | None = None
+    tier: str | None = None
+    usd: float = Field(gt=0)
+    per: Literal["hour", "day"] = "hour"
+    when_spent: Literal["shift", "raise"] = Field(
+        "shift",
+        description="shift: skip the targets it covers (a route budget spares the route's cheapest tier), so "
+        "traffic moves to cheaper ones; raise: BudgetExceeded.",
+    )
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> BudgetSpec:
+        if (self.route is None) == (self.tier is None):
+            raise ValueError("a budget covers exactly one route or one tier")
+        return self
+
+
 class StateSpec(_Spec):
     backend: Literal["memory", "redis"] = "memory"
     url: SecretStr | None = Field(None, description="redis only, e.g. ${REDIS_URL}.")
@@ -300,6 +321,7 @@ class Policy(_Spec):
     providers: dict[str, ProviderSpec]
     targets: dict[str, TargetSpec]
     routes: dict[str, RouteSpec]
+    budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(
         default_factory=dict,
         description="Short names for routes or targets: `fast: chat`, `mini: gpt-4o-mini`.",

@@ -156,6 +156,8 @@ class Breaker:
         if fleet is not None and self.state == HALF_OPEN:
             self._successes += 1
             if self._successes >= self._success_threshold:
+                # Hold the permit until the fleet's verdict comes back (see `apply`).
+                self._probing = True
                 fleet.settle_probe(self, success=True)
             return
         self._call(_succeed)
@@ -166,6 +168,7 @@ class Breaker:
         if fleet is None:
             self._call(_fail, error)
         elif self.state == HALF_OPEN:
+            self._probing = True
             fleet.settle_probe(self, success=False)
         elif self.state == CLOSED:
             fleet.report_failure(self, error)  # the fleet counts over its window and trips for everyone
@@ -182,6 +185,7 @@ class Breaker:
         self.holder = holder
         self._trips = trips
         self._successes = 0
+        self._probing = False
         if state == self.state:
             if state == OPEN:
                 self.retry_at = self._clock.monotonic() + retry_in

@@ -38,7 +38,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -68,6 +68,7 @@ _SCRIPTS = (
     "adjust",
 )
 # Listener reconnect backoff: a doubling delay, jittered between half and all of it.
+_MAX_CONNECTIONS = 16  # per worker; enough for bursts of failure reports, cheap for Redis
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 2.0
 # Errors that mean "Redis did not answer" rather than "Redis refused".
@@ -131,7 +132,11 @@ class RedisStore:
             "client_name": "".join(c if "!" <= c <= "~" else "_" for c in f"router:{worker}"),
         }
         try:
-            self._redis: Redis = Redis.from_url(url, **options)
+            # A bounded pool: a burst of failures waits for a connection instead of opening one each.
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=_MAX_CONNECTIONS, timeout=socket_timeout, **options
+            )
+            self._redis: Redis = Redis(connection_pool=pool)
             self._listener_redis: Redis = Redis.from_url(url, **options)
         except ValueError:
             raise ValueError(f"not a Redis URL: {self._where}") from None
