@@ -29,8 +29,8 @@ from router.state.memory import MemoryStore
 __all__ = [
     "AllTargetsFailed",
     "Attempt",
-    "BudgetExceeded",
     "BreakerTransition",
+    "BudgetExceeded",
     "Call",
     "Chunk",
     "Clock",

@@ -33,7 +33,7 @@ def tiered_router(
 
 async def test_a_spent_tier_budget_shifts_traffic_to_the_next_tier():
     clock = FakeClock(auto_advance=False)
-    router, p1 = tiered_router(clock, {"premium-hourly": {"tier": "premium", "usd": 0.01, "per": "hour"}})
+    router, _ = tiered_router(clock, {"premium-hourly": {"tier": "premium", "usd": 0.01, "per": "hour"}})
     targets = [(await router.complete("chat", USER, max_tokens=100)).target for _ in range(6)]
     assert targets[:3] == ["a", "a", "a"] and targets[-1] == "b"
     result = await router.complete("chat", USER, max_tokens=100)
