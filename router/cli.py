@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+from typing import Any
 
 import click
 from rich.console import Console
@@ -16,8 +17,10 @@ from rich.table import Table
 
 from router.core import Router
 from router.errors import AllTargetsFailed, PolicyError, ProviderError, RouterError
+from router.policy.compile import compile_plan
 from router.policy.loader import load_policy, policy_json_schema
 from router.results import Completion, TargetStatus
+from router.traffic import RouteTraffic, expected_traffic
 
 __all__ = ["main"]
 
@@ -65,13 +68,42 @@ def validate(files: tuple[str, ...]) -> None:
     sys.exit(2 if failed else 0)
 
 
+_SIZE = [
+    click.option("--input-tokens", type=int, default=500, show_default=True, help="Request size for costs."),
+    click.option("--output-tokens", type=int, default=200, show_default=True),
+]
+
+
+def _size(command: Any) -> Any:
+    for option in reversed(_SIZE):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--route", "routes", multiple=True, help="Only this route (repeatable).")
-def explain(file: str, routes: tuple[str, ...]) -> None:
+@click.option("--traffic", is_flag=True, help="The expected traffic split and the cost per 1,000 requests.")
+@_size
+def explain(file: str, routes: tuple[str, ...], traffic: bool, input_tokens: int, output_tokens: int) -> None:
     """Show each route's candidates in the order a request would try them now."""
     router = _load_router(file)
     out = _console()
+    if traffic:
+
+        async def states() -> list[TargetStatus]:
+            async with router:
+                return await router.status()
+
+        down = [row.target for row in asyncio.run(states()) if row.breaker == "open" or row.drained
+                or row.health == "unhealthy"]  # fmt: skip
+        split = expected_traffic(
+            router.plan, input_tokens=input_tokens, output_tokens=output_tokens, unavailable=down
+        )
+        _print_traffic(
+            out, [t for t in split if not routes or t.route in routes], input_tokens, output_tokens
+        )
+        return
     for name in routes or tuple(router.plan.routes):
         if name not in router.plan.routes:
             click.echo(f"unknown route {name!r}; routes: {', '.join(router.plan.routes)}", err=True)
@@ -184,6 +216,62 @@ def models(file: str, providers: tuple[str, ...], timeout: float) -> None:
     sys.exit(1 if failed else 0)
 
 
+def _print_traffic(out: Console, split: list[RouteTraffic], input_tokens: int, output_tokens: int) -> None:
+    out.print(f"requests of {input_tokens} input and {output_tokens} output tokens")
+    for route in split:
+        table = Table(title=f"route {route.route}: ${route.cost_per_1000:.4f} / 1k requests")
+        table.add_column("target")
+        table.add_column("share", justify="right")
+        for target, share in sorted(route.shares.items(), key=lambda kv: -kv[1]):
+            table.add_row(target, f"{share:.0%}")
+        for target in route.unavailable:
+            table.add_row(target, "unavailable")
+        out.print(table)
+
+
+@main.command()
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@_size
+def diff(old: str, new: str, input_tokens: int, output_tokens: int) -> None:
+    """How traffic and the cost per 1,000 requests move from policy OLD to policy NEW."""
+    before = {t.route: t for t in _traffic_of(old, input_tokens, output_tokens)}
+    after = {t.route: t for t in _traffic_of(new, input_tokens, output_tokens)}
+    table = Table(title=f"{old} -> {new} (requests of {input_tokens} in / {output_tokens} out tokens)")
+    for column in (
+        "route",
+        "target",
+        "share before",
+        "share after",
+        "USD/1k before",
+        "USD/1k after",
+        "change",
+    ):
+        table.add_column(column)
+    for route in sorted(before.keys() | after.keys()):
+        was, now = before.get(route), after.get(route)
+        targets = sorted({*(was.shares if was else {}), *(now.shares if now else {})})
+        cost_was = was.cost_per_1000 if was else 0.0
+        cost_now = now.cost_per_1000 if now else 0.0
+        change = f"{(cost_now - cost_was) / cost_was:+.0%}" if cost_was else ("new" if now else "")
+        for index, target in enumerate(targets):
+            share_was = was.shares.get(target, 0.0) if was else 0.0
+            share_now = now.shares.get(target, 0.0) if now else 0.0
+            costs = (f"{cost_was:.4f}", f"{cost_now:.4f}", change) if index == 0 else ("", "", "")
+            table.add_row(route if index == 0 else "", target, f"{share_was:.0%}", f"{share_now:.0%}", *costs)
+    _console().print(table)
+
+
+def _traffic_of(path: str, input_tokens: int, output_tokens: int) -> list[RouteTraffic]:
+    try:
+        plan = compile_plan(load_policy(path), path)
+    except PolicyError as error:
+        for issue in error.issues:
+            click.echo(str(issue), err=True)
+        sys.exit(2)
+    return expected_traffic(plan, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
@@ -274,11 +362,90 @@ def schema() -> None:
 
 
 @main.command()
-def demo() -> None:
-    """Fail over around a scripted outage on a local fake upstream (no keys needed)."""
+@click.option(
+    "--duration", type=click.FloatRange(min=2.0), default=20.0, show_default=True, help="Seconds of traffic."
+)
+@click.option("--redis", metavar="URL", help="Share breakers and health between the workers through Redis.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Worker processes, each sending the whole load.",
+)
+def demo(duration: float, redis: str | None, workers: int) -> None:
+    """Fail over around a scripted outage on a local fake upstream, live (no keys, no Redis needed).
+
+    Exits 1 if any request was lost.
+    """
+    from router.chaos.network import forbid_remote_connections
     from router.demo import run_demo
 
-    sys.exit(1 if run_demo(_console()) else 0)
+    forbid_remote_connections()
+    try:
+        lost = run_demo(_console(), duration=duration, workers=workers, redis=redis)
+    except RouterError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    sys.exit(1 if lost else 0)
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option(
+    "--policy", "policy", type=click.Path(dir_okay=False), help="Run this policy instead of the inline one."
+)
+@click.option(
+    "--out",
+    default="chaos-results",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the JSON report and the PNG timeline go.",
+)
+@click.option(
+    "--compare",
+    type=click.Choice(["litellm"]),
+    multiple=True,
+    help="Run the same scenario through another router too (litellm: the bench extra).",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1, max=64), help="Worker processes (default: the scenario's)."
+)
+@click.option(
+    "--redis", metavar="URL", help="Workers share state through this Redis (default: the scenario's)."
+)
+def chaos(
+    scenario: str,
+    policy: str | None,
+    out: str,
+    compare: tuple[str, ...],
+    workers: int | None,
+    redis: str | None,
+) -> None:
+    """Run a chaos SCENARIO against a fake upstream: success, latency, detection, failback, cost.
+
+    Writes OUT/NAME.json and OUT/NAME.png. Exits 1 if the router lost a request, 2 if the
+    scenario (or its policy) is wrong.
+    """
+    from router.chaos import load_scenario, run_chaos
+    from router.chaos.network import forbid_remote_connections
+
+    try:
+        loaded = load_scenario(scenario, policy_path=policy)
+    except PolicyError as error:
+        for issue in error.issues:
+            click.echo(str(issue), err=True)
+        sys.exit(2)
+    except OSError as error:
+        click.echo(f"{error.filename}: cannot read: {error.strerror}", err=True)
+        sys.exit(2)
+    forbid_remote_connections()
+    try:
+        result = run_chaos(loaded, out, compare=compare, workers=workers, redis=redis, console=_console())
+    except RouterError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    sys.exit(1 if result.lost else 0)
 
 
 @main.command("fake-upstream")
