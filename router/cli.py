@@ -1,4 +1,5 @@
-"""The `router` command: validate, explain, complete, schema, demo, fake-upstream.
+"""The `router` command: validate, explain, diff, complete, models, status, drain, restore, health,
+chaos, demo, schema, fake-upstream.
 
 Exit codes: 0 success, 1 a request failed, 2 a policy (or the command line) is wrong.
 """

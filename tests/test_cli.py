@@ -130,7 +130,7 @@ def test_fake_upstream_and_complete_as_processes(tmp_path):
 
 
 def test_demo_loses_no_request():
-    result = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["demo"])
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["demo", "--duration", "4"])
     assert result.exit_code == 0, result.output
     assert "requests lost: 0" in result.output
     assert "closed -> open" in result.output and "half-open -> closed" in result.output

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any, get_args, get_origin
@@ -70,7 +71,9 @@ class FaultSpec(_Spec):
 class LoadSpec(_Spec):
     route: str = "chat"
     rate: float | None = Field(None, gt=0, description="Requests per second per worker (open loop).")
-    concurrency: int | None = Field(None, ge=1, description="Or: requests in flight at all times, per worker.")
+    concurrency: int | None = Field(
+        None, ge=1, description="Or: requests in flight at all times, per worker."
+    )
     stream: bool = False
     max_tokens: int = Field(32, ge=1)
     prompt: str = "Say hello."
@@ -91,12 +94,14 @@ class ScenarioSpec(_Spec):
     load: LoadSpec
     workers: int = Field(1, ge=1, le=64, description="Worker processes, each sending the whole load.")
     redis: str | None = Field(None, description="Redis URL the workers share state through; ${VAR} allowed.")
-    primary: str | None = Field(None, description="The target whose outages are timed; default: the route's first.")
+    primary: str | None = Field(
+        None, description="The target whose outages are timed; default: the route's first."
+    )
     faults: list[FaultSpec] = Field(default_factory=list)
     policy: dict[str, Any] | None = Field(None, description="The policy under test (or --policy FILE).")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Window:
     """`[start, end)` in seconds from the start of the load."""
 
@@ -159,28 +164,24 @@ class Scenario:
         return _route_targets(self.policy, self.load.route)
 
 
-class _ChaosEnv(Mapping[str, str]):
-    """The environment a chaos policy is read in: a variable that is not set reads as a placeholder.
+# A reference without a default: `${NAME}` (an escaped `$${NAME}` matches too, harmlessly).
+_BARE_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def chaos_env(policy_text: str) -> Mapping[str, str]:
+    """The environment a chaos policy is read in: a variable it needs that is not set reads "chaos".
 
     Credentials and URLs are replaced when the policy is pinned to the fake upstream, so a
-    production policy that takes its key from `${OPENAI_API_KEY}` runs without one.
+    production policy that takes its key from `${OPENAI_API_KEY}` runs without one;
+    `${NAME:-default}` keeps its default.
     """
-
-    def __getitem__(self, name: str) -> str:
-        return os.environ.get(name) or "chaos"
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(os.environ)
-
-    def __len__(self) -> int:
-        return len(os.environ)
+    missing = {name: "chaos" for name in _BARE_REFERENCE.findall(policy_text) if not os.environ.get(name)}
+    return {**os.environ, **missing}
 
 
-def chaos_env() -> Mapping[str, str]:
-    return _ChaosEnv()
-
-
-def load_scenario(path: str | os.PathLike[str], *, policy_path: str | os.PathLike[str] | None = None) -> Scenario:
+def load_scenario(
+    path: str | os.PathLike[str], *, policy_path: str | os.PathLike[str] | None = None
+) -> Scenario:
     """Read and validate a scenario file; `policy_path` replaces its inline policy."""
     with open(path, encoding="utf-8") as file:
         text = file.read()
@@ -191,7 +192,9 @@ def load_scenario(path: str | os.PathLike[str], *, policy_path: str | os.PathLik
     return parse_scenario(text, os.fspath(path), policy=policy)
 
 
-def parse_scenario(text: str, filename: str = "<scenario>", *, policy: tuple[str, str] | None = None) -> Scenario:
+def parse_scenario(
+    text: str, filename: str = "<scenario>", *, policy: tuple[str, str] | None = None
+) -> Scenario:
     """Validate a scenario given as YAML; `policy` is (text, filename) of a policy replacing the inline one.
 
     Raises `PolicyError` whose issues name file:line:column and the field, for every problem found.
@@ -212,9 +215,9 @@ def parse_scenario(text: str, filename: str = "<scenario>", *, policy: tuple[str
         policy_text, inline = _inline_policy(text), True
     elif source.data.get("policy") is None:
         issues.append(_at(source, filename, (), "no policy: write one under 'policy:' or give --policy FILE"))
-    if policy_text:
+    if policy is not None or inline:
         try:
-            parsed = parse_policy(policy_text, policy_file, env=chaos_env())
+            parsed = parse_policy(policy_text, policy_file, env=chaos_env(policy_text))
         except PolicyError as error:
             issues += [_under_policy(issue) if inline else issue for issue in error.issues]
 
@@ -224,12 +227,16 @@ def parse_scenario(text: str, filename: str = "<scenario>", *, policy: tuple[str
         issues += [_at(source, filename, path, message) for path, message in problems]
     if spec is not None and parsed is not None:
         issues += [_at(source, filename, path, message) for path, message in _references(spec, parsed)]
+    redis = interpolate(spec.redis, os.environ) if spec is not None and spec.redis else None
+    if redis is not None:
+        issues += [_at(source, filename, ("redis",), problem) for problem in redis.problems]
     if issues:
-        raise PolicyError(sorted(set(issues), key=lambda issue: (issue.file, issue.line, issue.column, issue.path)))
+        raise PolicyError(
+            sorted(set(issues), key=lambda issue: (issue.file, issue.line, issue.column, issue.path))
+        )
     assert spec is not None and parsed is not None
     targets = _route_targets(parsed, spec.load.route)
     primary = spec.primary or targets[0]
-    redis = interpolate(spec.redis, os.environ).text if spec.redis else None
     load = spec.load
     return Scenario(
         name=spec.name or FilePath(filename).stem,
@@ -241,7 +248,7 @@ def parse_scenario(text: str, filename: str = "<scenario>", *, policy: tuple[str
         primary=primary,
         primary_model=parsed.targets[primary].model,
         workers=spec.workers,
-        redis=redis or None,
+        redis=(redis.text or None) if redis is not None else None,
         policy=parsed,
         policy_text=policy_text,
         policy_file=policy_file,
@@ -259,7 +266,9 @@ def _read(text: str, filename: str) -> Source:
         [issue] = error.issues
         if issue.message.startswith(("the policy is empty", "the top level is not a mapping")):
             what = "the scenario is empty" if "empty" in issue.message else "the top level is not a mapping"
-            raise PolicyError([PolicyIssue(filename, issue.line, issue.column, "", f"{what}; {_SHAPE}")]) from None
+            raise PolicyError(
+                [PolicyIssue(filename, issue.line, issue.column, "", f"{what}; {_SHAPE}")]
+            ) from None
         raise
 
 
@@ -284,8 +293,11 @@ def _inline_policy(text: str) -> str:
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     assert isinstance(root, yaml.MappingNode)
     node = next(value for key, value in reversed(root.value) if key.value == "policy")
-    start, end = node.start_mark, node.end_mark
-    return "\n" * start.line + " " * start.column + text[start.index : end.index]
+    line: int = node.start_mark.line
+    column: int = node.start_mark.column
+    start: int = node.start_mark.index
+    end: int = node.end_mark.index
+    return "\n" * line + " " * column + text[start:end]
 
 
 def _under_policy(issue: PolicyIssue) -> PolicyIssue:
@@ -327,7 +339,9 @@ def _rules(spec: ScenarioSpec, policy: Policy | None) -> tuple[list[FaultRule], 
         scoped = (rule.times, rule.after, rule.probability) != (None, 0, 1.0)
         outage = rule.end is not None and rule.start is None
         if scoped or (rule.start is not None):
-            problems.append(((*path, "fault"), "write times, after, start, end and probability as keys of the entry"))
+            problems.append(
+                ((*path, "fault"), "write times, after, start, end and probability as keys of the entry")
+            )
             continue
         start, end = entry.start, entry.end
         if outage:
@@ -378,7 +392,11 @@ def _issue(detail: ErrorDetails, source: Source, filename: str) -> PolicyIssue:
     if kind == "extra_forbidden" and model is not None:
         key = str(path[-1])
         close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(model.model_fields)}"
+        hint = (
+            f"; did you mean {close[0]!r}?"
+            if close
+            else f"; expected one of: {', '.join(model.model_fields)}"
+        )
         where = source.keys.get(path) or _nearest(source, path)
         return PolicyIssue(filename, where.line, where.column, dotted(path), f"unknown key {key!r}{hint}")
     if kind == "missing":
@@ -437,7 +455,8 @@ def _nearest(source: Source, path: Path) -> Location:
     return source.values[path]
 
 
-def _at(source: Source, filename: str, path: Path, message: str, where: Location | None = None) -> PolicyIssue:
+def _at(
+    source: Source, filename: str, path: Path, message: str, where: Location | None = None
+) -> PolicyIssue:
     where = where or _nearest(source, path)
     return PolicyIssue(filename, where.line, where.column, dotted(path), message)
-

@@ -136,8 +136,9 @@ class ProviderSpec(_Spec):
     connect_timeout: Duration = 5.0
     transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
-        description="HTTP client under the openai/anthropic SDK: aiohttp (about 2x the calls/s at high "
-        "concurrency) or httpx, the SDK's own httpx2 transport. Ignored by bedrock.",
+        description="HTTP transport under the openai/anthropic SDK: aiohttp (about 1.4x the calls/s at "
+        "high concurrency) or httpx, the SDK's own (also used when the environment sets a proxy). "
+        "Ignored by bedrock.",
     )
     limits: LimitsSpec = LimitsSpec()
     breaker: BreakerSpec = BreakerSpec()

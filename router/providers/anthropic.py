@@ -49,6 +49,7 @@ from router.providers._translate import (
     read_tools,
 )
 from router.providers.base import Call, Chunk, Reply
+from router.providers.transport import sdk_http_client
 from router.results import ToolCall, Usage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
@@ -118,6 +119,7 @@ class AnthropicProvider:
             default_headers=spec.headers or None,
             max_retries=0,
             timeout=httpx2.Timeout(60.0, connect=spec.connect_timeout),
+            http_client=sdk_http_client(spec.transport),  # None: the SDK's own (see transport.py)
         )
         client = self._client
         self._has_credentials = bool(client.api_key or client.auth_token or client.credentials)

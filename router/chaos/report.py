@@ -1,0 +1,223 @@
+"""A chaos run's figures, computed from its `Recording` alone (and so checkable by hand).
+
+Definitions (times in seconds from the start of the load):
+
+- a request is *lost* when nobody answered it whole: it raised, its answer was not the whole
+  reply (`wrong_answer`), or it was still unanswered when the run ended (`unfinished`);
+- latency percentiles are nearest-rank, over the requests that succeeded;
+- an *incident* is a window in which every call to the primary fails (from the scenario);
+  *time to detect* is from its start to the start of the first request, begun within the
+  window, that sent nothing to the primary; *time to fail back* is from its end to the start
+  of the first request, begun after it, that the primary answered (measured only when the
+  incident was detected). The headline figures are the worst over the incidents;
+- *upstream calls* are what the fake upstream received, by model and by the fault it injected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from router.chaos.recording import Recording, TransitionEvent
+
+__all__ = ["IncidentReport", "Latency", "Report", "Timeline", "build_report", "percentile"]
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Seconds, over the requests that succeeded."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentReport:
+    start: float
+    end: float
+    detected_at: float | None
+    time_to_detect: float | None
+    failed_back_at: float | None
+    time_to_fail_back: float | None
+    primary_calls: int  # calls the primary's model received within the window
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """Counts per bin of `bin` seconds, the first starting at 0: requests by their start, by who
+    answered them (`served`, plus `lost`), and upstream calls by model."""
+
+    bin: float
+    served: dict[str, list[int]]
+    lost: list[int]
+    upstream: dict[str, list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    contender: str
+    scenario: str
+    duration: float
+    workers: int
+    requests: int
+    succeeded: int
+    lost: int
+    success_rate: float
+    throughput: float  # requests per second of load
+    errors: dict[str, int]  # how the lost requests ended
+    attempts: dict[str, dict[str, int]]  # target -> attempt outcome -> count, from the trails
+    latency: Latency | None
+    served_by: dict[str, int]
+    upstream_calls: dict[str, int]  # model -> calls received
+    upstream_faults: dict[str, dict[str, int]]  # model -> injected fault (or "ok") -> calls
+    primary: str
+    primary_model: str
+    incidents: tuple[IncidentReport, ...]
+    time_to_detect: float | None
+    time_to_fail_back: float | None
+    undetected: int  # incidents during which the primary was never skipped
+    primary_calls_during_incidents: int
+    cost_usd: float
+    transitions: tuple[TransitionEvent, ...]
+    timeline: Timeline
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data: seconds as `_s` fields, latency in milliseconds."""
+        data = asdict(self)
+        latency = data.pop("latency")
+        data["latency_ms"] = None if latency is None else {k: round(v * 1000, 3) for k, v in latency.items()}
+        for key in ("duration", "time_to_detect", "time_to_fail_back"):
+            data[f"{key}_s"] = _round(data.pop(key))
+        data["incidents"] = [
+            {f"{k}_s" if k != "primary_calls" else k: _round(v) for k, v in i.items()}
+            for i in data["incidents"]
+        ]
+        data["transitions"] = [{**t, "at": _round(t["at"])} for t in data["transitions"]]
+        data["timeline"]["bin_s"] = data["timeline"].pop("bin")
+        data["success_rate"] = round(self.success_rate, 6)
+        data["throughput"] = round(self.throughput, 3)
+        data["cost_usd"] = round(self.cost_usd, 9)
+        return data
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least `q` of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def build_report(recording: Recording) -> Report:
+    requests = sorted(recording.requests, key=lambda event: event.start)
+    answered = [event for event in requests if event.ok]
+    total = len(requests)
+    latencies = [event.latency for event in answered]
+    latency = (
+        Latency(
+            percentile(latencies, 0.50),
+            percentile(latencies, 0.90),
+            percentile(latencies, 0.99),
+            max(latencies),
+            sum(latencies) / len(latencies),
+        )
+        if latencies
+        else None
+    )
+    attempts: dict[str, Counter[str]] = {}
+    for event in requests:
+        for target, outcome in event.attempts:
+            attempts.setdefault(target, Counter())[outcome] += 1
+    upstream_faults: dict[str, Counter[str]] = {}
+    for call in recording.upstream:
+        upstream_faults.setdefault(call.model, Counter())[call.fault] += 1
+
+    primary, primary_model = recording.primary, recording.models.get(recording.primary, "")
+    incidents = tuple(_incident(recording, requests, start, end) for start, end in _windows(recording))
+    detected = [i.time_to_detect for i in incidents if i.time_to_detect is not None]
+    failed_back = [i.time_to_fail_back for i in incidents if i.time_to_fail_back is not None]
+    return Report(
+        contender=recording.contender,
+        scenario=recording.scenario,
+        duration=recording.duration,
+        workers=recording.workers,
+        requests=total,
+        succeeded=len(answered),
+        lost=total - len(answered),
+        success_rate=len(answered) / total if total else 1.0,
+        throughput=total / recording.duration if recording.duration else 0.0,
+        errors=dict(sorted(Counter(str(event.error) for event in requests if not event.ok).items())),
+        attempts={target: dict(sorted(counts.items())) for target, counts in sorted(attempts.items())},
+        latency=latency,
+        served_by=dict(sorted(Counter(str(event.target) for event in answered).items())),
+        upstream_calls={model: sum(counts.values()) for model, counts in sorted(upstream_faults.items())},
+        upstream_faults={
+            model: dict(sorted(counts.items())) for model, counts in sorted(upstream_faults.items())
+        },
+        primary=primary,
+        primary_model=primary_model,
+        incidents=incidents,
+        time_to_detect=max(detected) if detected else None,
+        time_to_fail_back=max(failed_back) if failed_back else None,
+        undetected=sum(1 for i in incidents if i.detected_at is None),
+        primary_calls_during_incidents=sum(i.primary_calls for i in incidents),
+        cost_usd=sum(event.cost_usd for event in answered),
+        transitions=tuple(sorted(recording.transitions, key=lambda t: (t.at, t.worker))),
+        timeline=_timeline(recording),
+        notes=tuple(recording.notes),
+    )
+
+
+def _windows(recording: Recording) -> list[tuple[float, float]]:
+    return [(window.start, window.end) for window in recording.incidents]
+
+
+def _incident(recording: Recording, requests: Sequence[Any], start: float, end: float) -> IncidentReport:
+    primary = recording.primary
+    model = recording.models.get(primary, "")
+    skipped = next((e.start for e in requests if start <= e.start < end and not e.called(primary)), None)
+    back = None
+    if skipped is not None:
+        back = next((e.start for e in requests if e.start >= end and e.target == primary), None)
+    calls = sum(1 for call in recording.upstream if call.model == model and start <= call.at < end)
+    return IncidentReport(
+        start=start,
+        end=end,
+        detected_at=skipped,
+        time_to_detect=None if skipped is None else skipped - start,
+        failed_back_at=back,
+        time_to_fail_back=None if back is None else back - end,
+        primary_calls=calls,
+    )
+
+
+def _timeline(recording: Recording) -> Timeline:
+    width = 0.5 if recording.duration <= 30 else 1.0
+    last = max(
+        [recording.duration, *(e.start for e in recording.requests), *(c.at for c in recording.upstream)]
+    )
+    count = max(1, math.ceil(last / width))
+
+    def index(at: float) -> int:
+        return min(count - 1, max(0, int(at // width)))
+
+    served = {target: [0] * count for target in recording.models}
+    lost = [0] * count
+    upstream = {model: [0] * count for model in dict.fromkeys(recording.models.values())}
+    for event in recording.requests:
+        if event.target is None:
+            lost[index(event.start)] += 1
+        else:
+            served.setdefault(event.target, [0] * count)[index(event.start)] += 1
+    for call in recording.upstream:
+        upstream.setdefault(call.model, [0] * count)[index(call.at)] += 1
+    return Timeline(width, served, lost, upstream)
