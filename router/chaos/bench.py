@@ -30,7 +30,7 @@ from router.chaos.runner import run_scenario
 from router.chaos.scenario import Scenario
 from router.testing import FaultRule
 
-__all__ = ["ChaosResult", "litellm_available", "run_chaos"]
+__all__ = ["ChaosResult", "litellm_available", "publish", "run_chaos"]
 
 
 @dataclass(slots=True)
@@ -74,19 +74,36 @@ def run_chaos(
         if contender == "litellm":
             recording.notes.extend(LITELLM_GAPS)
         reports.append(build_report(recording))
+    return publish(scenario, reports, out, console=console, notes=notes)
 
+
+def publish(
+    scenario: Scenario,
+    reports: list[Report],
+    out: str | os.PathLike[str],
+    *,
+    console: Console,
+    notes: list[str] | None = None,
+    simulated: bool = False,
+) -> ChaosResult:
+    """Write the reports as NAME.json and NAME.png (NAME.simulated.*: a run in virtual time) and
+    print the figures."""
+    notes = notes if notes is not None else []
+    stem = f"{scenario.name}.simulated" if simulated else scenario.name
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
-    png_path: Path | None = directory / f"{scenario.name}.png"
+    png_path: Path | None = directory / f"{stem}.png"
     assert png_path is not None
     skipped = write_timeline(reports, png_path)
     if skipped:
         notes.append(skipped)
         png_path = None
-    json_path = directory / f"{scenario.name}.json"
-    json_path.write_text(json.dumps(_document(scenario, reports, notes, png_path), indent=2) + "\n")
+    json_path = directory / f"{stem}.json"
+    document = _document(scenario, reports, notes, png_path) | ({"simulated": True} if simulated else {})
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
 
-    title = f"{scenario.name}: {scenario.description}" if scenario.description else scenario.name
+    name = f"{scenario.name} (simulated)" if simulated else scenario.name
+    title = f"{name}: {scenario.description}" if scenario.description else name
     console.print(figures_table(reports, title))
     for report in reports:
         if report.incidents:

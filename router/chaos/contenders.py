@@ -7,16 +7,20 @@ reaches the caller as a success is a lost request too (`wrong_answer`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from router.chaos.load import Answer, Contender, Sink
 from router.chaos.recording import TransitionEvent
 from router.chaos.scenario import Load
 from router.chaos.upstream import reply_for
+from router.clock import Clock
 from router.core import Router
 from router.errors import AllTargetsFailed, ProviderError, RouterError
 from router.policy.model import Policy
-from router.providers.base import Message
+from router.providers.base import Message, Provider
 from router.resilience.breaker import BreakerTransition
 from router.results import Attempt, Completion
+from router.state.base import StateStore
 
 __all__ = ["CONTENDERS", "RouterContender", "build_contender"]
 
@@ -24,20 +28,40 @@ CONTENDERS = ("router", "litellm")
 
 
 class RouterContender:
-    """Requests through `router.Router`; its breaker transitions go to the sink as they happen."""
+    """Requests through `router.Router`; its breaker transitions go to the sink as they happen.
+
+    `clock`, `providers` and `store` go to the `Router` (a simulation runs it in virtual time,
+    on in-process providers); the load's origin must be on the same clock.
+    """
 
     name = "router"
 
-    def __init__(self, policy: Policy, *, sink: Sink, worker: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        sink: Sink,
+        worker: int = 0,
+        seed: int = 0,
+        clock: Clock | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        store: StateStore | None = None,
+    ) -> None:
         self._sink = sink
         self._worker = worker
         self.origin = 0.0  # set by the load when it starts; transitions count from it
         self.router = Router(
-            policy, seed=seed + worker, worker=f"chaos-{worker}", on_transition=self._transition
+            policy,
+            seed=seed + worker,
+            worker=f"chaos-{worker}",
+            on_transition=self._transition,
+            clock=clock,
+            providers=providers,
+            store=store,
         )
 
     def _transition(self, event: BreakerTransition) -> None:
-        # The breaker stamps transitions on the router's clock, which is time.monotonic.
+        # The breaker stamps transitions on the router's clock, which the load's origin is on.
         at = event.at - self.origin
         self._sink.transition(TransitionEvent(self._worker, at, event.target, event.old, event.new))
 

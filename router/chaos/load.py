@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from router.chaos.recording import RequestEvent, StatusEvent, TransitionEvent
 from router.chaos.scenario import Load
+from router.clock import Clock, SystemClock
 
 __all__ = ["STATUS_INTERVAL", "Answer", "Contender", "Sink", "drive"]
 
@@ -64,11 +64,14 @@ async def drive(
     sink: Sink,
     worker: int = 0,
     drain: float = 30.0,
+    clock: Clock | None = None,
 ) -> None:
-    """Send the load from `origin` (monotonic) for `duration` seconds, then wait up to `drain`."""
+    """Send the load from `origin` (on `clock`, default the system's monotonic clock) for `duration`
+    seconds, then wait up to `drain`."""
+    clock = clock or SystemClock()
 
     def now() -> float:
-        return time.monotonic() - origin
+        return clock.monotonic() - origin
 
     async def one() -> None:
         start = now()
@@ -93,24 +96,26 @@ async def drive(
                 status = None
             if status is not None:
                 sink.status(StatusEvent(worker, now(), *status))
-            await asyncio.sleep(STATUS_INTERVAL)
+            await clock.sleep(STATUS_INTERVAL)
 
     contender.origin = origin
     reporter = asyncio.create_task(report_status())
-    await asyncio.sleep(max(0.0, -now()))
+    await clock.sleep(max(0.0, -now()))
     tasks: set[asyncio.Task[None]] = set()
     try:
         if load.rate is not None:
             number = 0
             while (at := number / load.rate) < duration:
-                await asyncio.sleep(max(0.0, at - now()))
+                await clock.sleep(max(0.0, at - now()))
                 tasks.add(asyncio.create_task(one()))
                 number += 1
         else:
             assert load.concurrency is not None
             tasks = {asyncio.create_task(closed_loop()) for _ in range(load.concurrency)}
         if tasks:
-            await asyncio.wait(tasks, timeout=max(0.0, duration - now()) + drain)
+            with contextlib.suppress(TimeoutError):
+                async with clock.timeout_at(clock.monotonic() + max(0.0, duration - now()) + drain):
+                    await asyncio.wait(tasks)
     finally:
         for task in tasks:
             task.cancel()

@@ -24,7 +24,7 @@ from router.chaos.upstream import Endpoints, install_faults, serve_models, upstr
 from router.chaos.workers import Job, WorkerPool, job_policy
 from router.testing import FakeUpstream
 
-__all__ = ["Monitor", "run_scenario"]
+__all__ = ["Monitor", "drain_for", "new_recording", "run_scenario"]
 
 logger = logging.getLogger("router.chaos")
 
@@ -50,18 +50,9 @@ async def run_scenario(
     the scenario's."""
     workers = workers or scenario.workers
     redis = redis or scenario.redis
-    targets = scenario.route_targets()
-    recording = Recording(
-        contender=contender,
-        scenario=scenario.name,
-        duration=scenario.duration,
-        workers=workers,
-        primary=scenario.primary,
-        models={name: scenario.policy.targets[name].model for name in targets},
-        incidents=scenario.incidents,
-    )
+    recording = new_recording(scenario, contender, workers)
     namespace = f"router-chaos:{uuid.uuid4().hex[:12]}"
-    drain = scenario.policy.routes[scenario.load.route].latency_budget.total + _DRAIN_SLACK
+    drain = drain_for(scenario)
     try:
         with _quiet_server(), FakeUpstream(seed=scenario.seed) as upstream:
             serve_models(upstream, {target.model for target in scenario.policy.targets.values()})
@@ -88,6 +79,24 @@ async def run_scenario(
     if workers > 1 and not redis and contender == "router":
         recording.notes.append("several workers without Redis: each keeps its own breakers")
     return recording
+
+
+def new_recording(scenario: Scenario, contender: str, workers: int) -> Recording:
+    """An empty recording of `contender`'s run of the scenario with `workers` workers."""
+    return Recording(
+        contender=contender,
+        scenario=scenario.name,
+        duration=scenario.duration,
+        workers=workers,
+        primary=scenario.primary,
+        models={name: scenario.policy.targets[name].model for name in scenario.route_targets()},
+        incidents=scenario.incidents,
+    )
+
+
+def drain_for(scenario: Scenario) -> float:
+    """How long a request may outlive the load before it counts as lost (`unfinished`)."""
+    return scenario.policy.routes[scenario.load.route].latency_budget.total + _DRAIN_SLACK
 
 
 async def _here(
