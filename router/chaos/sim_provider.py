@@ -158,11 +158,15 @@ class _Strike:
 
 class SimulatedUpstream:
     """The fake upstream's fault schedule on `clock`; `rules` are timed from `origin` (set it when
-    the load starts). `calls` is its log, timed from `origin` too."""
+    the load starts). `calls` is its log of chat requests, timed from `origin` too; `models` is
+    what it lists."""
 
-    def __init__(self, rules: Iterable[FaultRule], *, seed: int, clock: Clock) -> None:
+    def __init__(
+        self, rules: Iterable[FaultRule], *, seed: int, clock: Clock, models: Iterable[str] = ()
+    ) -> None:
         self._rules = [_RuleState(rule) for rule in rules]
         self._rng = random.Random(seed)
+        self.models = sorted({*models, *(s.rule.model for s in self._rules if s.rule.model != "*")})
         self.clock = clock
         self.origin = clock.monotonic()
         self.calls: list[UpstreamCall] = []
@@ -200,7 +204,9 @@ class SimulatedUpstream:
         latency = 0.0
         if isinstance(chosen, Latency):
             latency = max(0.0, self._rng.uniform(chosen.mean - chosen.jitter, chosen.mean + chosen.jitter))
-        self.calls.append(UpstreamCall(elapsed, model, chosen.name if chosen else "ok", _status(wire, chosen)))
+        self.calls.append(
+            UpstreamCall(elapsed, model, chosen.name if chosen else "ok", _status(wire, chosen))
+        )
         return _Strike(chosen, latency)
 
 
@@ -290,21 +296,21 @@ class SimulatedProvider:
             if index == len(events):
                 break
             event = events[index]
-            if event is _FINISH:
+            if event == _FINISH:
                 stopped = True
                 if not wire.finish_at_end:
                     yield Chunk(finish_reason=finish)
-            elif event is _USAGE:
+            elif event == _USAGE:
                 yield Chunk(usage=usage)
-            elif event is not _META:
+            elif event != _META:
                 yield Chunk(text=event)
         if wire.finish_at_end and stopped:
             lost = wire.usage_in_terminator and not terminated
             yield Chunk(finish_reason=finish, usage=None if lost else usage)
 
     async def list_models(self) -> list[str]:
-        await self._clock.sleep(CALL_LATENCY)
-        return []
+        await self._clock.sleep(CALL_LATENCY)  # the listing is never struck, as on the fake upstream
+        return list(self._upstream.models)
 
     async def aclose(self) -> None:
         pass

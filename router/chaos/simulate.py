@@ -17,34 +17,66 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Mapping
 
 from rich.console import Console
 
 from router.chaos.bench import ChaosResult, publish
 from router.chaos.contenders import RouterContender
-from router.chaos.load import drive
+from router.chaos.load import Answer, Sink, drive
 from router.chaos.recording import Recording
 from router.chaos.report import build_report
 from router.chaos.runner import drain_for, new_recording
-from router.chaos.scenario import Scenario
+from router.chaos.scenario import Load, Scenario
 from router.chaos.sim_provider import CALL_LATENCY, SimulatedUpstream
-from router.policy.model import StateSpec
+from router.policy.model import Policy, StateSpec
+from router.providers.base import Provider
+from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from router.testing import FakeClock
 
 __all__ = ["run_simulation", "simulate_scenario"]
 
 
+class _SimulatedContender(RouterContender):
+    """Our router on the fake clock. A request that called nobody (every target skipped) took no
+    virtual time; in a closed loop that would spin forever at one instant, so it takes a call's."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        sink: Sink,
+        worker: int,
+        seed: int,
+        clock: FakeClock,
+        providers: Mapping[str, Provider],
+        store: StateStore | None,
+    ) -> None:
+        super().__init__(
+            policy, sink=sink, worker=worker, seed=seed, clock=clock, providers=providers, store=store
+        )
+        self._clock = clock
+
+    async def send(self, load: Load) -> Answer:
+        started = self._clock.monotonic()
+        answer = await super().send(load)
+        if self._clock.monotonic() == started:
+            await self._clock.sleep(CALL_LATENCY)
+        return answer
+
+
 async def simulate_scenario(scenario: Scenario) -> Recording:
     """Run the scenario's load through the router in virtual time; the recording of `run_scenario`."""
     clock = FakeClock()
-    upstream = SimulatedUpstream(scenario.faults, seed=scenario.seed, clock=clock)
+    models = {target.model for target in scenario.policy.targets.values()}
+    upstream = SimulatedUpstream(scenario.faults, seed=scenario.seed, clock=clock, models=models)
     # In memory, whatever the policy says: a simulation touches no Redis (the workers share a store).
     policy = scenario.policy.model_copy(update={"state": StateSpec()})
     shared = MemoryStore(clock) if scenario.redis and scenario.workers > 1 else None
     recording = new_recording(scenario, "router", scenario.workers)
     contenders = [
-        RouterContender(
+        _SimulatedContender(
             policy,
             sink=recording,
             worker=worker,
