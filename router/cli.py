@@ -7,9 +7,11 @@ Exit codes: 0 success, 1 a request failed, 2 a policy (or the command line) is w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -32,14 +34,21 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _load_router(path: str) -> Router:
-    try:
+    with _unloadable_exits(path):
         return Router.from_file(path)
+
+
+@contextlib.contextmanager
+def _unloadable_exits(path: str) -> Iterator[None]:
+    """A policy (or scenario) that does not load: every issue on stderr, then exit code 2."""
+    try:
+        yield
     except PolicyError as error:
         for issue in error.issues:
             click.echo(str(issue), err=True)
         sys.exit(2)
     except OSError as error:
-        click.echo(f"{path}: cannot read: {error.strerror}", err=True)
+        click.echo(f"{error.filename or path}: cannot read: {error.strerror}", err=True)
         sys.exit(2)
 
 
@@ -264,12 +273,8 @@ def diff(old: str, new: str, input_tokens: int, output_tokens: int) -> None:
 
 
 def _traffic_of(path: str, input_tokens: int, output_tokens: int) -> list[RouteTraffic]:
-    try:
+    with _unloadable_exits(path):
         plan = compile_plan(load_policy(path), path)
-    except PolicyError as error:
-        for issue in error.issues:
-            click.echo(str(issue), err=True)
-        sys.exit(2)
     return expected_traffic(plan, input_tokens=input_tokens, output_tokens=output_tokens)
 
 
@@ -431,15 +436,8 @@ def chaos(
     from router.chaos import load_scenario, run_chaos
     from router.chaos.network import forbid_remote_connections
 
-    try:
+    with _unloadable_exits(scenario):
         loaded = load_scenario(scenario, policy_path=policy)
-    except PolicyError as error:
-        for issue in error.issues:
-            click.echo(str(issue), err=True)
-        sys.exit(2)
-    except OSError as error:
-        click.echo(f"{error.filename}: cannot read: {error.strerror}", err=True)
-        sys.exit(2)
     forbid_remote_connections()
     try:
         result = run_chaos(loaded, out, compare=compare, workers=workers, redis=redis, console=_console())
@@ -470,15 +468,8 @@ def simulate(policy: str, scenario: str, out: str) -> None:
     from router.chaos.network import forbid_remote_connections
     from router.chaos.simulate import run_simulation
 
-    try:
+    with _unloadable_exits(scenario):
         loaded = load_scenario(scenario, policy_path=policy)
-    except PolicyError as error:
-        for issue in error.issues:
-            click.echo(str(issue), err=True)
-        sys.exit(2)
-    except OSError as error:
-        click.echo(f"{error.filename}: cannot read: {error.strerror}", err=True)
-        sys.exit(2)
     forbid_remote_connections()  # nothing here connects anywhere; if something did, loopback only
     try:
         result = run_simulation(loaded, out, console=_console())
