@@ -29,7 +29,7 @@ from router.providers.base import Call
 from router.results import Completion
 from router.testing import FakeUpstream, Fault
 
-SECRET = "sk-ant-test-0123456789abcdefghijklmnop"
+SECRET = "anthropic-test-secret-0123456789abcdef"
 USER = [{"role": "user", "content": "Tell me something."}]
 WEATHER_TOOL = {
     "type": "function",

@@ -24,7 +24,7 @@ from router.providers.bedrock import BedrockProvider, converse_request
 from router.results import Completion, ToolCall, Usage
 from router.testing import FakeUpstream, Fault
 
-KEY_ID = "AKIATESTKEYID0123456"
+KEY_ID = "test-key-id-0123456789"
 SECRET = "test/secret/0123456789abcdefghijklmnopqrst"
 USER = [{"role": "user", "content": "Tell me something."}]
 UNUSED_ENDPOINT = "http://127.0.0.1:9"  # never contacted: a stand-in client replaces boto3's
