@@ -32,6 +32,7 @@ from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
 from router.providers._http import retry_after
 from router.providers.base import Call, Chunk, Provider, Reply
+from router.providers.kinds import BEDROCK_ERROR_CODES, anthropic_kind, bedrock_kind, kind_for_status
 from router.providers.presets import PRESETS
 from router.results import Usage
 from router.testing.faults import (
@@ -43,6 +44,7 @@ from router.testing.faults import (
     ExceptionInStream,
     Fault,
     FaultRule,
+    FaultSchedule,
     Hang,
     Html,
     HttpError,
@@ -81,19 +83,6 @@ _BEDROCK_NAMES = {
     429: "ThrottlingException",
     500: "InternalServerException",
     503: "ServiceUnavailableException",
-}
-_BEDROCK_KINDS = {
-    "ThrottlingException": ErrorKind.RATE_LIMITED,
-    "ModelNotReadyException": ErrorKind.RATE_LIMITED,
-    "ServiceQuotaExceededException": ErrorKind.RATE_LIMITED,
-    "ModelTimeoutException": ErrorKind.TIMEOUT,
-    "ServiceUnavailableException": ErrorKind.SERVER_ERROR,
-    "InternalServerException": ErrorKind.SERVER_ERROR,
-    "ModelErrorException": ErrorKind.SERVER_ERROR,
-    "ModelStreamErrorException": ErrorKind.SERVER_ERROR,
-    "AccessDeniedException": ErrorKind.AUTH,
-    "ResourceNotFoundException": ErrorKind.AUTH,
-    "ValidationException": ErrorKind.BAD_REQUEST,
 }
 # The error types the fake upstream's Anthropic wire sends for each in-stream exception, as the
 # Anthropic adapter classifies them.
@@ -141,13 +130,6 @@ def _wire_of(spec: ProviderSpec) -> _Wire:
     return _Wire("azure" if spec.type == "azure_openai" else "openai", usage_event=usage)
 
 
-@dataclass(slots=True)
-class _RuleState:
-    rule: FaultRule
-    seen: int = 0
-    fired: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class _Strike:
     """What the upstream does to one request: the fault (None: none) and the latency drawn for it."""
@@ -164,9 +146,8 @@ class SimulatedUpstream:
     def __init__(
         self, rules: Iterable[FaultRule], *, seed: int, clock: Clock, models: Iterable[str] = ()
     ) -> None:
-        self._rules = [_RuleState(rule) for rule in rules]
-        self._rng = random.Random(seed)
-        self.models = sorted({*models, *(s.rule.model for s in self._rules if s.rule.model != "*")})
+        self._schedule = FaultSchedule(rules, random.Random(seed))
+        self.models = sorted({*models, *(rule.model for rule in self._schedule.rules if rule.model != "*")})
         self.clock = clock
         self.origin = clock.monotonic()
         self.calls: list[UpstreamCall] = []
@@ -185,35 +166,11 @@ class SimulatedUpstream:
     def arrive(self, wire: _Wire, model: str, *, stream: bool, prefill: bool) -> _Strike:
         """A chat request reaches the upstream: choose its fault (as `FakeUpstream` does) and log it."""
         elapsed = self.clock.monotonic() - self.origin
-        chosen: Fault | None = None
-        for state in self._rules:
-            rule = state.rule
-            if not rule.matches_model(model) or not _applies(rule.fault, stream=stream, prefill=prefill):
-                continue
-            state.seen += 1
-            if chosen is not None or state.seen <= rule.after:
-                continue
-            if rule.times is not None and state.fired >= rule.times:
-                continue
-            if not rule.in_window(elapsed):
-                continue
-            if rule.probability < 1.0 and self._rng.random() >= rule.probability:
-                continue
-            state.fired += 1
-            chosen = rule.fault
-        latency = 0.0
-        if isinstance(chosen, Latency):
-            latency = max(0.0, self._rng.uniform(chosen.mean - chosen.jitter, chosen.mean + chosen.jitter))
+        chosen, latency = self._schedule.choose(model, stream=stream, prefill=prefill, elapsed=elapsed)
         self.calls.append(
             UpstreamCall(elapsed, model, chosen.name if chosen else "ok", _status(wire, chosen))
         )
         return _Strike(chosen, latency)
-
-
-def _applies(fault: Fault, *, stream: bool, prefill: bool) -> bool:
-    if fault.stream_only and not stream:
-        return False
-    return prefill if isinstance(fault, RejectPrefill) else True
 
 
 def _status(wire: _Wire, fault: Fault | None) -> int | None:
@@ -343,7 +300,7 @@ class SimulatedProvider:
         if self._wire.name == "anthropic":
             kind = _ANTHROPIC_IN_STREAM[exception]
         elif self._wire.name == "bedrock":
-            kind = _BEDROCK_KINDS.get(exception[:1].upper() + exception[1:], ErrorKind.SERVER_ERROR)
+            kind = BEDROCK_ERROR_CODES.get(exception[:1].upper() + exception[1:], ErrorKind.SERVER_ERROR)
         else:
             kind = ErrorKind.SERVER_ERROR  # OpenAI's wire sends every one as a server_error event
         return self._error(kind, f"error event in the stream: {exception}")
@@ -418,14 +375,7 @@ def _status_kind(wire: _Wire, status: int, error_type: str | None) -> ErrorKind:
     if wire.name == "bedrock":
         name = error_type or _BEDROCK_NAMES.get(status)
         name = name or ("InternalServerException" if status >= 500 else "ValidationException")
-        if name in _BEDROCK_KINDS:
-            return _BEDROCK_KINDS[name]
-    if status == 429:
-        return ErrorKind.RATE_LIMITED
-    if status in (401, 403, 404) or (status == 402 and wire.name == "anthropic"):
-        return ErrorKind.AUTH
-    if status == 408:
-        return ErrorKind.TIMEOUT
-    if status >= 500 or (status == 409 and wire.name != "bedrock"):
-        return ErrorKind.SERVER_ERROR
-    return ErrorKind.BAD_REQUEST
+        return bedrock_kind(name, status, "")
+    if wire.name == "anthropic":
+        return anthropic_kind(status, error_type or "", "")
+    return kind_for_status(status)

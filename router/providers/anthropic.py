@@ -49,6 +49,7 @@ from router.providers._translate import (
     read_tools,
 )
 from router.providers.base import Call, Chunk, Reply
+from router.providers.kinds import ANTHROPIC_ERROR_TYPES, anthropic_kind, kind_for_request_error
 from router.providers.transport import sdk_http_client
 from router.results import ToolCall, Usage
 
@@ -68,40 +69,12 @@ _FINISH = {
 }
 # Decided by the error type alone. overloaded_error (HTTP 529) is the provider's capacity, not
 # our quota: another key would not help, another provider would; so server_error, not rate_limited.
-_KIND_BY_TYPE = {
-    "rate_limit_error": ErrorKind.RATE_LIMITED,
-    "overloaded_error": ErrorKind.SERVER_ERROR,
-    "api_error": ErrorKind.SERVER_ERROR,
-    "timeout_error": ErrorKind.SERVER_ERROR,
-    "authentication_error": ErrorKind.AUTH,
-    "permission_error": ErrorKind.AUTH,
-    "not_found_error": ErrorKind.AUTH,
-    "billing_error": ErrorKind.AUTH,
-    "request_too_large": ErrorKind.BAD_REQUEST,
-}
 _AUTH_DETAIL = {  # fixed texts: bodies of these answers may echo fragments of the key
     401: "credentials rejected",
     402: "billing: the account cannot pay for this request",
     403: "no access to this model or feature",
     404: "not found: an unknown model, or a base_url that is not an Anthropic Messages endpoint",
 }
-_CONTEXT_MARKERS = (
-    "prompt is too long",
-    "context limit",
-    "context window",
-    "context_length_exceeded",
-    "maximum context length",
-    "too many tokens",
-)
-_FILTER_MARKERS = (
-    "usage policy",
-    "usage policies",
-    "content filter",
-    "content_filter",
-    "content policy",
-    "content_policy",
-    "content management policy",
-)
 
 
 class AnthropicProvider:
@@ -316,7 +289,7 @@ class AnthropicProvider:
             return ProviderError(ErrorKind.SERVER_ERROR, "malformed response", provider=self.name)
         status = error.status_code
         error_type, detail = _error_fields(error.body)
-        kind = _kind_for_status(status, error_type, detail.lower())
+        kind = anthropic_kind(status, error_type, detail.lower())
         if kind is ErrorKind.AUTH:
             detail = _AUTH_DETAIL.get(status, "credentials rejected, or no access")
         else:
@@ -330,10 +303,10 @@ class AnthropicProvider:
     def _in_band_error(self, body: Any) -> ProviderError:
         """An error the upstream reported inside a 200 answer: its type is all there is to go by."""
         error_type, detail = _error_fields({"error": body})
-        kind = _KIND_BY_TYPE.get(error_type)
+        kind = ANTHROPIC_ERROR_TYPES.get(error_type)
         if kind is None:
             invalid = error_type == "invalid_request_error"
-            kind = _kind_for_request_error(detail.lower()) if invalid else ErrorKind.SERVER_ERROR
+            kind = kind_for_request_error(detail.lower()) if invalid else ErrorKind.SERVER_ERROR
         if kind is ErrorKind.AUTH:
             message = "credentials rejected, or no access"
         else:
@@ -521,24 +494,3 @@ def _error_fields(body: Any) -> tuple[str, str]:
             error_type = inner.get("type") or inner.get("code") or ""
             return str(error_type), str(inner.get("message") or "")
     return "", ""
-
-
-def _kind_for_status(status: int, error_type: str, detail: str) -> ErrorKind:
-    if status == 429:
-        return ErrorKind.RATE_LIMITED
-    if status in (401, 402, 403, 404):
-        return ErrorKind.AUTH
-    if status == 408:
-        return ErrorKind.TIMEOUT
-    if status >= 500 or status == 409:
-        return ErrorKind.SERVER_ERROR
-    by_type = _KIND_BY_TYPE.get(error_type)
-    return by_type if by_type is not None else _kind_for_request_error(detail)
-
-
-def _kind_for_request_error(detail: str) -> ErrorKind:
-    if any(marker in detail for marker in _CONTEXT_MARKERS):
-        return ErrorKind.CONTEXT_LENGTH
-    if any(marker in detail for marker in _FILTER_MARKERS):
-        return ErrorKind.CONTENT_FILTER
-    return ErrorKind.BAD_REQUEST

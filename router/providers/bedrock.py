@@ -46,6 +46,7 @@ from router.providers._translate import (
     read_tools,
 )
 from router.providers.base import Call, Chunk, Reply
+from router.providers.kinds import bedrock_kind
 from router.results import ToolCall, Usage
 
 __all__ = ["BedrockProvider"]
@@ -61,34 +62,6 @@ _DEFAULT_POOL = 16
 # pool threads.
 _READ_TIMEOUT = 300.0
 
-_ERROR_KINDS = {
-    "ThrottlingException": ErrorKind.RATE_LIMITED,
-    "ModelNotReadyException": ErrorKind.RATE_LIMITED,
-    "ServiceQuotaExceededException": ErrorKind.RATE_LIMITED,
-    "TooManyRequestsException": ErrorKind.RATE_LIMITED,
-    "ModelTimeoutException": ErrorKind.TIMEOUT,
-    "ServiceUnavailableException": ErrorKind.SERVER_ERROR,
-    "InternalServerException": ErrorKind.SERVER_ERROR,
-    "ModelErrorException": ErrorKind.SERVER_ERROR,
-    "ModelStreamErrorException": ErrorKind.SERVER_ERROR,
-    "AccessDeniedException": ErrorKind.AUTH,
-    "UnrecognizedClientException": ErrorKind.AUTH,
-    "ResourceNotFoundException": ErrorKind.AUTH,
-    "InvalidSignatureException": ErrorKind.AUTH,
-    "ExpiredTokenException": ErrorKind.AUTH,
-    "ValidationException": ErrorKind.BAD_REQUEST,
-}
-_CONTEXT_MARKERS = (
-    "input is too long",
-    "prompt is too long",
-    "too many tokens",
-    "too many input tokens",
-    "max input tokens",
-    "context length",
-    "context window",
-    "context limit",
-    "maximum context",
-)
 _FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -271,9 +244,7 @@ class BedrockProvider:
         if in_stream or not isinstance(status, int):
             status = None  # an in-stream exception arrives on a 200; botocore's status is made up
         message = redact(str(details.get("Message") or ""), self._secrets)
-        kind = _ERROR_KINDS.get(code) or _kind_for_status(status)
-        if kind is ErrorKind.BAD_REQUEST and any(marker in message.lower() for marker in _CONTEXT_MARKERS):
-            kind = ErrorKind.CONTEXT_LENGTH
+        kind = bedrock_kind(code, status, message.lower())
         if kind is ErrorKind.AUTH:
             # AWS echoes ARNs and key ids in these messages.
             detail = f"{code or 'HTTP ' + str(status)}: credentials rejected, or no access to this model"
@@ -434,20 +405,6 @@ def _usage(data: Any) -> Usage:
     # inputTokens leaves out prompt-cache reads and writes, which are input all the same.
     cached = int(data.get("cacheReadInputTokens") or 0) + int(data.get("cacheWriteInputTokens") or 0)
     return Usage(int(data.get("inputTokens") or 0) + cached, int(data.get("outputTokens") or 0))
-
-
-def _kind_for_status(status: int | None) -> ErrorKind:
-    if status is None:
-        return ErrorKind.SERVER_ERROR
-    if status == 429:
-        return ErrorKind.RATE_LIMITED
-    if status in (401, 403, 404):
-        return ErrorKind.AUTH
-    if status == 408:
-        return ErrorKind.TIMEOUT
-    if status >= 500 or status == 409 or status < 400:
-        return ErrorKind.SERVER_ERROR
-    return ErrorKind.BAD_REQUEST
 
 
 def _transport_kind(error: BaseException) -> tuple[ErrorKind, str]:

@@ -19,6 +19,7 @@ from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
 from router.providers._http import redact, retry_after
 from router.providers.base import Call, Chunk, Reply
+from router.providers.kinds import kind_for_status
 from router.providers.presets import Preset
 from router.providers.transport import sdk_http_client
 from router.results import ToolCall, Usage
@@ -26,8 +27,6 @@ from router.results import ToolCall, Usage
 __all__ = ["OpenAIProvider"]
 
 _SDK_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body"})  # the SDK's own, not the body's
-_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
-_FILTER_MARKERS = ("content_filter", "content_policy_violation", "content management policy")
 
 
 class OpenAIProvider:
@@ -175,28 +174,12 @@ class OpenAIProvider:
             return ProviderError(ErrorKind.SERVER_ERROR, "malformed response", provider=self.name)
         status = error.status_code
         detail = redact(_error_text(error), self._secrets)
-        kind = _kind_for_status(status, detail.lower())
+        kind = kind_for_status(status, detail.lower())
         if kind is ErrorKind.AUTH:
             detail = "credentials rejected, or no access to this model"  # bodies here may echo key fragments
         return ProviderError(
             kind, detail, provider=self.name, status=status, retry_after=retry_after(error.response.headers)
         )
-
-
-def _kind_for_status(status: int, detail: str) -> ErrorKind:
-    if status == 429:
-        return ErrorKind.RATE_LIMITED
-    if status in (401, 403, 404):
-        return ErrorKind.AUTH
-    if status == 408:
-        return ErrorKind.TIMEOUT
-    if status >= 500 or status == 409:
-        return ErrorKind.SERVER_ERROR
-    if any(marker in detail for marker in _CONTEXT_MARKERS):
-        return ErrorKind.CONTEXT_LENGTH
-    if any(marker in detail for marker in _FILTER_MARKERS):
-        return ErrorKind.CONTENT_FILTER
-    return ErrorKind.BAD_REQUEST
 
 
 def _error_text(error: openai.APIStatusError) -> str:

@@ -51,6 +51,7 @@ from router.testing.faults import (
     EmptyChoices,
     Fault,
     FaultRule,
+    FaultSchedule,
     Hang,
     Html,
     HttpError,
@@ -60,7 +61,6 @@ from router.testing.faults import (
     Malformed,
     NoDone,
     Rejection,
-    RejectPrefill,
     Reset,
     SlowFirstToken,
     Stall,
@@ -110,13 +110,6 @@ class RequestRecord:
     wire: str
 
 
-@dataclass(slots=True)
-class _RuleState:
-    rule: FaultRule
-    seen: int = 0
-    fired: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class _ToolReply:
     name: str
@@ -144,11 +137,10 @@ class FakeUpstream:
         self._requested_port = port
         self._port: int | None = None
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
-        self._rules = [_RuleState(rule) for rule in faults]
+        self._schedule = FaultSchedule(faults, random.Random(seed))
         self._replies: dict[str, str | _ToolReply] = {}
         self._models: dict[str, None] = dict.fromkeys(models)
-        self._models.update((state.rule.model, None) for state in self._rules if state.rule.model != "*")
+        self._models.update((rule.model, None) for rule in self._schedule.rules if rule.model != "*")
         self._log: list[RequestRecord] = []
         self._ids = itertools.count(1)
         self._started_at = 0.0
@@ -258,19 +250,19 @@ class FakeUpstream:
             model, fault, times=times, after=after, start=start, end=end, probability=probability
         )
         with self._lock:
-            self._rules.append(_RuleState(rule))
+            self._schedule.add(rule)
             if model != "*":
                 self._models.setdefault(model)
         return rule
 
     def clear_faults(self) -> None:
         with self._lock:
-            self._rules.clear()
+            self._schedule.clear()
 
     @property
     def faults(self) -> list[FaultRule]:
         with self._lock:
-            return [state.rule for state in self._rules]
+            return self._schedule.rules
 
     def set_reply(self, model: str, text: str) -> None:
         """Answer `model` with `text` (streams split it into a chunk per word)."""
@@ -417,12 +409,12 @@ class FakeUpstream:
 
         with self._lock:
             self._models.setdefault(chat.model)
-            fault = self._choose_fault(chat)
+            elapsed = time.monotonic() - self._started_at
+            fault, latency = self._schedule.choose(
+                chat.model, stream=chat.stream, prefill=chat.ends_with_assistant, elapsed=elapsed
+            )
             reply = self._replies.get(chat.model, f"Hello from {chat.model}.")
             number = next(self._ids)
-            latency = 0.0
-            if isinstance(fault, Latency):
-                latency = max(0.0, self._rng.uniform(fault.mean - fault.jitter, fault.mean + fault.jitter))
         fault_name = fault.name if fault else "ok"
 
         if isinstance(fault, Rejection) and not (isinstance(fault, ContentFilter) and wire.filters_in_band):
@@ -502,27 +494,6 @@ class FakeUpstream:
         await response.write_eof()
         return response
 
-    def _choose_fault(self, chat: Chat) -> Fault | None:
-        """The fault striking this request, if any; updates the rules' counters. Holds the lock."""
-        elapsed = time.monotonic() - self._started_at
-        chosen: Fault | None = None
-        for state in self._rules:
-            rule = state.rule
-            if not rule.matches_model(chat.model) or not _applies(rule.fault, chat):
-                continue
-            state.seen += 1
-            if chosen is not None or state.seen <= rule.after:
-                continue
-            if rule.times is not None and state.fired >= rule.times:
-                continue
-            if not rule.in_window(elapsed):
-                continue
-            if rule.probability < 1.0 and self._rng.random() >= rule.probability:
-                continue
-            state.fired += 1
-            chosen = rule.fault
-        return chosen
-
 
 def _answer(chat: Chat, reply: str | _ToolReply, number: int, fault: Fault | None, started: float) -> Answer:
     """The reply to `chat` as `fault` shapes it (half of it, none of it, a guardrail's refusal)."""
@@ -544,12 +515,6 @@ def _answer(chat: Chat, reply: str | _ToolReply, number: int, fault: Fault | Non
         created=int(time.time()),
         started=started,
     )
-
-
-def _applies(fault: Fault, chat: Chat) -> bool:
-    if fault.stream_only and not chat.stream:
-        return False
-    return chat.ends_with_assistant if isinstance(fault, RejectPrefill) else True
 
 
 def _reset(request: web.Request) -> web.Response:

@@ -28,7 +28,9 @@ served normally and counts towards neither the rule's `after` nor its `times`.
 from __future__ import annotations
 
 import math
+import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "ExceptionInStream",
     "Fault",
     "FaultRule",
+    "FaultSchedule",
     "Hang",
     "Html",
     "HttpError",
@@ -436,6 +439,70 @@ class FaultRule:
         if self.start is not None and elapsed < self.start:
             return False
         return self.end is None or elapsed < self.end
+
+
+@dataclass(slots=True)
+class _RuleState:
+    rule: FaultRule
+    seen: int = 0
+    fired: int = 0
+
+
+class FaultSchedule:
+    """An upstream's rules, in order, with their counters: which fault strikes a request.
+
+    Shared by the fake upstream and the chaos simulation, so both choose exactly alike; the
+    latency a `Latency` fault adds is drawn from the same generator, right after the choice.
+    """
+
+    def __init__(self, rules: Iterable[FaultRule], rng: random.Random) -> None:
+        self._states = [_RuleState(rule) for rule in rules]
+        self._rng = rng
+
+    @property
+    def rules(self) -> list[FaultRule]:
+        return [state.rule for state in self._states]
+
+    def add(self, rule: FaultRule) -> None:
+        self._states.append(_RuleState(rule))
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def choose(
+        self, model: str, *, stream: bool, prefill: bool, elapsed: float
+    ) -> tuple[Fault | None, float]:
+        """The fault striking this request (None: none) and the latency drawn for it.
+
+        Every rule that applies to the request counts it, even when an earlier rule struck.
+        """
+        chosen: Fault | None = None
+        for state in self._states:
+            rule = state.rule
+            if not rule.matches_model(model) or not _applies(rule.fault, stream, prefill):
+                continue
+            state.seen += 1
+            if chosen is not None or state.seen <= rule.after:
+                continue
+            if rule.times is not None and state.fired >= rule.times:
+                continue
+            if not rule.in_window(elapsed):
+                continue
+            if rule.probability < 1.0 and self._rng.random() >= rule.probability:
+                continue
+            state.fired += 1
+            chosen = rule.fault
+        latency = 0.0
+        if isinstance(chosen, Latency):
+            latency = max(0.0, self._rng.uniform(chosen.mean - chosen.jitter, chosen.mean + chosen.jitter))
+        return chosen, latency
+
+
+def _applies(fault: Fault, stream: bool, prefill: bool) -> bool:
+    """Stream faults strike only streams; a prefill rejection only a conversation ending in one."""
+    if fault.stream_only and not stream:
+        return False
+    return prefill if isinstance(fault, RejectPrefill) else True
 
 
 def _snake(name: str) -> str:
