@@ -27,18 +27,18 @@ import contextlib
 import gc
 import importlib.util
 import json
-import math
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
+
+# The scripts run as files (python benchmarks/NAME.py): their folder is on sys.path.
+from _shared import YIELD_EVERY, Timed, cpus, package_version, per_call_ns, percentile_us, upstream_process
 
 from router import Call, Policy, Router
 from router.testing.scripted import ScriptedProvider
@@ -52,7 +52,6 @@ LOOPBACK_SHARE = 40
 # An instant provider never suspends, so without this the loop would never run: the cancelled
 # timers of every call's deadline scope would pile up in its heap (20,000 of them per batch),
 # which no real provider allows and which doubled the routed p99.
-YIELD_EVERY = 64
 
 # The team's targets: reported beside the figures, never asserted.
 TARGETS = {
@@ -64,30 +63,8 @@ TARGETS = {
 
 _UPSTREAM_MAIN = "from router.testing import FakeUpstream, run_forever; run_forever(FakeUpstream(seed=0))"
 
-Timed = Callable[[], Awaitable[Any]]
-
 
 # -- measuring ---------------------------------------------------------------------------------
-
-
-def percentile(samples: Sequence[int], q: float) -> float:
-    """Nearest-rank percentile of nanosecond samples, in microseconds."""
-    ordered = sorted(samples)
-    rank = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[rank] / 1000.0
-
-
-async def per_call_ns(call: Timed, n: int) -> list[int]:
-    """Duration of each of `n` sequential calls, in nanoseconds."""
-    clock = time.perf_counter_ns
-    durations = [0] * n
-    for i in range(n):
-        start = clock()
-        await call()
-        durations[i] = clock() - start
-        if not i % YIELD_EVERY:
-            await asyncio.sleep(0)  # untimed
-    return durations
 
 
 async def calls_per_second(call: Timed, n: int) -> float:
@@ -128,18 +105,23 @@ def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _policy(provider: dict[str, Any]) -> Policy:
-    return Policy.model_validate({
-        "providers": {"bench": provider},
-        "targets": {"t": {"provider": "bench", "model": MODEL}},
-        "routes": {"chat": {"targets": ["t"]}},
-    })
+    return Policy.model_validate(
+        {
+            "providers": {"bench": provider},
+            "targets": {"t": {"provider": "bench", "model": MODEL}},
+            "routes": {"chat": {"targets": ["t"]}},
+        }
+    )
 
 
 async def instant(n: int, rounds: int) -> dict[str, float]:
     """The router's own cost per call, over a provider that answers at once."""
     provider = ScriptedProvider("bench")
-    router = Router(_policy({"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}),
-                    providers={"bench": provider}, seed=0)
+    router = Router(
+        _policy({"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}),
+        providers={"bench": provider},
+        seed=0,
+    )
 
     async def bare() -> None:
         await provider.complete(Call(MODEL, MESSAGES, 60.0))
@@ -154,13 +136,15 @@ async def instant(n: int, rounds: int) -> dict[str, float]:
     for index in range(rounds):
         samples = await one_round(calls, n, index, provider.calls.clear)  # the script keeps every call
         throughput = await calls_per_second(routed, n)
-        per_round.append({
-            "bare_p50": percentile(samples["bare"], 0.50),
-            "bare_p99": percentile(samples["bare"], 0.99),
-            "router_p50": percentile(samples["routed"], 0.50),
-            "router_p99": percentile(samples["routed"], 0.99),
-            "calls_per_s": throughput,
-        })
+        per_round.append(
+            {
+                "bare_p50": percentile_us(samples["bare"], 0.50),
+                "bare_p99": percentile_us(samples["bare"], 0.99),
+                "router_p50": percentile_us(samples["routed"], 0.50),
+                "router_p99": percentile_us(samples["routed"], 0.99),
+                "calls_per_s": throughput,
+            }
+        )
     await router.aclose()
     figures = medians(per_round)
     figures["overhead_p50"] = figures["router_p50"] - figures["bare_p50"]
@@ -193,11 +177,13 @@ async def loopback(base_url: str, n: int, rounds: int, contender: str) -> dict[s
             await per_call_ns(call, min(n, 50))
         for index in range(rounds):
             samples = await one_round(calls, n, index, lambda: None)
-            per_round.append({
-                f"{name}_{label}": percentile(durations, q)
-                for name, durations in samples.items()
-                for label, q in (("p50", 0.50), ("p99", 0.99))
-            })
+            per_round.append(
+                {
+                    f"{name}_{label}": percentile_us(durations, q)
+                    for name, durations in samples.items()
+                    for label, q in (("p50", 0.50), ("p99", 0.99))
+                }
+            )
     finally:
         await client.close()
         if contender == "router":
@@ -216,8 +202,11 @@ async def profile_instant(n: int) -> str:
     import pstats
 
     provider = ScriptedProvider("bench")
-    router = Router(_policy({"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}),
-                    providers={"bench": provider}, seed=0)
+    router = Router(
+        _policy({"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}),
+        providers={"bench": provider},
+        seed=0,
+    )
 
     async def routed() -> None:
         await router.complete("chat", MESSAGES)
@@ -260,35 +249,7 @@ async def _drain_litellm() -> None:
     await GLOBAL_LOGGING_WORKER.stop()
 
 
-@contextlib.contextmanager
-def upstream_process() -> Iterator[str]:
-    """A FakeUpstream in a child process; yields its base URL."""
-    child = subprocess.Popen([sys.executable, "-c", _UPSTREAM_MAIN], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if "listening on " not in line:
-            raise RuntimeError(f"the fake upstream did not start: {line!r}")
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        child.send_signal(signal.SIGINT)  # run_forever stops the server cleanly on Ctrl-C
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
-
-
 # -- the run -----------------------------------------------------------------------------------
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def run(
@@ -313,7 +274,7 @@ def run(
         notes.append("litellm skipped (--no-litellm)")
     elif not with_litellm:
         notes.append("litellm is not installed (pip install -e .[bench]); no comparison made")
-    with upstream_process() as base_url:
+    with upstream_process(_UPSTREAM_MAIN) as base_url:
         wire = asyncio.run(loopback(base_url, loopback_iterations, rounds, "router"))
         # A separate phase: litellm leaves tasks on the loop and work on an executor thread that
         # would slow everything measured beside it.
@@ -351,25 +312,16 @@ def run(
         "litellm_overhead_p50_us": us(lite.get("overhead_p50")),
         "litellm_overhead_ratio": None if ratio is None else round(ratio, 1),
         "litellm_overhead_ratio_vs_instant": None if ratio_vs_instant is None else round(ratio_vs_instant, 1),
-        "litellm_version": _version("litellm") if ratio is not None else None,
-        "openai_version": _version("openai"),
+        "litellm_version": package_version("litellm") if ratio is not None else None,
+        "openai_version": package_version("openai"),
         "python": platform.python_version(),
-        "machine": f"{_cpus()} cores, {platform.machine()}, {platform.system()}",
-        "cpu_count": _cpus(),
+        "machine": f"{cpus()} cores, {platform.machine()}, {platform.system()}",
+        "cpu_count": cpus(),
         "iterations": iterations,
         "loopback_iterations": loopback_iterations,
         "rounds": rounds,
         "notes": notes,
     }
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def render_table(result: dict[str, Any]) -> str:
@@ -393,10 +345,14 @@ def render_table(result: dict[str, Any]) -> str:
         target = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
         lines.append(f"{label:<38} {_fmt(result[key]):>18}  {target}")
     lines.append("")
-    lines.append(f"python {result['python']}, {result['machine']}, openai {result['openai_version']}, "
-                 f"litellm {result['litellm_version'] or '-'}")
-    lines.append(f"{result['iterations']} instant and {result['loopback_iterations']} loopback calls "
-                 f"per batch, median of {result['rounds']} rounds")
+    lines.append(
+        f"python {result['python']}, {result['machine']}, openai {result['openai_version']}, "
+        f"litellm {result['litellm_version'] or '-'}"
+    )
+    lines.append(
+        f"{result['iterations']} instant and {result['loopback_iterations']} loopback calls "
+        f"per batch, median of {result['rounds']} rounds"
+    )
     lines.extend(f"note: {note}" for note in result["notes"])
     return "\n".join(lines)
 
@@ -412,15 +368,30 @@ def _fmt(value: Any) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
-                        help=f"instant calls per batch (default {DEFAULT_ITERATIONS})")
-    parser.add_argument("--loopback-iterations", type=int, default=None,
-                        help=f"loopback calls per batch (default: iterations/{LOOPBACK_SHARE}, at least 20)")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                        help=f"interleaved rounds; the median round is reported (default {DEFAULT_ROUNDS})")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=DEFAULT_ITERATIONS,
+        help=f"instant calls per batch (default {DEFAULT_ITERATIONS})",
+    )
+    parser.add_argument(
+        "--loopback-iterations",
+        type=int,
+        default=None,
+        help=f"loopback calls per batch (default: iterations/{LOOPBACK_SHARE}, at least 20)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help=f"interleaved rounds; the median round is reported (default {DEFAULT_ROUNDS})",
+    )
     parser.add_argument("--no-litellm", action="store_true", help="skip the litellm comparison")
-    parser.add_argument("--profile", action="store_true",
-                        help="only profile `iterations` routed instant calls (cProfile, by own time)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile `iterations` routed instant calls (cProfile, by own time)",
+    )
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.rounds < 1:
         parser.error("--iterations and --rounds must be at least 1")

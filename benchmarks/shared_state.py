@@ -28,9 +28,7 @@ import asyncio
 import contextlib
 import gc
 import json
-import math
 import multiprocessing
-import os
 import platform
 import shutil
 import socket
@@ -40,9 +38,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
+
+# The scripts run as files (python benchmarks/NAME.py): their folder is on sys.path.
+from _shared import Timed, cpus, per_call_ns, percentile
 
 MODEL = "bench-model"
 MESSAGES = [{"role": "user", "content": "Say hello in five words."}]
@@ -53,7 +54,6 @@ DEFAULT_ITERATIONS = 20_000
 DEFAULT_ROUNDS = 5
 # An instant provider never suspends; without a turn of the loop now and then, nothing queued
 # in the background (the listener, any spawned store call) would ever run. See overhead.py.
-YIELD_EVERY = 64
 # The commands phase keeps the listener's periodic reconcile (one EVALSHA and one PING per
 # interval, 5 s by default) out of its window: it is a clock's cost, not a call's.
 QUIET_RECONCILE = "60s"
@@ -66,28 +66,8 @@ GOALS = {
     "overhead_ratio_redis_vs_memory": ("<=", 1.2),
 }
 
-Timed = Callable[[], Awaitable[Any]]
-
 
 # -- measuring -----------------------------------------------------------------------------------
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-async def per_call_ns(call: Timed, n: int) -> list[int]:
-    clock = time.perf_counter_ns
-    durations = [0] * n
-    for i in range(n):
-        start = clock()
-        await call()
-        durations[i] = clock() - start
-        if not i % YIELD_EVERY:
-            await asyncio.sleep(0)  # untimed
-    return durations
 
 
 def policy(url: str | None, namespace: str, *, fail_max: int = 5, reconcile: str = "5s") -> dict[str, Any]:
@@ -401,13 +381,6 @@ async def forget(url: str, namespace: str) -> None:
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 async def measure(url: str, calls: int, trips: int, iterations: int, rounds: int) -> dict[str, Any]:
     namespace = f"bench-shared-state:{uuid.uuid4().hex[:8]}"
     try:
@@ -449,8 +422,8 @@ async def measure(url: str, calls: int, trips: int, iterations: int, rounds: int
         "goals": {key: f"{op} {value:g}" for key, (op, value) in GOALS.items()},
         "redis_version": version,
         "python": platform.python_version(),
-        "machine": f"{_cpus()} cores, {platform.machine()}, {platform.system()}",
-        "cpu_count": _cpus(),
+        "machine": f"{cpus()} cores, {platform.machine()}, {platform.system()}",
+        "cpu_count": cpus(),
         "iterations": iterations,
         "rounds": rounds,
     }

@@ -38,19 +38,18 @@ import asyncio
 import contextlib
 import gc
 import json
-import math
-import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
 import openai
+
+# The scripts run as files (python benchmarks/NAME.py): their folder is on sys.path.
+from _shared import YIELD_EVERY, Timed, cpus, package_version, percentile_us, upstream_process
 
 from router import Call, ErrorKind, Policy, Provider, ProviderError, Router
 from router.policy.model import ProviderSpec
@@ -69,7 +68,6 @@ DEFAULT_FAILOVER_ITERATIONS = 1000
 INSTANT_FAILOVER_ITERATIONS = 20_000
 WARMUP = 0.5
 # A call that never suspends would never let the loop run: cancelled timers pile up in its heap.
-YIELD_EVERY = 64
 
 CONTENDERS = (
     "sdk_default",
@@ -99,8 +97,6 @@ _UPSTREAM_MAIN = (
     "from router.testing import FakeUpstream, Fault, FaultRule, run_forever; "
     f"run_forever(FakeUpstream(seed=0, faults=[FaultRule({FAILING!r}, Fault.server_error())]))"
 )
-
-Timed = Callable[[], Awaitable[Any]]
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -144,13 +140,6 @@ async def _sleep_unless_failed(tasks: list[asyncio.Task[None]], seconds: float) 
         task.result()  # raises what the worker raised
 
 
-def percentile(samples: Sequence[int], q: float) -> float:
-    """Nearest-rank percentile of nanosecond samples, in microseconds."""
-    ordered = sorted(samples)
-    rank = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[rank] / 1000.0
-
-
 async def paired(calls: dict[str, Timed], iterations: int, rounds: int) -> dict[str, float]:
     """p50 and p99 (us) of each call, interleaved call by call; the median over rounds of each."""
     clock = time.perf_counter_ns
@@ -169,7 +158,7 @@ async def paired(calls: dict[str, Timed], iterations: int, rounds: int) -> dict[
             if not index % YIELD_EVERY:
                 await asyncio.sleep(0)  # untimed
         figures.append({
-            f"{name}_{label}": percentile(durations, q)
+            f"{name}_{label}": percentile_us(durations, q)
             for name, durations in samples.items()
             for label, q in (("p50", 0.50), ("p99", 0.99))
         })  # fmt: skip
@@ -302,40 +291,12 @@ class _InstantProvider:
         pass
 
 
-@contextlib.contextmanager
-def upstream_process() -> Iterator[str]:
-    """A FakeUpstream in a child process, its `bench-failing` model answering 500; yields its base URL."""
-    child = subprocess.Popen([sys.executable, "-c", _UPSTREAM_MAIN], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if "listening on " not in line:
-            raise RuntimeError(f"the fake upstream did not start: {line!r}")
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        child.send_signal(signal.SIGINT)  # run_forever stops the server cleanly on Ctrl-C
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
-
-
 # -- the run -----------------------------------------------------------------------------------
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def run(concurrency: int, duration: float, rounds: int, failover_iterations: int) -> dict[str, Any]:
     """Every figure, as the JSON object that `--json` prints."""
-    with upstream_process() as base_url:
+    with upstream_process(_UPSTREAM_MAIN) as base_url:
         per_round = asyncio.run(throughput(base_url, CONTENDERS, concurrency, duration, rounds))
         loopback = asyncio.run(failover(base_url, failover_iterations, rounds))
     instant = asyncio.run(
@@ -366,22 +327,13 @@ def run(concurrency: int, duration: float, rounds: int, failover_iterations: int
         "duration_s": duration,
         "rounds": rounds,
         "failover_iterations": failover_iterations,
-        "openai_version": _version("openai"),
-        "aiohttp_version": _version("aiohttp"),
-        "httpx2_version": _version("httpx2"),
+        "openai_version": package_version("openai"),
+        "aiohttp_version": package_version("aiohttp"),
+        "httpx2_version": package_version("httpx2"),
         "python": platform.python_version(),
-        "machine": f"{_cpus()} cores, {platform.machine()}, {platform.system()}",
-        "cpu_count": _cpus(),
+        "machine": f"{cpus()} cores, {platform.machine()}, {platform.system()}",
+        "cpu_count": cpus(),
     }
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def render_table(result: dict[str, Any]) -> str:
