@@ -266,9 +266,10 @@ class Router:
         """One whole answer from the route's best available target.
 
         `deadline` (seconds) shortens the route's total latency budget; `options` (stop, tools,
-        response_format, ...) go to the provider as they are; `metadata` stays local.
+        response_format, ...) go to the provider as they are; `metadata` is never sent: it reaches
+        the `on_event` hook with each attempt (e.g. a tenant or user for metrics).
         """
-        request = _request(messages, max_tokens, temperature, options, streaming=False)
+        request = _request(messages, max_tokens, temperature, options, streaming=False, metadata=metadata)
         if not self._started:
             await self.start()
         if not self._engine.knows(route):
@@ -287,7 +288,7 @@ class Router:
         **options: Any,
     ) -> AsyncIterator[str | Completion]:
         """Text deltas as they arrive, then the final `Completion`."""
-        request = _request(messages, max_tokens, temperature, options, streaming=True)
+        request = _request(messages, max_tokens, temperature, options, streaming=True, metadata=metadata)
         if not self._engine.knows(route):
             self._address(route)
         if self._started:
@@ -482,10 +483,12 @@ def _request(
     options: Mapping[str, Any],
     *,
     streaming: bool,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Request:
     if not messages:
         raise RouterError("messages must not be empty")
-    return Request(messages, max_tokens, temperature, options, estimate_tokens(messages), streaming)
+    tokens = estimate_tokens(messages)
+    return Request(messages, max_tokens, temperature, options, tokens, streaming, metadata)
 
 
 def _build_providers(

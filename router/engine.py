@@ -419,7 +419,8 @@ class _Run:
         self.trail.append(Attempt(plan.name, plan.provider, plan.model, outcome, latency, error, status))
         emit = self.engine.emit
         if emit is not None:
-            emit(AttemptEvent(self.route.name, plan.name, plan.provider, plan.model, outcome, latency, error))
+            route, metadata = self.route.name, self.request.metadata
+            emit(AttemptEvent(route, plan.name, plan.provider, plan.model, outcome, latency, error, metadata))
 
     def _skip(self, runtime: TargetRuntime, outcome: str) -> None:
         self._record(runtime, outcome, self.engine.clock.monotonic())

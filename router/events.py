@@ -7,7 +7,9 @@ and dropped, never passed to the request).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from router.resilience.breaker import BreakerTransition
 
@@ -33,6 +35,7 @@ class AttemptEvent:
     outcome: str
     latency_s: float
     error: str | None = None
+    metadata: Mapping[str, Any] | None = None  # the caller's `metadata` of the request
 
 
 @dataclass(frozen=True, slots=True)

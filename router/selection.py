@@ -103,6 +103,7 @@ class Request:
     options: Mapping[str, Any]
     input_tokens: int
     streaming: bool
+    metadata: Mapping[str, Any] | None = None  # the caller's, for event hooks; never sent upstream
 
     @property
     def output_estimate(self) -> int:

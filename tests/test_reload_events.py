@@ -96,7 +96,9 @@ async def test_events_trace_attempts_retries_and_failovers(policy_file):
     events: list[Any] = []
     router, p1, _ = make(policy_file, FakeClock(), on_event=events.append)
     p1.script("a", Step.fail(ErrorKind.SERVER_ERROR), Step.fail(ErrorKind.SERVER_ERROR))
-    await router.complete("chat", USER)
+    await router.complete("chat", USER, metadata={"tenant": "acme"})
+    assert all(e.metadata == {"tenant": "acme"} for e in events if isinstance(e, AttemptEvent))
+    assert "tenant" not in p1.calls[0].options  # never sent upstream
     kinds = [type(e).__name__ for e in events if not hasattr(e, "old")]
     assert kinds == ["AttemptEvent", "RetryEvent", "AttemptEvent", "FailoverEvent", "AttemptEvent"]
     assert isinstance(events[-1], AttemptEvent) and events[-1].target == "b" and events[-1].outcome == "ok"
