@@ -1,4 +1,5 @@
-"""Suite-wide guard: no secret of any policy a test builds shows up in a log line or an error text.
+"""Fixtures for every suite (the shared Redis, dedicated ones), and a guard over the whole run:
+no secret of any policy a test builds shows up in a log line or an error text.
 
 Every `Router` registers its policy's secrets with `router.logs`; this plugin records every log
 record (at DEBUG, with tracebacks) and the text of every `RouterError` raised during the whole
@@ -9,12 +10,40 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from router import logs
 from router.errors import RouterError
+
+from .redis_support import REDIS_URL, DedicatedRedis, redis_binary, unavailable
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared test Redis, checked once per session."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"no Redis at {REDIS_URL}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
+    """A Redis of the test's own, which it may stop, kill and start again."""
+    server = DedicatedRedis(redis_binary(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 class _Recorder(logging.Handler):

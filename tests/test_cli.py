@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from click.testing import CliRunner
 
 from router.cli import main
 from router.testing import FakeUpstream, Fault
+
+from .redis_support import free_port
 
 POLICIES = sorted(Path(__file__).parent.parent.joinpath("policies").glob("*.yaml"))
 
@@ -95,14 +96,8 @@ def test_complete_stream(tmp_path):
     assert result.exit_code == 0 and result.stdout.strip() == "streamed words arrive"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_fake_upstream_and_complete_as_processes(tmp_path):
-    port = _free_port()
+    port = free_port()
     router_cmd = [sys.executable, "-m", "router.cli"]
     server = subprocess.Popen(
         [*router_cmd, "fake-upstream", "--port", str(port), "--fault", "primary-model=503"],

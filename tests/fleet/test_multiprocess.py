@@ -11,14 +11,11 @@ Without Redis on 127.0.0.1:6379 these tests skip locally and fail when `CI` is s
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,31 +23,13 @@ import redis
 
 from router.testing import FakeUpstream, Fault
 
-from .workers import DedicatedRedis, Fleet, WorkerProcess, eventually
+from ..redis_support import DedicatedRedis
+from .workers import Fleet, WorkerProcess, eventually
 
-REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FLEET_SIZE = 4
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; Redis tests must not be skipped in CI", pytrace=False)
-    pytest.skip(f"{reason} (set CI=1 to make this a failure)")
-
-
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        _unavailable(f"no Redis at {REDIS_URL}: {exc}")
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +72,6 @@ def namespace(redis_url: str) -> Iterator[str]:
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as up:
         yield up
-
-
-@pytest.fixture
-def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.access(binary, os.X_OK):
-        _unavailable("no redis-server binary to run a dedicated Redis")
-    server = DedicatedRedis(binary, tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -15,16 +15,11 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import os
 import queue
-import socket
-import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 # Replies longer than this mean a worker is stuck: the test kills it rather than hang.
@@ -351,60 +346,3 @@ def eventually(condition: Callable[[], Any], within: float = 5.0, step: float = 
 
 
 # -- a Redis of the test's own ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class DedicatedRedis:
-    """A `redis-server` on a free loopback port that persists nothing; `stop()`/`start()` keep the port."""
-
-    binary: str
-    directory: Path
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def __post_init__(self) -> None:
-        self.port = self.port or free_port()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert self.process is None, "already running"
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", os.fspath(self.directory),
-                "--daemonize", "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 5.0
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.01)
-
-    def kill(self) -> None:
-        """Stop it the hard way, as a crash would (SIGKILL: no goodbye to clients)."""
-        process, self.process = self.process, None
-        if process is not None:
-            process.kill()
-            process.wait(5)

@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -25,27 +20,6 @@ import redis.asyncio
 
 from router.state import MemoryStore, RedisStore, StateStore
 from router.testing import FakeClock
-
-REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; Redis tests must not be skipped in CI", pytrace=False)
-    pytest.skip(f"{reason} (set CI=1 to make this a failure)")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The shared test Redis, checked once per session."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        _unavailable(f"no Redis at {REDIS_URL}: {exc}")
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @pytest.fixture
@@ -179,80 +153,6 @@ def harness(request: pytest.FixtureRequest) -> Harness:
 
 
 # -- a Redis of our own, to stop and start ---------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class DedicatedRedis:
-    """A `redis-server` subprocess on a free loopback port; `stop()` and `start()` keep the port.
-
-    It persists nothing by itself (`--save "" --appendonly no`); an explicit SAVE writes
-    `dump.rdb` in its directory, which the next `start()` loads.
-    """
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert self._process is None, "already running"
-        self._process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.directory),
-                "--dbfilename", "dump.rdb",
-                "--daemonize", "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 5.0
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=5)
-
-    async def astop(self) -> None:
-        await asyncio.to_thread(self.stop)
-
-    async def astart(self) -> None:
-        await asyncio.to_thread(self.start)
-
-
-@pytest.fixture
-def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.access(binary, os.X_OK):
-        _unavailable("no redis-server binary to run a dedicated Redis")
-    server = DedicatedRedis(binary, tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class FreezingProxy:

@@ -18,7 +18,8 @@ from router.clock import SystemClock
 from router.state import BreakerRecord, RedisStore, StoreUnavailable
 from router.testing import FakeClock
 
-from .conftest import DedicatedRedis, FreezingProxy, _free_port, eventually, write_unannounced_breaker
+from ..redis_support import DedicatedRedis, free_port
+from .conftest import FreezingProxy, eventually, write_unannounced_breaker
 
 MakeStore = Callable[..., RedisStore]
 TRIP_NOW: dict[str, Any] = {
@@ -191,7 +192,7 @@ async def test_an_unreachable_redis_fails_every_call_fast_and_logs_once(
     redis_store: MakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="router")
-    store = redis_store("w1", url=f"redis://:hunter2secret@127.0.0.1:{_free_port()}/0")
+    store = redis_store("w1", url=f"redis://:hunter2secret@127.0.0.1:{free_port()}/0")
     started = time.perf_counter()
     await store.start(lambda r: None)
     assert time.perf_counter() - started < 0.5
