@@ -23,8 +23,9 @@ Translation from the OpenAI shape (see `router.providers._translate`):
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,71 +100,69 @@ class AnthropicProvider:
 
     # -- the Provider protocol -------------------------------------------------------------
 
-    async def complete(self, call: Call) -> Reply:
-        params = self._params(call)
+    @contextlib.contextmanager
+    def _sdk_errors(self) -> Iterator[None]:
+        """What the SDK and the HTTP stack raise, as this provider's `ProviderError`s."""
         try:
-            raw = await self._client.messages.with_raw_response.create(**params)
-            body = await raw.read()
+            yield
         except anthropic.APIError as error:
             raise self._classify(error) from None
         except anthropic.CredentialsError:
             raise self._no_credentials() from None
         except httpx2.TransportError as error:
             raise self._transport_error(error) from None
+
+    async def complete(self, call: Call) -> Reply:
+        params = self._params(call)
+        with self._sdk_errors():
+            raw = await self._client.messages.with_raw_response.create(**params)
+            body = await raw.read()
         return self._parse_reply(body)
 
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
         params = self._params(call)
         params["stream"] = True
         state = _StreamState()
-        try:
-            async with self._client.messages.with_streaming_response.create(**params) as response:
-                if "text/event-stream" not in response.http_response.headers.get("content-type", ""):
-                    raise self._not_a_stream(await response.read())
-                event, data = "", []
-                async for line in response.iter_lines():
-                    if line:
-                        if not line.startswith(":"):  # SSE comments and keep-alives
-                            name, _, value = line.partition(":")
-                            value = value.removeprefix(" ")
-                            if name == "event":
-                                event = value
-                            elif name == "data":
-                                data.append(value)
-                        continue
-                    if data:  # a blank line ends an event
-                        chunk = self._on_event(state, event, "\n".join(data))
-                        if chunk is not None:
-                            yield chunk
-                        if state.stopped:
-                            return
+        with self._sdk_errors():
+            try:
+                async with self._client.messages.with_streaming_response.create(**params) as response:
+                    if "text/event-stream" not in response.http_response.headers.get("content-type", ""):
+                        raise self._not_a_stream(await response.read())
                     event, data = "", []
-                # The upstream closed without message_stop: whole all the same if it said why it
-                # stopped; if not, the engine sees a stream without a finish and judges it broken.
-                if state.stop_reason is not None:
+                    async for line in response.iter_lines():
+                        if line:
+                            if not line.startswith(":"):  # SSE comments and keep-alives
+                                name, _, value = line.partition(":")
+                                value = value.removeprefix(" ")
+                                if name == "event":
+                                    event = value
+                                elif name == "data":
+                                    data.append(value)
+                            continue
+                        if data:  # a blank line ends an event
+                            chunk = self._on_event(state, event, "\n".join(data))
+                            if chunk is not None:
+                                yield chunk
+                            if state.stopped:
+                                return
+                        event, data = "", []
+                    # The upstream closed without message_stop: whole all the same if it said why it
+                    # stopped; if not, the engine sees a stream without a finish and judges it broken.
+                    if state.stop_reason is not None:
+                        yield state.final()
+            except httpx2.TransportError:
+                if state.stop_reason is not None:  # lost after the last word: the answer is whole
                     yield state.final()
-        except anthropic.APIError as error:
-            raise self._classify(error) from None
-        except anthropic.CredentialsError:
-            raise self._no_credentials() from None
-        except httpx2.TransportError as error:
-            if state.stop_reason is not None:  # lost after the last word: the answer is whole
-                yield state.final()
-                return
-            raise self._transport_error(error) from None
+                    return
+                raise
 
     async def list_models(self) -> list[str]:
         if not self._has_credentials:
             raise self._no_credentials()
         try:
-            page = await self._client.models.list(limit=1000)
-            return [model.id async for model in page]
-        except anthropic.APIError as error:
-            raise self._classify(error) from None
-        except anthropic.CredentialsError:
-            raise self._no_credentials() from None
-        except httpx2.TransportError as error:
-            raise self._transport_error(error) from None
+            with self._sdk_errors():
+                page = await self._client.models.list(limit=1000)
+                return [model.id async for model in page]
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ProviderError(
                 ErrorKind.SERVER_ERROR,

@@ -8,8 +8,9 @@ exception from deep inside the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -83,14 +84,23 @@ class OpenAIProvider:
         body.update(sdk.pop("extra_body", None) or {})
         return {"model": call.model, "messages": (), "timeout": call.timeout, "extra_body": body, **sdk}
 
-    async def complete(self, call: Call) -> Reply:
+    @contextlib.contextmanager
+    def _sdk_errors(self) -> Iterator[None]:
+        """What the SDK and the HTTP stack raise, as this provider's `ProviderError`s."""
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**self._params(call))
-            body = raw.http_response.content
+            yield
         except openai.APIError as error:
             raise self._classify(error) from None
         except httpx2.TransportError as error:
             raise self._transport_error(error) from None
+        except ProviderError as error:  # an error event inside a stream
+            error.provider = self.name
+            raise
+
+    async def complete(self, call: Call) -> Reply:
+        with self._sdk_errors():
+            raw = await self._client.chat.completions.with_raw_response.create(**self._params(call))
+            body = raw.http_response.content
         return self._parse_reply(body)
 
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
@@ -99,7 +109,7 @@ class OpenAIProvider:
         if self._stream_usage:
             params["stream_options"] = {"include_usage": True}
         tools = _ToolCallParts()
-        try:
+        with self._sdk_errors():
             async with self._client.chat.completions.with_streaming_response.create(**params) as response:
                 async for line in response.iter_lines():
                     if not line.startswith("data:"):
@@ -110,22 +120,11 @@ class OpenAIProvider:
                     chunk = _parse_chunk(data, tools)
                     if chunk is not None:
                         yield chunk
-        except openai.APIError as error:
-            raise self._classify(error) from None
-        except httpx2.TransportError as error:
-            raise self._transport_error(error) from None
-        except ProviderError as error:
-            error.provider = self.name
-            raise
 
     async def list_models(self) -> list[str]:
-        try:
+        with self._sdk_errors():
             page = await self._client.models.list()
             return [model.id async for model in page]
-        except openai.APIError as error:
-            raise self._classify(error) from None
-        except httpx2.TransportError as error:
-            raise self._transport_error(error) from None
 
     async def aclose(self) -> None:
         await self._client.close()
