@@ -40,6 +40,9 @@ class Budgets:
                 )
             except StoreUnavailable:
                 continue  # no verdict from the store: the call goes, and is not counted
+            except BaseException:  # cancelled (or worse) half-way: what was taken goes back
+                self.settle((tuple(taken), estimate), 0.0)
+                raise
             if wait < 0:
                 self.settle((tuple(taken), estimate), 0.0)
                 if budget.raise_when_spent:

@@ -242,6 +242,7 @@ class _Run:
         clock = self.engine.clock
         lanes = {asyncio.ensure_future(self._lane(pending, invoke))}
         hedge: asyncio.Future[None] | None = asyncio.ensure_future(clock.sleep(after))
+        won: _T | None = None
         try:
             while lanes:
                 done, _ = await asyncio.wait(
@@ -249,19 +250,32 @@ class _Run:
                 )
                 for lane in done & lanes:
                     lanes.discard(lane)
-                    result = lane.result()
-                    if result is not None:
-                        return result
+                    won = lane.result()
+                    if won is not None:
+                        return won
                 if hedge is not None and hedge in done:
                     hedge = None
                     lanes.add(asyncio.ensure_future(self._lane(pending, invoke)))
             return None
         finally:
-            leftovers: list[asyncio.Future[Any]] = [*lanes, *([hedge] if hedge else [])]
-            for task in leftovers:
-                task.cancel()
-            # The losers record their cancellation and free their breaker permits before we return.
-            await asyncio.gather(*leftovers, return_exceptions=True)
+            await self._call_off([*lanes, *([hedge] if hedge else [])], won)
+
+    async def _call_off(self, leftovers: list[asyncio.Future[Any]], won: object) -> None:
+        """Cancel what still runs and wait: the losers give back their permits before we return.
+
+        A lane that finished in the same turn as the winner holds an open stream: it is let go.
+        A cancellation meanwhile still waits for the losers, then lets the winner go too.
+        """
+        for task in leftovers:
+            task.cancel()
+        cancelled = await _wait_out(leftovers)
+        unread = [opened for lane in leftovers if (opened := _stream_of(lane)) is not None]
+        if cancelled and isinstance(won, _OpenStream):
+            unread.append(won)
+        for opened in unread:
+            await self._abandon(opened)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _lane(
         self, pending: Iterator[TargetRuntime], invoke: Callable[[TargetRuntime, float], Awaitable[_T]]
@@ -298,7 +312,7 @@ class _Run:
                 breaker.release()
                 self._skip(runtime, Outcome.DEADLINE)
                 return None
-            ticket = await self._admit(runtime)
+            ticket = await self._admit_or_release(runtime)
             if isinstance(ticket, str):
                 breaker.release()
                 self._skip(runtime, ticket)
@@ -350,6 +364,17 @@ class _Run:
             self._record(runtime, Outcome.OK, started)
             return value
 
+    async def _admit_or_release(self, runtime: TargetRuntime) -> _Ticket | str:
+        """`_admit`, giving back the breaker's permit (maybe the one half-open probe) if it raises."""
+        started = self.engine.clock.monotonic()
+        try:
+            return await self._admit(runtime)
+        except BaseException as error:
+            runtime.breaker.release()
+            if isinstance(error, asyncio.CancelledError):
+                self._record(runtime, Outcome.CANCELLED, started, "cancelled")
+            raise
+
     async def _admit(self, runtime: TargetRuntime) -> _Ticket | str:
         """Take the limiter's slot and the budgets' dollars for one call, or say why not (an outcome)."""
         limiter = runtime.limiter
@@ -365,13 +390,10 @@ class _Run:
             estimate = runtime.plan.cost(request.input_tokens, request.output_estimate)
             try:
                 reservation = await self.engine.budgets.reserve(self.route, runtime.plan, estimate)
-            except BaseException:
-                if limiter is not None:
-                    limiter.release(tokens, None)
-                raise
+            finally:
+                if reservation is None and limiter is not None:
+                    limiter.release(tokens, 0)  # the call never goes out: every token goes back
             if reservation is None:
-                if limiter is not None:
-                    limiter.release(tokens, None)
                 return Outcome.OVER_BUDGET
         return _Ticket(
             limiter, tokens, self.engine.budgets if reservation else None, reservation, runtime.plan
@@ -581,13 +603,19 @@ class _Run:
                 error.attempts = tuple(self.trail)
             raise
         except BaseException:
-            await _close(chunks)
             if record:  # the caller walked away (or was cancelled): no verdict on the target
-                runtime = opened.runtime
-                opened.ticket.settle(None)
-                runtime.breaker.release()
-                self._record(runtime, Outcome.CANCELLED, opened.started, "cancelled")
+                await self._abandon(opened)
+            else:
+                await _close(chunks)
             raise
+
+    async def _abandon(self, opened: _OpenStream) -> None:
+        """Nobody will read this stream: give back its permits, record a cancellation, close it."""
+        runtime = opened.runtime
+        opened.ticket.settle(None)
+        runtime.breaker.release()
+        self._record(runtime, Outcome.CANCELLED, opened.started, "cancelled")
+        await _close(opened.chunks)  # last: a second cancellation may cut it short
 
     def _end_stream_attempt(self, opened: _OpenStream, error: ProviderError | None) -> None:
         runtime = opened.runtime
@@ -621,6 +649,26 @@ class _Run:
             warnings=tuple(self.warnings),
             tool_calls=answer.tool_calls,
         )
+
+
+async def _wait_out(tasks: list[asyncio.Future[Any]]) -> bool:
+    """Wait until every task is done, even through a cancellation; whether one came meanwhile."""
+    cancelled = False
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
+
+
+def _stream_of(lane: asyncio.Future[Any]) -> _OpenStream | None:
+    """The open stream a finished lane holds, if it holds one."""
+    if lane.cancelled() or lane.exception() is not None:
+        return None
+    result = lane.result()
+    return result if isinstance(result, _OpenStream) else None
 
 
 def _broken(opened: _OpenStream, message: str) -> StreamBroken:

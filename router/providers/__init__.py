@@ -51,7 +51,8 @@ def build_provider(
     if len(keys) > 1:
         from router.providers.pool import KeyPool
 
-        return KeyPool(name, [(key, _adapter(name, spec, key)) for key in keys], clock)
+        members = [(key, _adapter(name, spec, key)) for key in keys]
+        return KeyPool(name, members, clock, max_rest=spec.breaker.max_reset_timeout)
     return _adapter(name, spec, keys[0] if keys else None)
 
 

@@ -1,7 +1,8 @@
 """A key pool: one provider client per API key, used round-robin.
 
-A 429 on one key moves the call to the next key (the key rests for its Retry-After) before
-the engine ever sees a failure; a 401/403 benches the key for good while the others serve.
+A 429 on one key moves the call to the next key (the key rests for its Retry-After, at most
+the provider's longest breaker wait) before the engine ever sees a failure; a 401/403 benches
+the key for good while the others serve.
 Keys are named in logs and errors by a short hash, never by their value.
 """
 
@@ -21,6 +22,7 @@ __all__ = ["KeyPool", "key_id"]
 logger = logging.getLogger("router")
 
 _DEFAULT_REST = 1.0  # seconds a rate-limited key rests when the provider names no delay
+_MAX_REST = 300.0  # the breaker's default max_reset_timeout, for pools built without a policy
 _T = TypeVar("_T")
 
 
@@ -40,10 +42,18 @@ class _Member:
 
 
 class KeyPool:
-    def __init__(self, name: str, members: Sequence[tuple[str, Provider]], clock: Clock) -> None:
+    def __init__(
+        self,
+        name: str,
+        members: Sequence[tuple[str, Provider]],
+        clock: Clock,
+        *,
+        max_rest: float = _MAX_REST,
+    ) -> None:
         self.name = name
         self._members = [_Member(key, provider) for key, provider in members]
         self._clock = clock
+        self._max_rest = max_rest
         self._next = 0
 
     @property
@@ -70,7 +80,9 @@ class KeyPool:
     def _absorb(self, member: _Member, error: ProviderError) -> bool:
         """Note what the error says about the key; True when another key may do better."""
         if error.kind is ErrorKind.RATE_LIMITED:
-            member.rest_until = self._clock.monotonic() + (error.retry_after or _DEFAULT_REST)
+            # A key rests no longer than an open breaker waits: a huge Retry-After would lose it for days.
+            rest = min(error.retry_after or _DEFAULT_REST, self._max_rest)
+            member.rest_until = self._clock.monotonic() + rest
             return True
         if error.kind is ErrorKind.AUTH and error.status in (401, 403):
             member.benched = True
@@ -108,6 +120,9 @@ class KeyPool:
                 return chunks, await anext(chunks)
             except StopAsyncIteration:
                 return chunks, None
+            except BaseException:  # an error or a cancellation: nobody else will close it
+                await _close(chunks)
+                raise
 
         chunks, first = await self._each_key(first_chunk)
         try:
@@ -117,9 +132,7 @@ class KeyPool:
             async for chunk in chunks:
                 yield chunk
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _close(chunks)
 
     async def list_models(self) -> list[str]:
         return await self._each_key(lambda provider: provider.list_models())
@@ -127,3 +140,9 @@ class KeyPool:
     async def aclose(self) -> None:
         for member in self._members:
             await member.provider.aclose()
+
+
+async def _close(chunks: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

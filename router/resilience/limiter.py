@@ -3,11 +3,12 @@
 Every wait is bounded by the request's deadline: a wait may use at most half the time left
 (the call itself needs the rest); when it would take longer,
 the target is skipped (outcome `limited`) so the request moves on while it still can.
+The bound holds for every wait together, the fleet's bucket store included: one that does
+not answer in time counts as a wait too long.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
@@ -15,7 +16,12 @@ from aiolimiter import AsyncLimiter
 from router.clock import Clock
 from router.policy.model import LimitsSpec
 
-__all__ = ["ClusterBuckets", "Limiter", "TokenBucket"]
+__all__ = ["ClusterBuckets", "Limiter", "TokenBucket", "latest_start"]
+
+
+def latest_start(now: float, deadline: float) -> float:
+    """The latest moment a call may start: a limiter wait may use at most half the time left."""
+    return now + (deadline - now) / 2
 
 
 class ClusterBuckets(Protocol):
@@ -88,48 +94,76 @@ class Limiter:
         return self._in_flight
 
     async def acquire(self, tokens: int, deadline: float) -> bool:
-        """Admit one call of about `tokens` tokens before `deadline`, or return False at once."""
+        """Admit one call of about `tokens` tokens before `deadline`, or return False.
+
+        Every way out that does not admit the call (False, an error, a cancellation) gives
+        back what was taken: the slot, the local tokens and the fleet's tokens.
+        """
         # Over max_concurrency the call spills over to the next target (Envoy's overflow), since
         # how long a slot takes to free up cannot be known.
         if self._max_concurrency is not None and self._in_flight >= self._max_concurrency:
             return False
-        budget = (deadline - self._clock.monotonic()) / 2
+        now = self._clock.monotonic()
+        start_by = latest_start(now, deadline)
         # One request leaks out of the RPM bucket every 60/rpm s; those already waiting go first.
         rpm = self._rpm
         if rpm is not None and not rpm.has_capacity():
-            turn = (self._rpm_waiting + 1) * 60.0 / rpm.max_rate
-            if turn >= budget:
+            turn = now + (self._rpm_waiting + 1) * 60.0 / rpm.max_rate
+            if turn >= start_by:
                 return False
-        wait = 0.0
+        ready = now
         if self._tpm is not None:
-            reserved = self._tpm.reserve(tokens, budget)
-            if reserved is None:
+            wait = self._tpm.reserve(tokens, start_by - now)
+            if wait is None:
                 return False
-            wait = reserved
+            ready += wait
         self._in_flight += 1
-        if self._cluster is not None:
-            cluster_wait = await self._cluster.reserve(tokens, budget)
-            if cluster_wait is None:
-                self._undo(tokens)
-                return False
-            wait = max(wait, cluster_wait)
         try:
-            if wait > 0:
-                await self._clock.sleep(wait)
-            if self._rpm is not None:
-                self._rpm_waiting += 1
-                try:
-                    async with self._clock.timeout_at(deadline):
-                        await self._rpm.acquire()
-                finally:
-                    self._rpm_waiting -= 1
-        except TimeoutError:
-            self._undo(tokens)
-            return False
-        except asyncio.CancelledError:
+            admitted = await self._wait(tokens, ready, start_by)
+        except BaseException:
             self._undo(tokens)
             raise
-        return True
+        if not admitted:
+            self._undo(tokens)
+        return admitted
+
+    async def _wait(self, tokens: int, ready: float, start_by: float) -> bool:
+        """Wait for the fleet's buckets, the TPM refill and the RPM turn, all over by `start_by`."""
+        clock = self._clock
+        cluster = self._cluster
+        rpm = self._rpm
+        if cluster is None and ready <= clock.monotonic() and (rpm is None or rpm.has_capacity()):
+            if rpm is not None:
+                await rpm.acquire()  # there is room: it returns without suspending
+            return True
+        taken: ClusterBuckets | None = None  # the fleet's tokens, to give back unless admitted
+        admitted = False
+        try:
+            # Bounded as a whole: a hung store must not eat the time the next target needs.
+            async with clock.timeout_at(start_by):
+                if cluster is not None:
+                    wait = await cluster.reserve(tokens, start_by - clock.monotonic())
+                    if wait is None:
+                        return False
+                    taken = cluster
+                    ready = max(ready, clock.monotonic() + wait)
+                    if ready > start_by:  # the reserve itself used up the time the wait needed
+                        return False
+                if ready > clock.monotonic():
+                    await clock.sleep(ready - clock.monotonic())
+                if rpm is not None:
+                    self._rpm_waiting += 1
+                    try:
+                        await rpm.acquire()
+                    finally:
+                        self._rpm_waiting -= 1
+            admitted = True
+        except TimeoutError:
+            pass
+        finally:
+            if taken is not None and not admitted:
+                taken.reconcile(-tokens)
+        return admitted
 
     def _undo(self, tokens: int) -> None:
         self._in_flight -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import typing
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from router import ErrorKind, PolicyError, ProviderError
 from router.policy.model import ProviderSpec, ProviderType
 from router.providers import build_provider
-from router.providers.base import Call
+from router.providers.base import Call, Chunk
 from router.providers.openai import OpenAIProvider
 from router.providers.pool import KeyPool, key_id
 from router.providers.presets import PRESETS
@@ -139,3 +140,69 @@ async def test_pool_streams_swap_keys_only_before_the_first_chunk():
     b.script("m", Step.reply("two words"))
     chunks = [chunk async for chunk in pool(clock, a, b).stream(CALL)]
     assert "".join(c.text for c in chunks) == "two words" and chunks[-1].finish_reason == "stop"
+
+
+async def test_a_huge_retry_after_rests_a_key_no_longer_than_the_breaker_s_longest_wait():
+    clock = FakeClock()
+    a, b = ScriptedProvider("a"), ScriptedProvider("b")
+    a.script("m", Step.fail(ErrorKind.RATE_LIMITED, status=429, retry_after=864000.0))  # 10 days
+    keys = KeyPool("p", [("secret-0", a), ("secret-1", b)], clock, max_rest=120.0)
+    await keys.complete(CALL)
+    assert keys.key_states[key_id("secret-0")] == "resting"
+    clock.advance(120.0)
+    assert keys.key_states[key_id("secret-0")] == "serving"
+
+
+def test_a_pool_s_keys_rest_at_most_the_provider_s_max_reset_timeout():
+    provider = build_provider(
+        "p",
+        spec(type="groq", api_keys=["k1", "k2"], breaker={"max_reset_timeout": "90s"}),
+        clock=FakeClock(),
+        environ={},
+    )
+    assert isinstance(provider, KeyPool) and provider._max_rest == 90.0
+
+
+class _StreamObject:
+    """A stream object (not a generator): its first chunk fails, or never comes. Records its closing."""
+
+    def __init__(self, clock: FakeClock, error: ProviderError | None = None) -> None:
+        self.clock = clock
+        self.error = error
+        self.closed = False
+
+    def __aiter__(self) -> _StreamObject:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self.error is not None:
+            raise self.error
+        await self.clock.sleep(1e9)
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_pool_stream_cancelled_before_its_first_chunk_is_closed():
+    clock = FakeClock(auto_advance=False)
+    a = ScriptedProvider("a")
+    hanging = _StreamObject(clock)
+    a.stream = lambda call: hanging  # type: ignore[method-assign]
+    keys = pool(clock, a, ScriptedProvider("b"))
+    task = asyncio.ensure_future(anext(keys.stream(CALL)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hanging.closed
+    assert set(keys.key_states.values()) == {"serving"}
+
+
+async def test_a_pool_stream_whose_first_chunk_fails_is_closed_before_the_next_key():
+    clock = FakeClock()
+    a = ScriptedProvider("a")
+    limited = _StreamObject(clock, ProviderError(ErrorKind.RATE_LIMITED, "slow down", status=429))
+    a.stream = lambda call: limited  # type: ignore[method-assign]
+    chunks = [chunk async for chunk in pool(clock, a, ScriptedProvider("b")).stream(CALL)]
+    assert "".join(c.text for c in chunks) == "ok" and limited.closed

@@ -1,0 +1,254 @@
+"""A request cancelled at any await point gives back every permit it held.
+
+Each sweep cancels one request after k event-loop steps, for k = 0, 1, 2, ... until the
+request finishes before the cancel, on a fresh router each time (the fake clock jumps to
+the next timer whenever the tasks have settled, so every await point is reached). After
+each one: no limiter slot taken, no tokens or dollars kept for a call that never went out,
+every breaker admits (no half-open probe left hanging), every pool key serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from router import ErrorKind, MemoryStore, Router
+from router.budgets import Budgets
+from router.policy.model import LimitsSpec
+from router.providers.pool import KeyPool
+from router.resilience.limiter import Limiter
+from router.results import Completion
+from router.selection import estimate_tokens
+from router.testing import FakeClock
+from router.testing.scripted import ScriptedProvider, Step
+
+from .conftest import USER, build_policy
+from .test_limiter_bounds import SlowBuckets
+
+TPM = 6000
+LIMITS = {"rpm": 600, "tpm": TPM, "max_concurrency": 2}
+MAX_TOKENS = 500
+TARGETS = {
+    "a": {"provider": "p1", "model": "a", "price": {"input": 1.0, "output": 2.0}, "tier": "premium"},
+    "b": {"provider": "p2", "model": "b", "price": {"input": 0.5, "output": 1.0}, "tier": "economy"},
+}
+# A day's refill over the test's few virtual seconds is far below one call's estimate ($0.001),
+# so a reservation that is not given back shows.
+BUDGETS = {
+    "premium": {"tier": "premium", "usd": 1.0, "per": "day"},
+    "economy": {"tier": "economy", "usd": 1.0, "per": "day"},
+}
+BUDGET_OF = {"a": "premium", "b": "economy"}
+BREAKER = {"fail_max": 1, "reset_timeout": "10s"}
+MAX_STEPS = 5000
+
+
+@dataclass
+class Case:
+    """One router, one scripted request; `check` says what must be back after it."""
+
+    clock: FakeClock
+    router: Router
+    members: dict[str, list[ScriptedProvider]]
+    buckets: SlowBuckets | None = None
+    pool: KeyPool | None = None
+    spent: dict[str, float] = field(default_factory=lambda: {"a": 0.0, "b": 0.0})  # by the answers
+    sent: dict[str, int] = field(default_factory=dict)
+    shared: int = 0  # the fleet's tokens outstanding before the request
+
+    def calls(self, target: str) -> int:
+        return sum(member.count(target) for member in self.members[target])
+
+    def answered(self, result: Completion) -> None:
+        self.spent[result.target] += result.cost_usd
+
+    def mark(self) -> None:
+        self.sent = {target: self.calls(target) for target in self.members}
+        self.shared = self.buckets.outstanding if self.buckets is not None else 0
+
+    async def check(self) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)  # budget settlements run in the background
+        tokens = estimate_tokens(USER) + MAX_TOKENS
+        for name, runtime in self.router._runtimes.items():
+            limiter = runtime.limiter
+            assert limiter is not None and limiter.in_flight == 0, name
+            # A call that went out keeps its estimate (the provider counted it); one that did not, nothing.
+            sent = self.calls(name) - self.sent[name]
+            assert limiter._tpm is not None and limiter._tpm.level() >= TPM - tokens * sent, name
+            if name == "a" and self.buckets is not None:
+                assert 0 <= self.buckets.outstanding - self.shared <= tokens * sent
+            assert runtime.breaker.admit(), f"{name}: the breaker's probe permit was never given back"
+            runtime.breaker.release()
+            # Everything but what the answers cost is there to take.
+            key, left = f"budget:{BUDGET_OF[name]}", 1.0 - self.spent[name] - 1e-9
+            assert await self.router.store.reserve(key, left, 1.0, 1.0 / 86400, 0.0) == 0, name
+            await self.router.store.adjust(key, -left, 1.0, 1.0 / 86400)
+        if self.pool is not None:
+            assert set(self.pool.key_states.values()) == {"serving"}
+
+
+def make_case(
+    route: dict[str, Any] | None = None,
+    *,
+    a: tuple[Step, ...] = (),
+    b: tuple[Step, ...] = (),
+    cluster: bool = False,
+    keys: int = 1,
+) -> Case:
+    clock = FakeClock()
+    p1_members = [ScriptedProvider(f"p1-{i}", clock=clock) for i in range(keys)]
+    for member in p1_members:
+        member.script("a", *a)
+    p1: Any = p1_members[0]
+    pool = None
+    if keys > 1:
+        pool = p1 = KeyPool("p1", [(f"key-{i}", m) for i, m in enumerate(p1_members)], clock)
+    p2 = ScriptedProvider("p2", clock=clock)
+    p2.script("b", *b)
+    policy = build_policy(route, targets=TARGETS, breaker=BREAKER, limits=LIMITS, budgets=BUDGETS)
+    router = Router(policy, clock=clock, providers={"p1": p1, "p2": p2}, seed=7)
+    case = Case(clock, router, {"a": p1_members, "b": [p2]}, pool=pool)
+    if cluster:
+        case.buckets = SlowBuckets(clock, delay=0.05)
+        router._runtimes["a"].limiter = Limiter(LimitsSpec(**LIMITS), clock, case.buckets)
+    return case
+
+
+async def half_open(case: Case) -> None:
+    """Trip a's breaker with one failure (scripted first), then wait out its reset timeout."""
+    result = await case.router.complete("chat", USER, max_tokens=MAX_TOKENS)
+    assert result.target == "b"
+    case.answered(result)
+    case.clock.advance(12.0)
+    breaker = case.router._runtimes["a"].breaker
+    assert breaker.state == "open" and breaker.retry_at <= case.clock.monotonic()  # the next call probes
+
+
+async def complete(case: Case) -> None:
+    case.answered(await case.router.complete("chat", USER, max_tokens=MAX_TOKENS))
+
+
+async def stream(case: Case) -> None:
+    async for item in case.router.stream("chat", USER, max_tokens=MAX_TOKENS):
+        if isinstance(item, Completion):
+            case.answered(item)
+
+
+async def sweep(
+    build: Callable[[], Case],
+    request: Callable[[Case], Awaitable[None]],
+    prepare: Callable[[Case], Awaitable[None]] | None = None,
+) -> int:
+    """Cancel the request after k steps for every k until it finishes first; the steps it took."""
+    for steps in range(MAX_STEPS):
+        case = build()
+        if prepare is not None:
+            await prepare(case)
+        case.mark()
+        task = asyncio.ensure_future(request(case))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        finished = task.done()
+        task.cancel()
+        if finished:
+            await task
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await case.check()
+        await case.router.aclose()
+        if finished:
+            return steps
+    raise AssertionError(f"the request did not finish within {MAX_STEPS} steps")
+
+
+SLOW = Step.reply("one two three", delay=0.5, chunk_delay=0.5)
+TRIP = Step.fail(ErrorKind.SERVER_ERROR, status=503)
+
+
+async def test_complete_with_limits_budgets_and_the_fleet_s_buckets():
+    assert await sweep(lambda: make_case(a=(SLOW,), cluster=True), complete) > 50
+
+
+async def test_complete_as_the_half_open_probe():
+    assert await sweep(lambda: make_case(a=(TRIP, SLOW), cluster=True), complete, half_open) > 50
+
+
+async def test_stream_with_limits_budgets_and_the_fleet_s_buckets():
+    assert await sweep(lambda: make_case(a=(SLOW,), cluster=True), stream) > 50
+
+
+async def test_stream_as_the_half_open_probe():
+    assert await sweep(lambda: make_case(a=(TRIP, SLOW), cluster=True), stream, half_open) > 50
+
+
+# The hedge starts b at 0.25 s: both first tokens come at 0.5 s, in one turn of the loop.
+HEDGE = {"hedge_after": "250ms"}
+HEDGED_A = Step.reply("from a", delay=0.5, chunk_delay=0.5)
+HEDGED_B = Step.reply("from b", delay=0.25, chunk_delay=0.5)
+
+
+async def test_hedged_stream_whose_lanes_start_in_the_same_turn():
+    assert await sweep(lambda: make_case(HEDGE, a=(HEDGED_A,), b=(HEDGED_B,)), stream) > 50
+
+
+async def test_hedged_buffered_stream():
+    route = HEDGE | {"stream_recovery": "restart"}
+    assert await sweep(lambda: make_case(route, a=(HEDGED_A,), b=(HEDGED_B,)), stream) > 50
+
+
+async def test_stream_through_a_key_pool():
+    assert await sweep(lambda: make_case(a=(SLOW,), keys=2), stream) > 50
+
+
+async def test_hedged_stream_closes_the_lane_that_lost_in_the_same_turn():
+    case = make_case(HEDGE, a=(HEDGED_A,), b=(HEDGED_B,))
+    case.mark()
+    final = None
+    async for item in case.router.stream("chat", USER, max_tokens=MAX_TOKENS):
+        if isinstance(item, Completion):
+            final = item
+    assert final is not None
+    case.answered(final)
+    loser = "b" if final.target == "a" else "a"
+    assert sorted((x.target, x.outcome) for x in final.attempts) == sorted(
+        [(final.target, "ok"), (loser, "cancelled")]
+    )
+    await case.check()
+
+
+class SlowStore(MemoryStore):
+    """A store whose every reservation takes a moment, as over a network."""
+
+    async def reserve(
+        self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float
+    ) -> float:
+        await self._clock.sleep(0.01)
+        return await super().reserve(bucket, amount, capacity, per_second, max_wait)
+
+
+async def test_budgets_give_back_what_they_took_when_cancelled_half_way():
+    clock = FakeClock(auto_advance=False)
+    store = SlowStore(clock)
+    budgets = {"premium": BUDGETS["premium"], "chat": {"route": "chat", "usd": 1.0, "per": "day"}}
+    router = Router(
+        build_policy(targets=TARGETS, budgets=budgets),
+        clock=clock,
+        providers={"p1": ScriptedProvider("p1", clock=clock), "p2": ScriptedProvider("p2", clock=clock)},
+    )
+    plan = router.plan
+    task = asyncio.ensure_future(Budgets(store).reserve(plan.routes["chat"], plan.targets["a"], 0.5))
+    await asyncio.sleep(0)
+    clock.advance(0.01)  # the first budget is taken; the second is under way
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)  # the give-back runs in the background
+    for name in budgets:
+        assert await MemoryStore.reserve(store, f"budget:{name}", 1.0, 1.0, 1.0 / 86400, 0.0) == 0, name
