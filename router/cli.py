@@ -309,6 +309,14 @@ def status(file: str, as_json: bool) -> None:
 
 def _set_drained(file: str, target: str, drained: bool) -> None:
     router = _load_router(file)
+    if router.policy.state.backend == "memory":
+        # Memory state lives inside each running process: this command cannot reach any of them.
+        click.echo(
+            f"error: {file} keeps its state in memory, so no running router can hear a drain; "
+            "use `await router.drain(target)` in the process, or a shared state (state.backend: redis)",
+            err=True,
+        )
+        sys.exit(2)
 
     async def run() -> None:
         async with router:
@@ -319,14 +327,14 @@ def _set_drained(file: str, target: str, drained: bool) -> None:
     except RouterError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
-    click.echo(f"{target}: {'drained' if drained else 'restored'} ({router.policy.state.backend} state)")
+    click.echo(f"{target}: {'drained' if drained else 'restored'} for every worker of the fleet")
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("target")
 def drain(file: str, target: str) -> None:
-    """Take TARGET out of service for every worker sharing the policy's state."""
+    """Take TARGET out of service for every worker sharing the policy's Redis state."""
     _set_drained(file, target, True)
 
 

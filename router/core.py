@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import urllib.parse
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import aclosing
@@ -26,9 +27,9 @@ from router.events import Event, ReloadEvent
 from router.fleet import Fleet, SharedBuckets
 from router.health import HealthChecker
 from router.logs import register_secrets
-from router.policy.compile import TargetPlan, compile_plan, single_target_route
+from router.policy.compile import Plan, TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
-from router.policy.model import Policy, ProviderSpec, StateSpec
+from router.policy.model import LatencyBudget, Policy, ProviderSpec, StateSpec
 from router.providers import Provider, build_provider
 from router.providers.base import Message
 from router.resilience.breaker import CLOSED, Breaker, BreakerTransition
@@ -43,6 +44,9 @@ __all__ = ["Router"]
 
 logger = logging.getLogger("router")
 _T = TypeVar("_T")
+
+# How often a replaced client's closer looks again whether the last calls on it have ended.
+_RETIRE_POLL = 1.0
 
 
 class Router:
@@ -81,7 +85,13 @@ class Router:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.store = store or _make_store(policy.state, self.worker, self._clock)
         self._fleet = (
-            Fleet(self.store, self.worker, clock=self._clock, probe_lease=max(policy.health.timeout, 10.0))
+            Fleet(
+                self.store,
+                self.worker,
+                clock=self._clock,
+                probe_lease=max(policy.health.timeout, 10.0),
+                on_drain=self._drain_changed,
+            )
             if store is not None or policy.state.backend == "redis"
             else None
         )
@@ -90,7 +100,11 @@ class Router:
         self._retry_budget: RetryBudget | None = None
         self._providers: dict[str, Provider] = {}
         self._runtimes: dict[str, TargetRuntime] = {}
+        # Replaced clients not closed yet, and the tasks that wait to close them (see `_retire`).
         self._retired: list[Provider] = []
+        self._retiring: dict[asyncio.Task[None], Provider] = {}
+        self._all_runtimes: weakref.WeakSet[TargetRuntime] = weakref.WeakSet()
+        self._grace = 0.0  # the longest any request may go on starting calls (see `_longest_request`)
         self._health: HealthChecker | None = None
         self._budgets = Budgets(self.store)
         self._install(policy)
@@ -111,9 +125,13 @@ class Router:
     def _install(self, policy: Policy) -> None:
         """Compile and wire `policy`, then swap it in at once; until the swap nothing changes.
 
-        Provider clients whose settings did not change are kept, and so are the breaker,
-        limiter and health of every target that is still a model of a kept provider.
-        Requests in flight finish on the plan they started with.
+        Provider clients whose settings did not change are kept. A target that is still a model
+        of the same provider keeps its breaker, limiter and history even when the provider's
+        settings changed (it gets the new client), except a part whose own section changed: new
+        `limits` get a new limiter, a new `breaker` section a new breaker (closed, counting from
+        zero, as after a restart: the old state was judged by the old rule).
+        Requests in flight finish on the plan they started with; a replaced client is closed
+        once they can no longer use it (`_retire`).
         """
         plan = compile_plan(policy, self.source)
         register_secrets(_secrets_of(policy))
@@ -128,14 +146,10 @@ class Router:
         }
         fresh = {name: spec for name, spec in policy.providers.items() if name not in kept}
         providers = {**kept, **_build_providers(fresh, self._overrides, self.source, self._clock)}
-        runtimes = {}
-        for name, target in plan.targets.items():
-            previous = self._runtimes.get(name)
-            provider = target.provider
-            if previous is not None and previous.plan.provider == provider and provider in kept:
-                runtimes[name] = previous.carried_to(target)
-            else:
-                runtimes[name] = self._runtime(target, plan.providers[provider], providers[provider])
+        runtimes = {
+            name: self._reloaded(target, plan.providers[target.provider], providers[target.provider])
+            for name, target in plan.targets.items()
+        }
         # The retry budget's window of past requests carries over unless its settings changed.
         same_budget = old is not None and old.retry_budget == policy.retry_budget
         budget = self._retry_budget if same_budget else None
@@ -149,11 +163,14 @@ class Router:
             budgets=self._budgets,
         )
         self._retry_budget = engine.retry_budget
+        replaced = [p for name, p in self._providers.items() if providers.get(name) is not p]
+        self._grace = max(self._grace, _longest_request(plan))
         # The swap: plain assignments, so a request sees either the old plan or the new one.
-        self._retired.extend(p for name, p in self._providers.items() if providers.get(name) is not p)
         self._policy, self.plan, self._providers, self._runtimes, self._engine = (
             policy, plan, providers, runtimes, engine
         )  # fmt: skip
+        for provider in replaced:
+            self._retire(provider)
         if self._health is not None:
             self._health.retarget(runtimes, policy.health)
         self.version += 1
@@ -207,26 +224,73 @@ class Router:
         return cls(load_policy(path), source=os.fspath(path), **kwargs)
 
     def _runtime(self, target: TargetPlan, spec: ProviderSpec, provider: Provider) -> TargetRuntime:
+        runtime = TargetRuntime(target, provider, self._breaker(target, spec), self._limiter(target, spec))
+        self._all_runtimes.add(runtime)
+        return runtime
+
+    def _reloaded(self, target: TargetPlan, spec: ProviderSpec, provider: Provider) -> TargetRuntime:
+        """`target`'s runtime under a new policy: carried over while it stays a model of the same provider."""
+        previous = self._runtimes.get(target.name)
+        if previous is None or previous.plan.provider != target.provider:
+            return self._runtime(target, spec, provider)
+        before = self.plan.providers[target.provider]
+        breaker = previous.breaker if before.breaker == spec.breaker else self._breaker(target, spec)
+        limiter = previous.limiter if before.limits == spec.limits else self._limiter(target, spec)
+        runtime = previous.carried_to(target, provider, breaker, limiter)
+        self._all_runtimes.add(runtime)
+        return runtime
+
+    def _breaker(self, target: TargetPlan, spec: ProviderSpec) -> Breaker:
         breaker = Breaker(
             target.name,
-            fail_max=spec.breaker.fail_max,
-            reset_timeout=spec.breaker.reset_timeout,
-            max_reset_timeout=spec.breaker.max_reset_timeout,
+            rule=spec.breaker.rule(),
             success_threshold=spec.breaker.success_threshold,
             clock=self._clock,
             rand=self._rng.random,
             on_transition=self._transition,
         )
-        limits = spec.limits
-        limiter = None
-        if limits.rpm or limits.tpm or limits.max_concurrency:
-            buckets = None
-            if self._fleet is not None and (limits.rpm or limits.tpm):
-                buckets = SharedBuckets(self._fleet, target.name, limits.rpm, limits.tpm)
-            limiter = Limiter(limits, self._clock, buckets)
         if self._fleet is not None:
-            self._fleet.add(breaker, spec.breaker)
-        return TargetRuntime(target, provider, breaker, limiter)
+            self._fleet.add(breaker)
+        return breaker
+
+    def _limiter(self, target: TargetPlan, spec: ProviderSpec) -> Limiter | None:
+        limits = spec.limits
+        if not (limits.rpm or limits.tpm or limits.max_concurrency):
+            return None
+        buckets = None
+        if self._fleet is not None and (limits.rpm or limits.tpm):
+            buckets = SharedBuckets(self._fleet, target.name, limits.rpm, limits.tpm)
+        return Limiter(limits, self._clock, buckets)
+
+    def _retire(self, provider: Provider) -> None:
+        """Close a replaced client in the background once nothing can use it; shutdown closes any left."""
+        self._retired.append(provider)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # Reloaded from synchronous code: the calls run on the router's own loop, if it has one.
+            if self._sync_loop is not None:
+                self._sync_loop.call_soon_threadsafe(self._start_retirement, provider)
+            return
+        self._start_retirement(provider)
+
+    def _start_retirement(self, provider: Provider) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_when_unused(provider))
+        self._retiring[task] = provider
+        task.add_done_callback(self._retiring.pop)
+
+    async def _close_when_unused(self, provider: Provider) -> None:
+        # A request begun on an older plan may still start a call on the client (a retry, a
+        # failover) until its deadline; waiting for no call in progress alone would miss those.
+        await self._clock.sleep(self._grace)
+        # Calls begun by then end on their own (a stream lasts as long as its reader reads).
+        while any(runtime.in_flight for runtime in self._all_runtimes if runtime.provider is provider):
+            await self._clock.sleep(_RETIRE_POLL)
+        self._retired.remove(provider)  # from here the close is this task's: shutdown waits for it
+        try:
+            await provider.aclose()
+        except Exception:
+            logger.exception("closing the replaced client of provider %s failed", provider.name)
 
     def _address(self, address: str) -> None:
         """Make `provider:model` a route of its own: that provider's breaker, limiter and client, no route."""
@@ -373,11 +437,17 @@ class Router:
         await self.store.set_drained(target, drained)
         runtime.drained = drained
 
+    def _drain_changed(self, target: str, drained: bool) -> None:
+        """The fleet drained or restored a target (any worker's `drain`, or the reconcile)."""
+        runtime = self._runtimes.get(target)
+        if runtime is not None:
+            runtime.drained = drained
+
     async def status(self) -> list[TargetStatus]:
         """Every target as the fleet sees it: breaker, health, drain, calls in flight."""
-        breakers = await self.store.breakers()
+        snapshot = await self.store.snapshot()
+        breakers, drained = snapshot.breakers, snapshot.drained
         health = await self.store.health()
-        drained = await self.store.drained()
         rows = []
         for name, runtime in self._runtimes.items():
             fleet_breaker = breakers.get(name)
@@ -411,9 +481,7 @@ class Router:
     async def _shutdown(self) -> None:
         for task in self._background:
             task.cancel()
-        for provider in self._retired:
-            await provider.aclose()
-        self._retired.clear()
+        await self._close_retired()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
         if self._fleet is not None:
@@ -422,6 +490,16 @@ class Router:
             await self.store.aclose()
         for provider in self._providers.values():
             await provider.aclose()
+
+    async def _close_retired(self) -> None:
+        """Close every replaced client now; a close already under way finishes instead."""
+        for task, provider in self._retiring.items():
+            if provider in self._retired:
+                task.cancel()  # still waiting for quiet: closed below
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for provider in self._retired:
+            await provider.aclose()
+        self._retired.clear()
 
     def _stop_sync_loop(self) -> None:
         loop, thread = self._sync_loop, self._sync_thread
@@ -458,6 +536,12 @@ def _secrets_of(policy: Policy) -> list[str]:
     url = policy.state.url.get_secret_value() if policy.state.url else ""
     password = urllib.parse.urlsplit(url).password if url else None
     return [*values, *([password] if password else [])]
+
+
+def _longest_request(plan: Plan) -> float:
+    """How long a request on `plan` may go on starting calls: the longest total budget of its routes
+    (a direct `provider:model` call has the default one)."""
+    return max([LatencyBudget().total, *(route.total for route in plan.routes.values())])
 
 
 def _make_store(spec: StateSpec, worker: str, clock: Clock) -> StateStore:

@@ -1,11 +1,13 @@
-"""This worker's place in the fleet: its breakers kept in step with everyone's through a StateStore.
+"""This worker's place in the fleet: its breakers and drains in step with everyone's through a StateStore.
 
-A successful call never reaches the store. A failure is reported in the background; when the
-fleet's count trips the breaker, the store announces the new record and every worker applies
-it. When an open breaker's wait is over, the workers race for one probe lease; the winner moves
-the breaker to half-open and sends the probe, and its verdict closes or reopens it for all.
-While the store does not answer, each breaker falls back to its own local state machine; the
-store's records take over again once it answers (a reconcile runs on every reconnect).
+A successful call never reaches the store: successes are counted in memory and ride along with
+the worker's next failure report. The store applies the same trip rule as a lone worker; when
+it trips a breaker it announces the new record and every worker applies it. When an open
+breaker's wait is over, the workers race for one probe lease; the winner moves the breaker to
+half-open and sends the probe, and its verdict closes or reopens it for all. While the store
+does not answer, each breaker falls back to its own window; the store's records take over
+again once it answers (a reconcile runs on every reconnect). A store that comes back empty has
+a new epoch: workers keep their open breakers and count generations afresh.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from router.clock import Clock
-from router.policy.model import BreakerSpec
-from router.resilience.breaker import HALF_OPEN, OPEN, Breaker
-from router.state.base import BreakerRecord, StateStore, StoreUnavailable
+from router.resilience.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from router.state.base import BreakerRecord, Change, DrainRecord, Snapshot, StateStore, StoreUnavailable
 
 __all__ = ["Fleet", "SharedBuckets"]
 
@@ -26,23 +27,30 @@ logger = logging.getLogger("router")
 
 
 class Fleet:
-    """Implements `FleetLink` for every breaker of one Router."""
+    """Implements `FleetLink` for every breaker of one Router, and hands drains to `on_drain`."""
 
-    def __init__(self, store: StateStore, worker: str, *, clock: Clock, probe_lease: float) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        worker: str,
+        *,
+        clock: Clock,
+        probe_lease: float,
+        on_drain: Callable[[str, bool], None],
+    ) -> None:
         self.store = store
         self.worker = worker
         self.connected = True
         self._breakers: dict[str, Breaker] = {}
-        self._specs: dict[str, BreakerSpec] = {}
         self._clock = clock
         self._probe_lease = probe_lease
+        self._on_drain = on_drain
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probing: set[tuple[str, int]] = set()  # (target, generation) with a lease attempt under way
 
-    def add(self, breaker: Breaker, spec: BreakerSpec) -> None:
+    def add(self, breaker: Breaker) -> None:
         """Let the fleet decide for this breaker from now on."""
         self._breakers[breaker.name] = breaker
-        self._specs[breaker.name] = spec
         breaker.fleet = self
 
     async def start(self) -> None:
@@ -61,40 +69,66 @@ class Fleet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.aclose()
 
-    # -- records from the store -------------------------------------------------------------
+    # -- what the store tells ---------------------------------------------------------------
 
-    def _apply(self, record: BreakerRecord) -> None:
+    def _apply(self, change: Change) -> None:
         self._back()
+        if isinstance(change, BreakerRecord):
+            self._apply_record(change)
+        elif isinstance(change, DrainRecord):
+            self._on_drain(change.target, change.drained)
+        else:
+            self._adopt(change)
+
+    def _apply_record(self, record: BreakerRecord) -> None:
         breaker = self._breakers.get(record.target)
         if breaker is None:
             return  # a target this worker's policy does not have
-        breaker.apply(record.generation, record.state, record.retry_in, record.trips, record.holder)
+        breaker.apply(
+            record.epoch, record.generation, record.state, record.retry_in, record.trips, record.holder
+        )
         if record.state == OPEN:
             self.spawn(self._probe_when_due(breaker, record.generation, record.retry_in))
         elif record.state == HALF_OPEN and record.holder != self.worker:
             # If the holder dies, its lease runs out: then someone else must probe.
             self.spawn(self._probe_when_due(breaker, record.generation, self._probe_lease))
 
+    def _adopt(self, snapshot: Snapshot) -> None:
+        """Take the fleet's whole picture: its breakers, its drains, and its epoch."""
+        now = self._clock.monotonic()
+        for name, breaker in self._breakers.items():
+            self._on_drain(name, name in snapshot.drained)
+            record = snapshot.breakers.get(name)
+            if record is None:
+                record = self._unrecorded(breaker, snapshot.epoch, now)
+            self._apply_record(record)
+
+    @staticmethod
+    def _unrecorded(breaker: Breaker, epoch: str, now: float) -> BreakerRecord:
+        """What to make of a breaker the store has no record of."""
+        if epoch == breaker.epoch or breaker.state == CLOSED:
+            # The fleet never moved it: closed, dropping what this worker decided alone while cut off.
+            generation = breaker.generation if epoch == breaker.epoch else 0
+            return BreakerRecord(breaker.name, CLOSED, generation, epoch=epoch)
+        # The store lost its memory (restarted empty, flushed): an open breaker stays open until
+        # its probe, and its generations start over with the new epoch.
+        retry_in = max(0.0, breaker.retry_at - now)
+        return BreakerRecord(breaker.name, OPEN, 0, retry_in, 1, epoch=epoch)
+
     async def _probe_when_due(self, breaker: Breaker, generation: int, delay: float) -> None:
+        epoch = breaker.epoch
         await self._clock.sleep(delay)
-        if breaker.generation == generation:
+        if breaker.generation == generation and breaker.epoch == epoch:
             self.request_probe(breaker)
 
     # -- FleetLink: what breakers ask of the fleet ------------------------------------------
 
-    def report_failure(self, breaker: Breaker, error: BaseException) -> None:
-        spec = self._specs[breaker.name]
-        report = self.store.report_failure(
-            breaker.name,
-            self.worker,
-            window=spec.window,
-            threshold=spec.fail_max,
-            min_workers=spec.min_workers,
-            reset_timeout=spec.reset_timeout,
-            max_reset_timeout=spec.max_reset_timeout,
+    def report(self, breaker: Breaker, successes: int) -> None:
+        report = self.store.report(
+            breaker.name, self.worker, successes=successes, failures=1, rule=breaker.rule
         )
         # A failure the fleet could not count still counts here.
-        self.spawn(self.call(report, on_unavailable=lambda: breaker.fail_locally(error)))
+        self.spawn(self.call(report, on_unavailable=breaker.judge))
 
     def request_probe(self, breaker: Breaker) -> None:
         key = (breaker.name, breaker.generation)
@@ -111,19 +145,21 @@ class Fleet:
                 )
                 if await self.call(move) is not None:
                     return
+                # The breaker moved without this worker hearing of it: catch up.
+                self.spawn(self._reconcile())
             # Another worker probes; ask again only if its verdict has not come by then.
             breaker.retry_at = self._clock.monotonic() + min(self._probe_lease, 1.0)
         finally:
             self._probing.discard((breaker.name, generation))
 
     def settle_probe(self, breaker: Breaker, success: bool) -> None:
-        spec = self._specs[breaker.name]
+        rule = breaker.rule
         verdict = self.store.transition(
             breaker.name,
             expect_generation=breaker.generation,
-            state="closed" if success else OPEN,
-            reset_timeout=spec.reset_timeout,
-            max_reset_timeout=spec.max_reset_timeout,
+            state=CLOSED if success else OPEN,
+            reset_timeout=rule.reset_timeout,
+            max_reset_timeout=rule.max_reset_timeout,
         )
         # If the fleet cannot hear the verdict, this worker's breaker decides alone from here.
         self.spawn(self.call(verdict, on_unavailable=breaker.release))
@@ -141,8 +177,8 @@ class Fleet:
             if on_unavailable is not None:
                 on_unavailable()
             return None
-        self._back()
-        if isinstance(result, BreakerRecord):
+        self._back(reconciling=isinstance(result, Snapshot))
+        if isinstance(result, BreakerRecord | Snapshot):
             self._apply(result)
         return result
 
@@ -157,26 +193,18 @@ class Fleet:
         delay = 0.1
         while not self.connected:
             await self._clock.sleep(delay)
-            await self.call(self.store.breakers())
+            await self.call(self.store.snapshot())
             delay = min(delay * 2, 5.0)
 
-    def _back(self) -> None:
+    def _back(self, reconciling: bool = False) -> None:
         if not self.connected:
             self.connected = True
             logger.warning("shared state reachable again: following the fleet's breakers")
-            self.spawn(self._reconcile())
+            if not reconciling:
+                self.spawn(self._reconcile())
 
     async def _reconcile(self) -> None:
-        """Adopt the fleet's breakers, dropping what this worker decided alone while cut off."""
-        records = await self.call(self.store.breakers())
-        if records is None:
-            return
-        for name, breaker in self._breakers.items():
-            record = records.get(name)
-            if record is None:
-                breaker.apply(breaker.generation, "closed", 0.0, 0, "")
-            else:
-                self._apply(record)
+        await self.call(self.store.snapshot())  # `call` adopts what it returns
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

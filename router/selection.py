@@ -27,7 +27,16 @@ __all__ = [
 HEALTHY, UNHEALTHY, UNKNOWN = "healthy", "unhealthy", "unknown"
 
 # What a target's runtime has learnt, carried over a policy reload.
-_HISTORY = ("latency", "health", "health_streak", "drained", "recovered_at", "last_outcome_at", "last_ok")
+_HISTORY = (
+    "latency",
+    "health",
+    "health_streak",
+    "health_since",
+    "drained",
+    "recovered_at",
+    "last_outcome_at",
+    "last_ok",
+)
 
 # Output tokens assumed for the cost estimate when the caller sets no max_tokens.
 DEFAULT_OUTPUT_ESTIMATE = 1024
@@ -37,15 +46,21 @@ _EWMA_WEIGHT = 0.3
 class TargetRuntime:
     """A target's live parts: client, breaker, limiter, observed latency, and what the fleet knows.
 
-    `health` is "unknown" until probes say otherwise; `recovered_at` (monotonic) marks the
-    last return from an outage (breaker closed again, or health good again), for failback.
+    `health` is "unknown" until probes say otherwise; `health_since` (monotonic) dates the
+    evidence of the current verdict; `recovered_at` (monotonic) marks the last return from an
+    outage (breaker closed again, or health good again), for failback. `in_flight` counts the
+    calls in progress on this runtime's client (the engine's and the health probes): a
+    replaced client is closed only once it is 0 on every runtime that uses it.
     """
 
     __slots__ = (
+        "__weakref__",  # the router tracks the runtimes of a replaced client without keeping them alive
         "breaker",
         "drained",
         "health",
+        "health_since",
         "health_streak",
+        "in_flight",
         "last_ok",
         "last_outcome_at",
         "latency",
@@ -65,23 +80,22 @@ class TargetRuntime:
         self.latency: float | None = None
         self.health = UNKNOWN
         self.health_streak = 0
+        self.health_since: float | None = None
+        self.in_flight = 0
         self.drained = False
         self.recovered_at: float | None = None
         self.last_outcome_at: float | None = None
         self.last_ok = True
 
-    def carried_to(self, plan: TargetPlan) -> TargetRuntime:
-        """This target under a reloaded policy: the same client, breaker, limiter and history."""
-        runtime = TargetRuntime(plan, self.provider, self.breaker, self.limiter)
-        for name in (
-            "latency",
-            "health",
-            "health_streak",
-            "drained",
-            "recovered_at",
-            "last_outcome_at",
-            "last_ok",
-        ):
+    def carried_to(
+        self, plan: TargetPlan, provider: Provider, breaker: Breaker, limiter: Limiter | None
+    ) -> TargetRuntime:
+        """This target under a reloaded policy: the live parts given (kept or new), the same history.
+
+        `in_flight` is not history: it counts this runtime's calls, which finish on it.
+        """
+        runtime = TargetRuntime(plan, provider, breaker, limiter)
+        for name in _HISTORY:
             setattr(runtime, name, getattr(self, name))
         return runtime
 
@@ -188,7 +202,7 @@ def unavailable(runtime: TargetRuntime, route: RoutePlan, now: float) -> str | N
     """Why the target must be skipped now without a call (an attempt outcome), or None."""
     if runtime.drained:
         return "drained"
-    if runtime.health == UNHEALTHY:
+    if runtime.health == UNHEALTHY and not _closed_since_verdict(runtime):
         return "unhealthy"
     recovered = runtime.recovered_at
     if recovered is not None and route.failback_mode == "after":
@@ -197,6 +211,15 @@ def unavailable(runtime: TargetRuntime, route: RoutePlan, now: float) -> str | N
         if now - recovered < route.failback_for or probes_short:
             return "recovering"
     return None
+
+
+def _closed_since_verdict(runtime: TargetRuntime) -> bool:
+    """Did the breaker close again after the unhealthy verdict? That is newer evidence, from the real path.
+
+    So health never locks out a target whose breaker (or health's completion probe) proved it works.
+    """
+    recovered, since = runtime.recovered_at, runtime.health_since
+    return recovered is not None and since is not None and recovered > since
 
 
 def over_budget(route: RoutePlan, plan: TargetPlan, request: Request) -> bool:

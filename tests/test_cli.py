@@ -128,7 +128,7 @@ def test_demo_loses_no_request():
     result = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["demo", "--duration", "4"])
     assert result.exit_code == 0, result.output
     assert "requests lost: 0" in result.output
-    assert "closed -> open" in result.output and "half-open -> closed" in result.output
+    assert "closed -> open" in result.output and "-> closed" in result.output  # by its probe, or by health's
 
 
 def test_models_lists_what_each_provider_offers(tmp_path):

@@ -2,8 +2,12 @@
 
 A target that served real traffic within the last interval is not probed: that traffic's last
 outcome is its verdict (passive health). Otherwise the worker that wins the target's lease for
-the interval probes it with the provider's models listing, the cheapest call that proves the
-service and the key work. Verdicts expire: a stale one is "unknown", never "healthy".
+the interval probes it. The probe (`health.probe`) is a models listing, the cheapest call that
+proves the service and the key work, or a one-token completion on the target's own model, the
+only probe that proves chat works. `auto` spends the token only during an outage (the breaker
+not closed, or health unhealthy), so recovery is tested on the path that failed; a completion
+probe that answers closes the breaker, and selection lets a target whose breaker closed after
+its unhealthy verdict back in. Verdicts expire: a stale one is "unknown", never "healthy".
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ from router.clock import Clock
 from router.errors import ProviderError
 from router.events import HealthEvent
 from router.policy.model import HealthSpec
+from router.providers.base import Call
+from router.resilience.breaker import CLOSED
 from router.selection import HEALTHY, UNHEALTHY, UNKNOWN, TargetRuntime
 from router.state.base import HealthRecord, StateStore, StoreUnavailable
 
 __all__ = ["HealthChecker"]
 
 logger = logging.getLogger("router")
+
+# The verdict of a completion probe that answered: chat works, which no other verdict proves.
+_ANSWERED = "completion probe ok"
 
 
 class HealthChecker:
@@ -68,24 +77,45 @@ class HealthChecker:
         if checked is not None and now - checked < self._spec.interval:
             return  # this worker already gave its verdict this interval
         self._checked_at[name] = now
+        kind = self._kind(runtime)
         seen = runtime.last_outcome_at
-        if seen is not None and now - seen < self._spec.interval:
+        # A failed call is old news to a completion probe, which can see the target healed since.
+        if seen is not None and now - seen < self._spec.interval and (runtime.last_ok or kind == "models"):
             healthy, detail = runtime.last_ok, "passive"
         elif await self._store.take_lease(f"health:{name}", self._worker, self._spec.interval * 0.9):
-            healthy, detail = await self._probe(runtime)
+            healthy, detail = await self._probe(runtime, kind)
         else:
             return  # another worker probes it this interval
         await self._store.record_probe(name, healthy, detail, self._ttl)
 
-    async def _probe(self, runtime: TargetRuntime) -> tuple[bool, str]:
+    def _kind(self, runtime: TargetRuntime) -> str:
+        """The probe for this target now: `auto` pays for a completion only while it is out."""
+        kind = self._spec.probe
+        if kind != "auto":
+            return kind
+        out = runtime.breaker.state != CLOSED or runtime.health == UNHEALTHY
+        return "completion" if out else "models"
+
+    async def _probe(self, runtime: TargetRuntime, kind: str) -> tuple[bool, str]:
+        runtime.in_flight += 1  # a call on the client like any other: a replaced client waits for it
         try:
             async with self._clock.timeout_at(self._clock.monotonic() + self._spec.timeout):
-                await runtime.provider.list_models()
+                if kind == "completion":
+                    await runtime.provider.complete(_ping(runtime.plan.model, self._spec.timeout))
+                else:
+                    await runtime.provider.list_models()
         except TimeoutError:
-            return False, "probe timed out"
+            return False, f"{kind} probe timed out"
         except ProviderError as error:
-            return False, f"probe failed: {error.kind}"
-        return True, "probe ok"
+            return False, f"{kind} probe failed: {error.kind}"
+        except Exception as error:  # an adapter's bug must fail the probe, not stop the checker
+            return False, f"{kind} probe failed: {type(error).__name__}"
+        finally:
+            runtime.in_flight -= 1
+        if kind == "completion":
+            runtime.breaker.recover()  # chat works: every worker may send traffic again
+            return True, _ANSWERED
+        return True, "models probe ok"
 
     async def refresh(self) -> None:
         """Apply the fleet's verdicts and drains to this worker's targets."""
@@ -98,21 +128,35 @@ class HealthChecker:
 
     def _apply(self, runtime: TargetRuntime, record: HealthRecord | None, now: float) -> None:
         previous = runtime.health
-        if record is None:
-            runtime.health, runtime.health_streak = UNKNOWN, 0
+        runtime.health = self._verdict(previous, record)
+        runtime.health_streak = record.streak if record is not None else 0
+        if runtime.health == previous:
             return
-        runtime.health_streak = record.streak
-        # Hysteresis: a verdict flips only after enough probes agree.
-        if record.healthy and record.streak >= self._spec.healthy_after:
-            runtime.health = HEALTHY
-        elif not record.healthy and record.streak >= self._spec.unhealthy_after:
-            runtime.health = UNHEALTHY
-        elif previous == UNKNOWN:
-            runtime.health = HEALTHY if record.healthy else UNKNOWN
+        # Dated by the last probe behind it, so a breaker that closed after that probe overrules it.
+        runtime.health_since = now - record.checked_ago if record is not None else now
+        if record is None:
+            return  # expired: nothing new was learnt about the target
         if previous == UNHEALTHY and runtime.health == HEALTHY:
             runtime.recovered_at = now - record.since
-        if previous != runtime.health:
-            name, health = runtime.plan.name, runtime.health
-            logger.info("target %s: %s -> %s (%s)", name, previous, health, record.detail)
-            if self._emit is not None:
-                self._emit(HealthEvent(name, previous, health, record.detail))
+        name, health = runtime.plan.name, runtime.health
+        logger.info("target %s: %s -> %s (%s)", name, previous, health, record.detail)
+        if self._emit is not None:
+            self._emit(HealthEvent(name, previous, health, record.detail))
+
+    def _verdict(self, previous: str, record: HealthRecord | None) -> str:
+        if record is None:
+            return UNKNOWN
+        # Hysteresis: a verdict flips only after enough probes agree, or one chat call answered.
+        if record.healthy and (record.streak >= self._spec.healthy_after or record.detail == _ANSWERED):
+            return HEALTHY
+        if not record.healthy and record.streak >= self._spec.unhealthy_after:
+            return UNHEALTHY
+        if previous == UNKNOWN:
+            return HEALTHY if record.healthy else UNKNOWN
+        return previous
+
+
+def _ping(model: str, timeout: float) -> Call:
+    """The cheapest chat call: one token out."""
+    ping = [{"role": "user", "content": "ping"}]
+    return Call(model, ping, timeout, max_tokens=1, temperature=None, options={})

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from router.errors import ErrorKind
+from router.resilience.window import TripRule
 
 __all__ = [
     "BreakerSpec",
@@ -82,20 +83,34 @@ class _Spec(BaseModel):
 
 
 class BreakerSpec(_Spec):
-    fail_max: int = Field(
-        5,
-        ge=1,
-        description="Failures that open the breaker: consecutive in one process, within `window` in a fleet.",
+    """When a target's breaker opens and how it recovers: the same rule in one process and in a fleet."""
+
+    fail_max: int = Field(5, ge=1, description="Failures in a row that open it, whatever the volume.")
+    failure_rate: float = Field(
+        0.5, gt=0, le=1, description="Share of failed calls within `window` that opens the breaker..."
     )
-    window: Duration = Field(60.0, description="Shared state: the sliding window over which failures count.")
+    min_calls: int = Field(20, ge=1, description="...once the window holds at least this many calls.")
+    window: Duration = Field(60.0, description="The sliding window over which calls and failures count.")
     min_workers: int = Field(
         1, ge=1, description="Shared state: distinct workers that must report failures before a trip."
     )
-    reset_timeout: Duration = Field(30.0, description="How long an open breaker waits before one probe.")
+    reset_timeout: Duration = Field(5.0, description="How long an open breaker waits before one probe.")
     max_reset_timeout: Duration = Field(
-        300.0, description="Cap of the reset timeout, which doubles per re-trip."
+        20.0,
+        description="Cap of the open period, which doubles per re-trip.",
     )
     success_threshold: int = Field(1, ge=1, description="Probe successes that close a half-open breaker.")
+
+    def rule(self) -> TripRule:
+        return TripRule(
+            consecutive=self.fail_max,
+            failure_rate=self.failure_rate,
+            min_calls=self.min_calls,
+            window=self.window,
+            min_workers=self.min_workers,
+            reset_timeout=self.reset_timeout,
+            max_reset_timeout=self.max_reset_timeout,
+        )
 
 
 class LimitsSpec(_Spec):
@@ -270,10 +285,22 @@ class RetryBudgetSpec(_Spec):
 
 class HealthSpec(_Spec):
     enabled: bool = False
-    interval: Duration = Field(10.0, description="One probe per target per interval, across the fleet.")
+    interval: Duration = Field(
+        10.0,
+        description="One probe per target per interval, across the fleet; a healed target is back within one "
+        "(with `probe: auto`).",
+    )
     timeout: Duration = 5.0
+    probe: Literal["auto", "models", "completion"] = Field(
+        "auto",
+        description="models: list models (free, but says nothing about chat); completion: a one-token chat "
+        "call to the target's model, whose success also closes its breaker; auto: completion while the "
+        "target's breaker is not closed or its health is unhealthy, models otherwise.",
+    )
     unhealthy_after: int = Field(3, ge=1, description="Failed probes in a row that mark a target unhealthy.")
-    healthy_after: int = Field(2, ge=1, description="Good probes in a row that mark it healthy again.")
+    healthy_after: int = Field(
+        2, ge=1, description="Good probes in a row that mark it healthy again (one completion probe will do)."
+    )
     ttl: Duration | None = Field(
         None, description="Age at which a verdict becomes unknown; default 3 intervals."
     )

@@ -1,23 +1,26 @@
-"""A circuit breaker per target: pybreaker's state machine, gated and timed by our clock.
+"""A circuit breaker per target: pybreaker's state machine, driven by our window and clock.
 
 pybreaker as shipped counts a coroutine call as a success, counts cancellations as failures,
 lets every concurrent caller through in half-open, and times its open state on the wall clock.
 So the breaker is never wrapped around the call: `admit()` gates before it (open -> skip,
 half-open -> one probe permit), the awaited call runs outside, and only real outcomes are fed
 back (`record_success` / `record_failure`); cancellations and caller errors call `release()`.
-The open -> half-open timing runs on the injected clock, with a reset timeout that doubles on
-each re-trip (capped) and is jittered so many processes do not probe in lockstep.
+When to open is the `TripRule` over an `OutcomeWindow` (`router.resilience.window`), the same
+rule the fleet's store applies; pybreaker holds the state and tells its listeners. The open ->
+half-open timing runs on the injected clock, with an open period that doubles on each re-trip
+(capped) and is jittered so many processes do not probe in lockstep.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Protocol
 
 import pybreaker
 
 from router.clock import Clock
+from router.resilience.window import OutcomeWindow, TripRule
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "BreakerTransition", "FleetLink"]
 
@@ -25,7 +28,7 @@ CLOSED = pybreaker.STATE_CLOSED
 OPEN = pybreaker.STATE_OPEN
 HALF_OPEN = pybreaker.STATE_HALF_OPEN
 
-# pybreaker's own wall-clock timer must never fire: the clock-driven gate decides instead.
+# pybreaker's own counting and wall-clock timer must never act: the window and our clock decide.
 _NEVER = 10**9
 
 
@@ -51,39 +54,33 @@ class FleetLink(Protocol):
     worker: str
     connected: bool
 
-    def report_failure(self, breaker: Breaker, error: BaseException) -> None: ...
+    def report(self, breaker: Breaker, successes: int) -> None: ...
 
     def request_probe(self, breaker: Breaker) -> None: ...
 
     def settle_probe(self, breaker: Breaker, success: bool) -> None: ...
 
 
-def _succeed() -> None:
-    return None
-
-
-def _fail(error: BaseException) -> NoReturn:
-    raise error
-
-
 class Breaker:
     __slots__ = (
         "_applying",
-        "_base_timeout",
         "_cb",
         "_clock",
-        "_max_timeout",
         "_on_transition",
         "_probing",
         "_rand",
         "_success_threshold",
         "_successes",
         "_trips",
+        "_unreported",
+        "_window",
+        "epoch",
         "fleet",
         "generation",
         "holder",
         "name",
         "retry_at",
+        "rule",
         "state",
     )
 
@@ -91,21 +88,20 @@ class Breaker:
         self,
         name: str,
         *,
-        fail_max: int,
-        reset_timeout: float,
-        max_reset_timeout: float,
+        rule: TripRule,
         success_threshold: int,
         clock: Clock,
         rand: Callable[[], float],
         on_transition: Callable[[BreakerTransition], None] | None = None,
     ) -> None:
         self.name = name
+        self.rule = rule
         self.state: str = CLOSED
         self.retry_at = 0.0
         self._clock = clock
         self._rand = rand
-        self._base_timeout = reset_timeout
-        self._max_timeout = max_reset_timeout
+        self._window = OutcomeWindow(rule.window)
+        self._unreported = 0  # successes the fleet has not heard of (they ride along with a failure)
         self._trips = 0
         self._probing = False
         self._successes = 0
@@ -113,10 +109,11 @@ class Breaker:
         self._success_threshold = success_threshold
         self._applying: float | None = None
         self.fleet: FleetLink | None = None
+        self.epoch = ""  # the fleet store's epoch that `generation` counts in
         self.generation = 0
         self.holder = ""
         self._cb = pybreaker.CircuitBreaker(
-            fail_max=fail_max,
+            fail_max=_NEVER,
             reset_timeout=_NEVER,
             success_threshold=success_threshold,
             name=name,
@@ -150,37 +147,64 @@ class Breaker:
 
     def record_success(self) -> None:
         self._probing = False
-        if self.state == CLOSED and self._cb.fail_counter == 0:
-            return  # the steady state: nothing to reset, nothing to tell the fleet
-        fleet = self._shared()
-        if fleet is not None and self.state == HALF_OPEN:
-            self._successes += 1
-            if self._successes >= self._success_threshold:
-                # Hold the permit until the fleet's verdict comes back (see `apply`).
-                self._probing = True
-                fleet.settle_probe(self, success=True)
+        if self.state == CLOSED:
+            # Counted in memory only: the fleet hears of successes with the next failure report.
+            self._window.add(self._clock.monotonic(), 1, 0)
+            self._unreported += 1
             return
-        self._call(_succeed)
+        if self.state != HALF_OPEN:
+            return  # a late success for a breaker that opened meanwhile changes nothing
+        self._successes += 1
+        if self._successes < self._success_threshold:
+            return
+        fleet = self._shared()
+        if fleet is not None:
+            # Hold the permit until the fleet's verdict comes back (see `apply`).
+            self._probing = True
+            fleet.settle_probe(self, success=True)
+        else:
+            self._cb.close()
 
     def record_failure(self, error: BaseException) -> None:
+        """A real call failed on the target (`error` is for the record: the rule counts, not kinds)."""
         self._probing = False
         fleet = self._shared()
-        if fleet is None:
-            self._call(_fail, error)
+        if self.state == CLOSED:
+            self._window.add(self._clock.monotonic(), 0, 1)
+            if fleet is None:
+                self.judge()
+            else:
+                # The fleet counts over its window and trips for everyone.
+                successes, self._unreported = self._unreported, 0
+                fleet.report(self, successes)
         elif self.state == HALF_OPEN:
-            self._probing = True
-            fleet.settle_probe(self, success=False)
-        elif self.state == CLOSED:
-            fleet.report_failure(self, error)  # the fleet counts over its window and trips for everyone
+            if fleet is not None:
+                self._probing = True
+                fleet.settle_probe(self, success=False)
+            else:
+                self._cb.open()
 
-    def fail_locally(self, error: BaseException) -> None:
-        """Count a failure on this worker's own state machine (the fleet could not be told)."""
-        self._call(_fail, error)
-
-    def apply(self, generation: int, state: str, retry_in: float, trips: int, holder: str) -> None:
-        """Take the fleet's word for this breaker, when it is newer than what we have."""
-        if generation < self.generation or (generation == self.generation and state == self.state):
+    def judge(self) -> None:
+        """Open the breaker if this worker's own window says so (alone, or cut off from the fleet)."""
+        if self.state != CLOSED:
             return
+        calls, failures = self._window.counts(self._clock.monotonic())
+        if self.rule.trips(calls, failures, self._window.in_a_row):
+            self._cb.open()
+
+    def apply(
+        self, epoch: str, generation: int, state: str, retry_in: float, trips: int, holder: str
+    ) -> None:
+        """Take the fleet's word for this breaker, when it is newer than what we have.
+
+        A record from another epoch (the store was restarted empty, flushed or replaced) is
+        newer whatever its generation: generations start over with the store.
+        """
+        if epoch == self.epoch and (
+            generation < self.generation or (generation == self.generation and state == self.state)
+        ):
+            return
+        self.epoch = epoch
         self.generation = generation
         self.holder = holder
         self._trips = trips
@@ -201,18 +225,23 @@ class Breaker:
         finally:
             self._applying = None
 
+    def recover(self) -> None:
+        """A probe outside real traffic (health's completion probe) proved the target works: close.
+
+        In a fleet the close goes through the store, so every worker takes traffic back.
+        """
+        if self.state == CLOSED:
+            return
+        fleet = self._shared()
+        if fleet is not None:
+            fleet.settle_probe(self, success=True)
+        else:
+            self._probing = False
+            self._cb.close()
+
     def release(self) -> None:
         """The admitted call ended without a verdict (cancelled, or the caller's own fault)."""
         self._probing = False
-
-    def _call(self, func: Callable[..., None], *args: Any) -> None:
-        try:
-            self._cb.call(func, *args)
-        except pybreaker.CircuitBreakerError:
-            pass  # a late outcome for a breaker that is already open changes nothing
-        except BaseException as error:
-            if not args or error is not args[0]:
-                raise
 
     def _changed(self, old: str, new: str) -> None:
         self.state = new
@@ -224,10 +253,14 @@ class Breaker:
         elif new == OPEN:
             # Re-tripping from half-open doubles the wait; a clean close starts over.
             self._trips = self._trips + 1 if old == HALF_OPEN else 1
-            timeout = min(self._max_timeout, self._base_timeout * 2.0 ** (self._trips - 1))
+            timeout = self.rule.open_time(self._trips)
             retry_at = self.retry_at = now + timeout * (0.8 + 0.2 * self._rand())
         elif new == CLOSED and not remote:
             self._trips = 0
+        if new == CLOSED:
+            self._window.clear()  # a fresh start: the episode that opened it is over
+            self._unreported = 0
+        self._successes = 0
         if self._on_transition is not None:
             event = BreakerTransition(self.name, old, new, now, retry_at, self.generation, remote)
             self._on_transition(event)

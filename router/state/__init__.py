@@ -8,13 +8,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from router.state.base import BreakerRecord, HealthRecord, StateStore, StoreUnavailable
+from router.state.base import (
+    BreakerRecord,
+    Change,
+    DrainRecord,
+    HealthRecord,
+    Snapshot,
+    StateStore,
+    StoreUnavailable,
+)
 from router.state.memory import MemoryStore
 
 if TYPE_CHECKING:
     from router.state.redis import RedisStore
 
-__all__ = ["BreakerRecord", "HealthRecord", "MemoryStore", "RedisStore", "StateStore", "StoreUnavailable"]
+__all__ = [
+    "BreakerRecord",
+    "Change",
+    "DrainRecord",
+    "HealthRecord",
+    "MemoryStore",
+    "RedisStore",
+    "Snapshot",
+    "StateStore",
+    "StoreUnavailable",
+]
 
 
 def __getattr__(name: str) -> Any:

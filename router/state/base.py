@@ -11,11 +11,21 @@ measured on the store's clock (Redis `TIME`), so worker clocks may disagree with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["BreakerRecord", "HealthRecord", "StateStore", "StoreUnavailable"]
+from router.resilience.window import TripRule
+
+__all__ = [
+    "BreakerRecord",
+    "Change",
+    "DrainRecord",
+    "HealthRecord",
+    "Snapshot",
+    "StateStore",
+    "StoreUnavailable",
+]
 
 
 class StoreUnavailable(Exception):
@@ -24,7 +34,11 @@ class StoreUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class BreakerRecord:
-    """A target's breaker as the fleet sees it. `generation` grows by one per transition."""
+    """A target's breaker as the fleet sees it. `generation` grows by one per transition.
+
+    `epoch` names the store's lifetime: a store restarted empty (or flushed, or failed over
+    to a copy without our keys) starts a new epoch, and its generations start over.
+    """
 
     target: str
     state: str  # "closed", "open", "half-open"
@@ -32,6 +46,28 @@ class BreakerRecord:
     retry_in: float = 0.0  # open: seconds until a probe may go
     trips: int = 0  # consecutive trips without a close: the reset timeout doubles per trip
     holder: str = ""  # half-open: the worker holding the probe lease
+    epoch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRecord:
+    """A target was drained (taken out of service for the whole fleet) or restored."""
+
+    target: str
+    drained: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a worker reconciles against: the store's epoch, every breaker that moved, the drains."""
+
+    epoch: str
+    breakers: Mapping[str, BreakerRecord]
+    drained: frozenset[str]
+
+
+# What a store tells its workers: one transition, one drain, or the whole picture (a reconcile).
+Change = BreakerRecord | DrainRecord | Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,25 +83,20 @@ class HealthRecord:
 
 
 class StateStore(Protocol):
-    async def start(self, on_breaker: Callable[[BreakerRecord], None]) -> None:
-        """Begin delivering other workers' breaker transitions to `on_breaker` (and our own)."""
+    async def start(self, on_change: Callable[[Change], None]) -> None:
+        """Begin delivering transitions, drains and reconciles (other workers' and our own) to `on_change`."""
 
     async def aclose(self) -> None: ...
 
     # -- breakers ---------------------------------------------------------------------------
 
-    async def report_failure(
-        self,
-        target: str,
-        worker: str,
-        *,
-        window: float,
-        threshold: int,
-        min_workers: int,
-        reset_timeout: float,
-        max_reset_timeout: float,
+    async def report(
+        self, target: str, worker: str, *, successes: int, failures: int, rule: TripRule
     ) -> BreakerRecord | None:
-        """Count one failure in the sliding window; the new open record when this one tripped it."""
+        """Count outcomes in the target's sliding window; the new open record when `rule` trips it.
+
+        `successes` are those the worker saw since its last report, before these `failures`.
+        """
 
     async def transition(
         self,
@@ -82,8 +113,8 @@ class StateStore(Protocol):
         Opening again from half-open doubles the reset timeout (up to the max); closing resets it.
         """
 
-    async def breakers(self) -> dict[str, BreakerRecord]:
-        """Every breaker that is not in its initial closed state (the reconcile)."""
+    async def snapshot(self) -> Snapshot:
+        """The epoch, every breaker not in its initial closed state, and the drains (the reconcile)."""
 
     async def take_lease(self, name: str, owner: str, ttl: float) -> bool:
         """Hold `name` for `ttl` seconds unless another owner holds it (SET NX PX); renewable by its owner."""
@@ -94,7 +125,8 @@ class StateStore(Protocol):
 
     async def health(self) -> dict[str, HealthRecord]: ...
 
-    async def set_drained(self, target: str, drained: bool) -> None: ...
+    async def set_drained(self, target: str, drained: bool) -> None:
+        """Drain or restore `target`, and announce it to every worker."""
 
     async def drained(self) -> set[str]: ...
 

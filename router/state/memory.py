@@ -1,20 +1,22 @@
 """The single-process `StateStore`: the same semantics as `RedisStore`, in memory, on a `Clock`.
 
 It is the default when no Redis is configured and the reference the Redis scripts are tested
-against: every rule here (window, min_workers, generation compare-and-set, doubling reset
-timeout, leases, health TTL, token buckets) has its twin in `router/state/lua/`.
+against: every rule here (the trip rule over the window, min_workers, generation
+compare-and-set, doubling open time, leases, health TTL, token buckets) has its twin in
+`router/state/lua/`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router.clock import Clock, SystemClock
-from router.state.base import BreakerRecord, HealthRecord, StateStore
+from router.resilience.window import OutcomeWindow, TripRule, open_time
+from router.state.base import BreakerRecord, Change, DrainRecord, HealthRecord, Snapshot, StateStore
 
 __all__ = ["MemoryStore"]
 
@@ -48,23 +50,16 @@ class _Bucket:
     stamp: float
 
 
-def reset_timeout_for(trips: int, reset_timeout: float, max_reset_timeout: float) -> float:
-    """The open period after `trips` consecutive trips: doubling from `reset_timeout`, capped."""
-    cap = max(max_reset_timeout, reset_timeout)
-    if trips <= 1:
-        return min(cap, reset_timeout)
-    # 2 ** large overflows to inf in float arithmetic only past ~1024; cap the exponent first.
-    return min(cap, reset_timeout * 2.0 ** min(trips - 1, 1023))
-
-
 class MemoryStore:
     """State for one process. Transitions reach the `start` callbacks synchronously, as an echo."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
-        self._callbacks: list[Callable[[BreakerRecord], None]] = []
+        self.epoch = secrets.token_hex(4)
+        self._callbacks: list[Callable[[Change], None]] = []
         self._breakers: dict[str, _Breaker] = {}
-        self._failures: dict[str, deque[tuple[float, str]]] = {}  # (time, worker)
+        self._windows: dict[str, OutcomeWindow] = {}
+        self._failing: dict[str, dict[str, float]] = {}  # target -> worker -> time of its last failure
         self._leases: dict[str, tuple[str, float]] = {}
         self._health: dict[str, _Health] = {}
         self._drained: set[str] = set()
@@ -73,44 +68,40 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(breakers={len(self._breakers)}, health={len(self._health)})"
 
-    async def start(self, on_breaker: Callable[[BreakerRecord], None]) -> None:
-        self._callbacks.append(on_breaker)
+    async def start(self, on_change: Callable[[Change], None]) -> None:
+        self._callbacks.append(on_change)
 
     async def aclose(self) -> None:
         self._callbacks.clear()
 
     # -- breakers ---------------------------------------------------------------------------
 
-    async def report_failure(
-        self,
-        target: str,
-        worker: str,
-        *,
-        window: float,
-        threshold: int,
-        min_workers: int,
-        reset_timeout: float,
-        max_reset_timeout: float,
+    async def report(
+        self, target: str, worker: str, *, successes: int, failures: int, rule: TripRule
     ) -> BreakerRecord | None:
         now = self._clock.monotonic()
         breaker = self._breakers.get(target)
         if breaker is not None and breaker.state != "closed":
-            return None
-        entries = self._failures.setdefault(target, deque())
-        entries.append((now, worker))
-        while entries and entries[0][0] <= now - window:
-            entries.popleft()
-        if len(entries) < threshold:
-            return None
-        if min_workers > 1 and len({who for _, who in entries}) < min_workers:
+            return None  # outcomes of an episode that was already judged
+        window = self._windows.get(target)
+        if window is None:
+            window = self._windows[target] = OutcomeWindow(rule.window)
+        window.add(now, successes, failures)
+        failing = self._failing.setdefault(target, {})
+        if failures:
+            failing[worker] = now
+        for who in [who for who, at in failing.items() if at <= now - rule.window]:
+            del failing[who]
+        calls, failed = window.counts(now)
+        if not rule.trips(calls, failed, window.in_a_row) or len(failing) < rule.min_workers:
             return None
         breaker = self._breakers.setdefault(target, _Breaker())
         breaker.trips += 1
         breaker.state, breaker.holder = "open", ""
         breaker.generation += 1
-        timeout = reset_timeout_for(breaker.trips, reset_timeout, max_reset_timeout)
+        timeout = rule.open_time(breaker.trips)
         breaker.retry_at = now + timeout
-        del self._failures[target]
+        self._forget_window(target)
         return self._announce(target, breaker, timeout)
 
     async def transition(
@@ -135,18 +126,19 @@ class MemoryStore:
         timeout = 0.0
         if state == "open":
             breaker.trips += 1
-            timeout = reset_timeout_for(breaker.trips, reset_timeout, max_reset_timeout)
+            timeout = open_time(breaker.trips, reset_timeout, max_reset_timeout)
             breaker.retry_at, breaker.holder = now + timeout, ""
         elif state == "half-open":
             breaker.retry_at, breaker.holder = 0.0, holder
         else:
             breaker.trips, breaker.retry_at, breaker.holder = 0, 0.0, ""
-            self._failures.pop(target, None)
+            self._forget_window(target)
         return self._announce(target, breaker, timeout)
 
-    async def breakers(self) -> dict[str, BreakerRecord]:
+    async def snapshot(self) -> Snapshot:
         now = self._clock.monotonic()
-        return {target: _record(target, b, now) for target, b in self._breakers.items()}
+        breakers = {target: self._record(target, b, now) for target, b in self._breakers.items()}
+        return Snapshot(self.epoch, breakers, frozenset(self._drained))
 
     async def take_lease(self, name: str, owner: str, ttl: float) -> bool:
         now = self._clock.monotonic()
@@ -184,6 +176,7 @@ class MemoryStore:
             self._drained.add(target)
         else:
             self._drained.discard(target)
+        self._tell(DrainRecord(target, drained))
 
     async def drained(self) -> set[str]:
         return set(self._drained)
@@ -225,19 +218,25 @@ class MemoryStore:
             return None
         return h
 
+    def _forget_window(self, target: str) -> None:
+        self._windows.pop(target, None)
+        self._failing.pop(target, None)
+
     def _announce(self, target: str, b: _Breaker, retry_in: float) -> BreakerRecord:
-        record = BreakerRecord(target, b.state, b.generation, retry_in, b.trips, b.holder)
-        for callback in list(self._callbacks):
-            try:
-                callback(record)
-            except Exception:
-                log.exception("breaker callback failed on %s", record)
+        record = BreakerRecord(target, b.state, b.generation, retry_in, b.trips, b.holder, self.epoch)
+        self._tell(record)
         return record
 
+    def _tell(self, change: Change) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(change)
+            except Exception:
+                log.exception("state callback failed on %s", change)
 
-def _record(target: str, b: _Breaker, now: float) -> BreakerRecord:
-    retry_in = max(0.0, b.retry_at - now) if b.state == "open" else 0.0
-    return BreakerRecord(target, b.state, b.generation, retry_in, b.trips, b.holder)
+    def _record(self, target: str, b: _Breaker, now: float) -> BreakerRecord:
+        retry_in = max(0.0, b.retry_at - now) if b.state == "open" else 0.0
+        return BreakerRecord(target, b.state, b.generation, retry_in, b.trips, b.holder, self.epoch)
 
 
 if TYPE_CHECKING:

@@ -6,16 +6,19 @@ one Redis Cluster slot):
     <ns>:breaker:<target>          hash    target, state, generation, trips, retry_at (Redis ms),
                                            holder; never expires: generations must only grow
     <ns>:breaker-targets           set     targets with a breaker hash
-    <ns>:failures:<target>         zset    member "<seq>:<worker>", score Redis ms; PX window
+    <ns>:epoch                     string  this store's lifetime (Redis TIME when first used): a
+                                           Redis restarted empty starts a new one, and workers
+                                           know its generations start over
+    <ns>:window:<target>           hash    c<slice> calls, f<slice> failures, row; PX window
     <ns>:failing-workers:<target>  hash    worker -> Redis ms of its last failure; PX window
-    <ns>:failure-seq               string  counter keeping window members unique; PX longest window
     <ns>:lease:<name>              string  owner; PX ttl
     <ns>:health:<target>           hash    target, healthy, streak, since, checked (Redis ms),
                                            detail; PX ttl
     <ns>:health-targets            set     targets that may have a health hash (pruned on read)
     <ns>:drained                   set     drained targets
     <ns>:bucket:<bucket>           hash    level, stamp (Redis ms); PX until it would be full
-    <ns>:breakers                  channel breaker records as JSON, from every transition
+    <ns>:breakers                  channel breaker records as JSON, from every transition, and
+                                           {"target", "drained"} from every drain and restore
 
 The state path is built to fail fast: short connect and socket timeouts, no retries, an
 overall deadline per call; every failure becomes `StoreUnavailable` and the caller carries on
@@ -48,7 +51,16 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.clock import Clock, SystemClock
-from router.state.base import BreakerRecord, HealthRecord, StateStore, StoreUnavailable
+from router.resilience.window import TripRule
+from router.state.base import (
+    BreakerRecord,
+    Change,
+    DrainRecord,
+    HealthRecord,
+    Snapshot,
+    StateStore,
+    StoreUnavailable,
+)
 from router.state.memory import BREAKER_STATES
 
 __all__ = ["RedisStore"]
@@ -58,9 +70,9 @@ log = logging.getLogger("router")
 T = TypeVar("T")
 
 _SCRIPTS = (
-    "report_failure",
+    "report",
     "transition",
-    "breakers",
+    "snapshot",
     "take_lease",
     "record_probe",
     "health",
@@ -143,7 +155,7 @@ class RedisStore:
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(_load_script(name)) for name in _SCRIPTS
         }
-        self._callbacks: list[Callable[[BreakerRecord], None]] = []
+        self._callbacks: list[Callable[[Change], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
         self._reachable: bool | None = None
@@ -159,17 +171,16 @@ class RedisStore:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, on_breaker: Callable[[BreakerRecord], None]) -> None:
+    async def start(self, on_change: Callable[[Change], None]) -> None:
         """Subscribe (in the background) and reconcile; waits briefly for the first attempt."""
-        self._callbacks.append(on_breaker)
+        self._callbacks.append(on_change)
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(
                 self._listen(), name=f"router-state-listener:{self.namespace}:{self.worker}"
             )
         else:
             with contextlib.suppress(StoreUnavailable):
-                for record in (await self.breakers()).values():
-                    self._deliver_to(on_breaker, record)
+                self._deliver_to(on_change, await self.snapshot())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2 * self._deadline):
                 await self._first_attempt.wait()
@@ -186,35 +197,31 @@ class RedisStore:
 
     # -- breakers ---------------------------------------------------------------------------
 
-    async def report_failure(
-        self,
-        target: str,
-        worker: str,
-        *,
-        window: float,
-        threshold: int,
-        min_workers: int,
-        reset_timeout: float,
-        max_reset_timeout: float,
+    async def report(
+        self, target: str, worker: str, *, successes: int, failures: int, rule: TripRule
     ) -> BreakerRecord | None:
         p = self._prefix
         raw = await self._script(
-            "report_failure",
+            "report",
             keys=[
-                f"{p}failures:{target}",
+                f"{p}window:{target}",
                 f"{p}breaker:{target}",
                 f"{p}breaker-targets",
-                f"{p}failure-seq",
                 f"{p}failing-workers:{target}",
+                f"{p}epoch",
             ],
             args=[
                 target,
                 worker,
-                window * 1000,
-                threshold,
-                min_workers,
-                reset_timeout * 1000,
-                max_reset_timeout * 1000,
+                successes,
+                failures,
+                rule.window * 1000,
+                rule.consecutive,
+                repr(float(rule.failure_rate)),
+                rule.min_calls,
+                rule.min_workers,
+                rule.reset_timeout * 1000,
+                rule.max_reset_timeout * 1000,
                 self._channel,
             ],
         )
@@ -238,8 +245,9 @@ class RedisStore:
             keys=[
                 f"{p}breaker:{target}",
                 f"{p}breaker-targets",
-                f"{p}failures:{target}",
+                f"{p}window:{target}",
                 f"{p}failing-workers:{target}",
+                f"{p}epoch",
             ],
             args=[
                 target,
@@ -253,12 +261,18 @@ class RedisStore:
         )
         return None if raw is None else _breaker_record(json.loads(raw))
 
-    async def breakers(self) -> dict[str, BreakerRecord]:
+    async def snapshot(self) -> Snapshot:
+        p = self._prefix
         raw = await self._script(
-            "breakers", keys=[f"{self._prefix}breaker-targets"], args=[f"{self._prefix}breaker:"]
+            "snapshot", keys=[f"{p}breaker-targets", f"{p}epoch", f"{p}drained"], args=[f"{p}breaker:"]
         )
-        records = (_breaker_record(item) for item in _json_list(raw))
-        return {r.target: r for r in records}
+        data = json.loads(raw)
+        records = (_breaker_record(item) for item in _json_list(data["breakers"]))
+        return Snapshot(
+            str(data["epoch"]),
+            {r.target: r for r in records},
+            frozenset(map(str, _json_list(data["drained"]))),
+        )
 
     async def take_lease(self, name: str, owner: str, ttl: float) -> bool:
         held = await self._script("take_lease", keys=[f"{self._prefix}lease:{name}"], args=[owner, _ms(ttl)])
@@ -279,15 +293,20 @@ class RedisStore:
         raw = await self._script(
             "health", keys=[f"{self._prefix}health-targets"], args=[f"{self._prefix}health:"]
         )
-        records = (_health_record(item) for item in _json_list(raw))
+        records = (_health_record(item) for item in _json_list(json.loads(raw)))
         return {r.target: r for r in records}
 
     async def set_drained(self, target: str, drained: bool) -> None:
         key = f"{self._prefix}drained"
-        if drained:
-            await self._call(lambda: self._redis.sadd(key, target))
-        else:
-            await self._call(lambda: self._redis.srem(key, target))
+        announcement = json.dumps({"target": target, "drained": drained})
+
+        async def change() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                (pipe.sadd if drained else pipe.srem)(key, target)
+                pipe.publish(self._channel, announcement)
+                await pipe.execute()
+
+        await self._call(change)
 
     async def drained(self) -> set[str]:
         members = await self._call(lambda: self._redis.smembers(f"{self._prefix}drained"))
@@ -433,31 +452,34 @@ class RedisStore:
                 self._deliver_raw(message["data"])
 
     async def _reconcile(self) -> None:
-        for record in (await self.breakers()).values():
-            self._deliver(record)
+        self._deliver(await self.snapshot())
 
     def _deliver_raw(self, data: Any) -> None:
         try:
-            record = _breaker_record(json.loads(data))
+            decoded = json.loads(data)
+            change: BreakerRecord | DrainRecord = (
+                DrainRecord(str(decoded["target"]), bool(decoded["drained"]))
+                if "drained" in decoded
+                else _breaker_record(decoded)
+            )
         except (TypeError, ValueError, KeyError) as exc:
-            log.warning("ignoring a malformed breaker message on %s: %s", self._channel, exc)
+            log.warning("ignoring a malformed message on %s: %s", self._channel, exc)
             return
-        self._deliver(record)
+        self._deliver(change)
 
-    def _deliver(self, record: BreakerRecord) -> None:
+    def _deliver(self, change: Change) -> None:
         for callback in list(self._callbacks):
-            self._deliver_to(callback, record)
+            self._deliver_to(callback, change)
 
     @staticmethod
-    def _deliver_to(callback: Callable[[BreakerRecord], None], record: BreakerRecord) -> None:
+    def _deliver_to(callback: Callable[[Change], None], change: Change) -> None:
         try:
-            callback(record)
+            callback(change)
         except Exception:
-            log.exception("breaker callback failed on %s", record)
+            log.exception("state callback failed on %s", change)
 
 
-def _json_list(raw: Any) -> list[dict[str, Any]]:
-    data = json.loads(raw)
+def _json_list(data: Any) -> list[Any]:
     # cjson encodes an empty Lua table as an object.
     return data if isinstance(data, list) else []
 
@@ -470,6 +492,7 @@ def _breaker_record(data: dict[str, Any]) -> BreakerRecord:
         retry_in=float(data.get("retry_in", 0.0)),
         trips=int(data.get("trips", 0)),
         holder=str(data.get("holder", "")),
+        epoch=str(data.get("epoch", "")),
     )
 
 

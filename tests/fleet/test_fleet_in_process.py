@@ -83,7 +83,7 @@ async def test_min_workers_keeps_one_bad_worker_from_opening_everyones_breaker(c
     for _ in range(5):
         await a.ask()
     await settle()
-    assert (await b.ask()).target == "a"  # still closed for everyone
+    assert b.router._runtimes["a"].breaker.state == "closed"  # still closed for everyone
     b.p1.script("a", Step.fail(ErrorKind.SERVER_ERROR))
     await b.ask()
     await settle()
@@ -122,14 +122,14 @@ async def test_a_failed_probe_reopens_for_everyone_with_a_longer_wait(clock):
     for worker in (a, b):
         await worker.ask()  # whichever holds the lease probes, and fails
     await settle()
-    records = await store.breakers()
+    records = (await store.snapshot()).breakers
     assert records["a"].state == "open" and records["a"].trips == 2
     assert 19.0 < records["a"].retry_in <= 20.0
     assert all(w.router._runtimes["a"].breaker.state == "open" for w in (a, b))
 
 
 class Unreachable(MemoryStore):
-    async def report_failure(self, *args: Any, **kwargs: Any) -> Any:
+    async def report(self, *args: Any, **kwargs: Any) -> Any:
         raise StoreUnavailable("down")
 
 
@@ -160,7 +160,7 @@ async def test_a_successful_call_never_touches_the_store(clock):
     store = Counting(clock)
     a = Worker("a", store, clock, breaker=BREAKER)
     await a.ask()  # joining the fleet reads its state once
-    assert store.calls == {"breakers": 1}
+    assert store.calls == {"snapshot": 1}
     store.calls.clear()
     for _ in range(100):
         await a.ask()

@@ -463,3 +463,43 @@ def test_f_after_redis_restarts_the_workers_resync_and_a_trip_propagates_again(
     for worker in fleet:
         lines = worker.call("logs")
         assert sum("shared state reachable again" in line for line in lines) == 1, lines
+
+
+# -- g. Redis restarted empty -----------------------------------------------------------------
+
+
+def test_g_a_redis_restarted_empty_keeps_the_fleets_breakers_on(
+    fleet: Fleet, upstream: FakeUpstream, dedicated_redis: DedicatedRedis
+) -> None:
+    """Generations start over in an empty Redis (a new epoch): workers that hold generation 6
+    must still follow the new records, so a second outage trips the fleet's breaker again."""
+    namespace = fresh_namespace()
+    breaker = {"fail_max": 2, "reset_timeout": "300ms", "max_reset_timeout": "300ms"}
+    fleet.build(
+        [policy(upstream, dedicated_redis.url, namespace, breaker=breaker) for _ in range(2)], namespace
+    )
+    upstream.add_fault("primary", Fault.unavailable())
+    fleet.all("traffic", pause=0.01)
+    # Trips and failed probes push the fleet's generation up; then the primary heals.
+    fleet.wait_events(lambda e: opened(e) and e["generation"] >= 5, 2, within=10.0)
+    upstream.clear_faults()
+    fleet.wait_events(closed, 2, within=5.0)
+
+    dedicated_redis.kill()
+    dedicated_redis.start()  # same port, empty
+    for worker in fleet:
+        eventually(partial(logged, worker, "redis back"), within=5.0, step=0.05)
+    restarted = time.time()
+    upstream.add_fault("primary", Fault.unavailable())
+    seen = len(chats(upstream, "primary"))
+    # The fleet's breaker works in the new epoch: the trip reaches the other worker.
+    fleet.wait_events(lambda e: opened(e) and e["remote"] and e["time"] > restarted, 2, within=3.0)
+    time.sleep(2.0)
+    records = fleet.all("stop_traffic")
+
+    calls = len(chats(upstream, "primary")) - seen
+    # fail_max calls per trip and one probe per 300 ms open period for the fleet: a few dozen
+    # at most, against hundreds of requests (before: every request went to the dead primary).
+    assert sum(len(results) for results in records) > 200
+    assert calls < 40, calls
+    assert all(r["error"] is None for results in records for r in results)

@@ -193,7 +193,7 @@ class _Worker:
 
     async def do_close_breaker(self, target: str) -> str:
         """Close `target`'s breaker for the fleet, as a successful probe would."""
-        record = (await self.router.store.breakers()).get(target)
+        record = (await self.router.store.snapshot()).breakers.get(target)
         if record is None:
             return "closed"
         moved = await self.router.store.transition(

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import pytest
 
-from router.state import BreakerRecord
+from router.resilience.window import TripRule
+from router.state import BreakerRecord, DrainRecord, Snapshot, StateStore
 
 from .conftest import Harness
 
-TRIP: dict[str, Any] = {
-    "window": 0.2,
-    "threshold": 3,
-    "min_workers": 1,
-    "reset_timeout": 0.1,
-    "max_reset_timeout": 1.0,
-}
+# Three failures in a row trip; the rate alone never does (min_calls out of reach).
+TRIP = TripRule(
+    consecutive=3,
+    failure_rate=1.0,
+    min_calls=1_000_000,
+    window=0.2,
+    min_workers=1,
+    reset_timeout=0.1,
+    max_reset_timeout=1.0,
+)
+
+
+async def fail(
+    store: StateStore, target: str = "t", worker: str = "w1", rule: TripRule = TRIP, successes: int = 0
+) -> BreakerRecord | None:
+    return await store.report(target, worker, successes=successes, failures=1, rule=rule)
+
+
+def without_epoch(record: BreakerRecord | None) -> BreakerRecord | None:
+    return None if record is None else dataclasses.replace(record, epoch="")
 
 
 def approx(value: float, harness: Harness) -> Any:
@@ -29,62 +44,111 @@ def approx(value: float, harness: Harness) -> Any:
 
 async def test_the_threshold_th_failure_in_the_window_trips(harness: Harness) -> None:
     store = await harness.store()
-    assert await store.report_failure("t", "w1", **TRIP) is None
-    assert await store.report_failure("t", "w1", **TRIP) is None
-    record = await store.report_failure("t", "w1", **TRIP)
-    assert record == BreakerRecord("t", "open", generation=1, retry_in=0.1, trips=1, holder="")
+    assert await fail(store) is None
+    assert await fail(store) is None
+    record = await fail(store)
+    assert without_epoch(record) == BreakerRecord("t", "open", generation=1, retry_in=0.1, trips=1, holder="")
 
 
 async def test_failures_older_than_the_window_do_not_count(harness: Harness) -> None:
     store = await harness.store()
     for _ in range(2):
-        assert await store.report_failure("t", "w1", **TRIP) is None
+        assert await fail(store) is None
     await harness.elapse(0.25)
-    assert await store.report_failure("t", "w1", **TRIP) is None
-    assert await store.report_failure("t", "w1", **TRIP) is None
-    record = await store.report_failure("t", "w1", **TRIP)
+    assert await fail(store) is None
+    assert await fail(store) is None
+    record = await fail(store)
     assert record is not None and record.state == "open"
 
 
 async def test_targets_count_apart(harness: Harness) -> None:
     store = await harness.store()
     for target in ("a", "b", "a", "b"):
-        assert await store.report_failure(target, "w1", **TRIP) is None
-    assert await store.report_failure("a", "w1", **TRIP) is not None
-    assert (await store.breakers()).keys() == {"a"}
+        assert await fail(store, target) is None
+    assert await fail(store, "a") is not None
+    assert (await store.snapshot()).breakers.keys() == {"a"}
 
 
 async def test_one_worker_cannot_trip_alone_when_min_workers_is_two(harness: Harness) -> None:
     w1, w2 = await harness.store("w1"), await harness.store("w2")
-    params = {**TRIP, "min_workers": 2}
+    rule = dataclasses.replace(TRIP, min_workers=2)
     for _ in range(3):
-        assert await w1.report_failure("t", "w1", **params) is None
-    record = await w2.report_failure("t", "w2", **params)
+        assert await fail(w1, rule=rule) is None
+    record = await fail(w2, worker="w2", rule=rule)
     assert record is not None and (record.state, record.generation) == ("open", 1)
 
 
 async def test_only_workers_with_failures_in_the_window_count_towards_min_workers(harness: Harness) -> None:
     store = await harness.store()
-    params = {**TRIP, "threshold": 2, "min_workers": 2}
-    assert await store.report_failure("t", "host:1", **params) is None
+    rule = dataclasses.replace(TRIP, consecutive=2, min_workers=2)
+    assert await fail(store, worker="host:1", rule=rule) is None
     await harness.elapse(0.25)
-    assert await store.report_failure("t", "host:2", **params) is None
-    assert await store.report_failure("t", "host:2", **params) is None
-    record = await store.report_failure("t", "host:1", **params)
+    assert await fail(store, worker="host:2", rule=rule) is None
+    assert await fail(store, worker="host:2", rule=rule) is None
+    record = await fail(store, worker="host:1", rule=rule)
     assert record is not None and record.state == "open"
 
 
 async def test_failures_while_open_are_ignored_and_close_clears_the_window(harness: Harness) -> None:
     store = await harness.store()
     for _ in range(3):
-        await store.report_failure("t", "w1", **TRIP)
-    assert await store.report_failure("t", "w1", **TRIP) is None
+        await fail(store)
+    assert await fail(store) is None
     closed = await store.transition("t", expect_generation=1, state="closed")
     assert closed is not None and (closed.state, closed.generation, closed.trips) == ("closed", 2, 0)
-    assert await store.report_failure("t", "w1", **TRIP) is None
-    assert await store.report_failure("t", "w1", **TRIP) is None
-    record = await store.report_failure("t", "w1", **TRIP)
+    assert await fail(store) is None
+    assert await fail(store) is None
+    record = await fail(store)
     assert record is not None and (record.generation, record.trips, record.retry_in) == (3, 1, 0.1)
+
+
+async def test_the_failure_rate_trips_once_the_window_holds_min_calls(harness: Harness) -> None:
+    store = await harness.store()
+    rule = dataclasses.replace(TRIP, consecutive=100, failure_rate=0.5, min_calls=10)
+    assert await fail(store, rule=rule, successes=5) is None  # 6 calls, 1 failed
+    for _ in range(3):
+        assert await fail(store, rule=rule) is None  # up to 9 calls, 4 failed: too few calls
+    record = await fail(store, rule=rule)  # 10 calls, 5 failed: 50 %
+    assert record is not None and record.state == "open"
+
+
+async def test_a_low_failure_rate_never_trips(harness: Harness) -> None:
+    store = await harness.store()
+    rule = dataclasses.replace(TRIP, consecutive=5, failure_rate=0.5, min_calls=10, window=5.0)
+    for _ in range(30):
+        assert await fail(store, rule=rule, successes=49) is None  # 2 % failing
+
+
+async def test_a_success_between_failures_breaks_the_streak(harness: Harness) -> None:
+    store = await harness.store()
+    assert await fail(store) is None
+    assert await fail(store) is None
+    assert await fail(store, successes=1) is None  # a success came before this failure: 1 in a row
+    assert await fail(store) is None
+    record = await fail(store)
+    assert record is not None and record.state == "open"
+
+
+async def test_open_time_is_capped_and_never_overflows(harness: Harness) -> None:
+    store = await harness.store()
+    record = await store.transition("t", expect_generation=0, state="open", reset_timeout=0.1)
+    assert record is not None
+    for _ in range(1100):  # past 2 ** 1024
+        half = await store.transition("t", expect_generation=record.generation, state="half-open", holder="w")
+        assert half is not None
+        record = await store.transition(
+            "t", expect_generation=half.generation, state="open", reset_timeout=0.1, max_reset_timeout=0.5
+        )
+        assert record is not None
+    assert (record.trips, record.retry_in) == (1101, 0.5)
+
+
+async def test_every_record_and_snapshot_names_the_same_epoch(harness: Harness) -> None:
+    store = await harness.store()
+    first = await store.snapshot()
+    record = await store.transition("t", expect_generation=0, state="open", reset_timeout=0.1)
+    assert record is not None and first.epoch and record.epoch == first.epoch
+    assert (await store.snapshot()).epoch == first.epoch
 
 
 # -- breakers: transitions ----------------------------------------------------------------
@@ -93,28 +157,33 @@ async def test_failures_while_open_are_ignored_and_close_clears_the_window(harne
 async def test_transition_is_a_compare_and_set_on_the_generation(harness: Harness) -> None:
     store = await harness.store()
     for _ in range(3):
-        await store.report_failure("t", "w1", **TRIP)
+        await fail(store)
     assert await store.transition("t", expect_generation=0, state="half-open", holder="w2") is None
     half = await store.transition("t", expect_generation=1, state="half-open", holder="w2")
-    assert half == BreakerRecord("t", "half-open", generation=2, retry_in=0.0, trips=1, holder="w2")
+    assert without_epoch(half) == BreakerRecord(
+        "t", "half-open", generation=2, retry_in=0.0, trips=1, holder="w2"
+    )
     assert await store.transition("t", expect_generation=1, state="closed") is None
     closed = await store.transition("t", expect_generation=2, state="closed")
-    assert closed == BreakerRecord("t", "closed", generation=3, retry_in=0.0, trips=0, holder="")
+    assert without_epoch(closed) == BreakerRecord(
+        "t", "closed", generation=3, retry_in=0.0, trips=0, holder=""
+    )
 
 
 async def test_a_breaker_nobody_touched_is_at_generation_zero(harness: Harness) -> None:
     store = await harness.store()
     assert await store.transition("t", expect_generation=1, state="open", reset_timeout=0.1) is None
     record = await store.transition("t", expect_generation=0, state="open", reset_timeout=0.1)
-    assert record == BreakerRecord("t", "open", generation=1, retry_in=0.1, trips=1)
+    assert without_epoch(record) == BreakerRecord("t", "open", generation=1, retry_in=0.1, trips=1)
 
 
 async def test_reopening_doubles_the_reset_timeout_up_to_the_cap(harness: Harness) -> None:
     store = await harness.store()
     timeouts: dict[str, Any] = {"reset_timeout": 0.1, "max_reset_timeout": 0.35}
+    rule = dataclasses.replace(TRIP, **timeouts)
     record = None
     for _ in range(3):
-        record = await store.report_failure("t", "w1", **{**TRIP, **timeouts})
+        record = await fail(store, rule=rule)
     assert record is not None
     seen = [(record.trips, record.retry_in)]
     for _ in range(3):
@@ -130,7 +199,7 @@ async def test_reopening_doubles_the_reset_timeout_up_to_the_cap(harness: Harnes
     closed = await store.transition("t", expect_generation=record.generation, state="closed")
     assert closed is not None and closed.trips == 0
     for _ in range(3):
-        record = await store.report_failure("t", "w1", **{**TRIP, **timeouts})
+        record = await fail(store, rule=rule)
     assert record is not None and (record.trips, record.retry_in) == (1, 0.1)
 
 
@@ -142,20 +211,22 @@ async def test_an_unknown_state_is_refused(harness: Harness) -> None:
 
 async def test_breakers_lists_every_moved_breaker_with_the_time_left(harness: Harness) -> None:
     store = await harness.store()
-    assert await store.breakers() == {}
+    assert (await store.snapshot()).breakers == {}
     await store.transition("open", expect_generation=0, state="open", reset_timeout=0.3, max_reset_timeout=1)
     await store.transition("closed", expect_generation=0, state="open", reset_timeout=0.3)
     await store.transition("closed", expect_generation=1, state="closed")
 
-    records = await store.breakers()
+    records = (await store.snapshot()).breakers
     assert records.keys() == {"open", "closed"}
     assert records["open"].retry_in == approx(0.3, harness)
-    assert records["closed"] == BreakerRecord("closed", "closed", generation=2)
+    assert without_epoch(records["closed"]) == BreakerRecord("closed", "closed", generation=2)
 
     await harness.elapse(0.1)
-    assert (await store.breakers())["open"].retry_in == approx(0.2, harness)
+    assert (await store.snapshot()).breakers["open"].retry_in == approx(0.2, harness)
     await harness.elapse(0.25)
-    assert (await store.breakers())["open"] == BreakerRecord("open", "open", generation=1, trips=1)
+    assert without_epoch((await store.snapshot()).breakers["open"]) == BreakerRecord(
+        "open", "open", generation=1, trips=1
+    )
 
 
 async def test_every_started_store_hears_every_transition(harness: Harness) -> None:
@@ -228,6 +299,18 @@ async def test_health_reports_ages_and_forgets_records_past_their_ttl(harness: H
     assert (await store.health()).keys() == {"long"}
     again = await store.record_probe("short", True, "", ttl=0.15)
     assert again.streak == 1  # the expired streak is not resumed
+
+
+async def test_drains_are_announced_and_in_the_snapshot(harness: Harness) -> None:
+    w1, w2 = await harness.store("w1"), await harness.store("w2")
+    heard: list[Any] = []
+    await w2.start(heard.append)
+    await w1.set_drained("a", True)
+    await harness.settle(lambda: DrainRecord("a", True) in heard)
+    snapshot = await w2.snapshot()
+    assert isinstance(snapshot, Snapshot) and snapshot.drained == {"a"}
+    await w1.set_drained("a", False)
+    await harness.settle(lambda: DrainRecord("a", False) in heard)
 
 
 async def test_drained_is_a_set(harness: Harness) -> None:

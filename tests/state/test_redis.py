@@ -15,7 +15,8 @@ import pytest
 import redis.asyncio
 
 from router.clock import SystemClock
-from router.state import BreakerRecord, RedisStore, StoreUnavailable
+from router.resilience.window import TripRule
+from router.state import BreakerRecord, Change, RedisStore, Snapshot, StoreUnavailable
 from router.testing import FakeClock
 
 from ..redis_support import DedicatedRedis, free_port
@@ -23,12 +24,29 @@ from .conftest import FreezingProxy, eventually, write_unannounced_breaker
 
 MakeStore = Callable[..., RedisStore]
 TRIP_NOW: dict[str, Any] = {
-    "window": 10.0,
-    "threshold": 1,
-    "min_workers": 1,
-    "reset_timeout": 30.0,
-    "max_reset_timeout": 60.0,
+    "successes": 0,
+    "failures": 1,
+    "rule": TripRule(
+        consecutive=1,
+        failure_rate=1.0,
+        min_calls=1000,
+        window=10.0,
+        min_workers=1,
+        reset_timeout=30.0,
+        max_reset_timeout=60.0,
+    ),
 }
+
+
+def records(heard: list[Change]) -> list[BreakerRecord]:
+    """The breaker records heard, a reconcile's snapshot spelled out into its records."""
+    flat: list[BreakerRecord] = []
+    for change in heard:
+        if isinstance(change, Snapshot):
+            flat.extend(change.breakers.values())
+        elif isinstance(change, BreakerRecord):
+            flat.append(change)
+    return flat
 
 
 def log_lines(caplog: pytest.LogCaptureFixture, text: str, worker: str) -> list[str]:
@@ -42,9 +60,9 @@ def log_lines(caplog: pytest.LogCaptureFixture, text: str, worker: str) -> list[
 async def every_operation(store: RedisStore) -> list[str]:
     """Call each operation once; the names of those that did not raise `StoreUnavailable`."""
     calls = {
-        "report_failure": store.report_failure("t", "w", **TRIP_NOW),
+        "report": store.report("t", "w", **TRIP_NOW),
         "transition": store.transition("t", expect_generation=0, state="open", reset_timeout=1),
-        "breakers": store.breakers(),
+        "snapshot": store.snapshot(),
         "take_lease": store.take_lease("l", "w", 1),
         "record_probe": store.record_probe("t", True, "", 1),
         "health": store.health(),
@@ -70,8 +88,9 @@ async def test_a_trip_reaches_another_store_within_50ms(redis_store: MakeStore) 
     tripper, listener = redis_store("w1"), redis_store("w2")
     arrived: dict[str, float] = {}
 
-    def note(record: BreakerRecord) -> None:
-        arrived.setdefault(record.target, time.perf_counter())
+    def note(change: Change) -> None:
+        if isinstance(change, BreakerRecord):
+            arrived.setdefault(change.target, time.perf_counter())
 
     await listener.start(note)
 
@@ -79,7 +98,7 @@ async def test_a_trip_reaches_another_store_within_50ms(redis_store: MakeStore) 
     for i in range(20):
         target = f"t{i}"
         sent = time.perf_counter()
-        record = await tripper.report_failure(target, "w1", **TRIP_NOW)
+        record = await tripper.report(target, "w1", **TRIP_NOW)
         assert record is not None
         await eventually(partial(arrived.__contains__, target), within=0.5, step=0.0005)
         latencies.append(arrived[target] - sent)
@@ -88,7 +107,7 @@ async def test_a_trip_reaches_another_store_within_50ms(redis_store: MakeStore) 
 
 async def test_the_listener_hears_its_own_store_too(redis_store: MakeStore) -> None:
     store = redis_store("w1")
-    heard: list[BreakerRecord] = []
+    heard: list[Change] = []
     await store.start(heard.append)
     record = await store.transition("t", expect_generation=0, state="open", reset_timeout=1)
     await eventually(lambda: record in heard)
@@ -96,30 +115,30 @@ async def test_the_listener_hears_its_own_store_too(redis_store: MakeStore) -> N
 
 async def test_start_delivers_what_is_already_there(redis_store: MakeStore, raw: Any, namespace: str) -> None:
     await write_unannounced_breaker(raw, namespace, "t", state="open", generation=4)
-    heard: list[BreakerRecord] = []
+    heard: list[Change] = []
     await redis_store("w1").start(heard.append)
-    assert [(r.target, r.state, r.generation) for r in heard] == [("t", "open", 4)]
+    assert [(r.target, r.state, r.generation) for r in records(heard)] == [("t", "open", 4)]
 
 
 async def test_the_periodic_reconcile_finds_what_pub_sub_lost(
     redis_store: MakeStore, raw: Any, namespace: str
 ) -> None:
     store = redis_store("w1", reconcile_interval=0.1)
-    heard: list[BreakerRecord] = []
+    heard: list[Change] = []
     await store.start(heard.append)
-    assert heard == []
+    assert records(heard) == []
     await write_unannounced_breaker(raw, namespace, "t", state="open", generation=9)
-    await eventually(lambda: any(r.generation == 9 for r in heard), within=1.0)
+    await eventually(lambda: any(r.generation == 9 for r in records(heard)), within=1.0)
 
 
 async def test_a_malformed_message_or_a_failing_callback_does_not_stop_the_listener(
     redis_store: MakeStore, raw: Any, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = redis_store("w1")
-    heard: list[BreakerRecord] = []
+    heard: list[Change] = []
 
-    def fragile(record: BreakerRecord) -> None:
-        if record.target == "boom":
+    def fragile(change: Change) -> None:
+        if isinstance(change, BreakerRecord) and change.target == "boom":
             raise RuntimeError("callback bug")
 
     await store.start(fragile)
@@ -128,8 +147,8 @@ async def test_a_malformed_message_or_a_failing_callback_does_not_stop_the_liste
     await raw.publish(f"{namespace}:breakers", '{"no": "fields"}')
     await store.transition("boom", expect_generation=0, state="open", reset_timeout=1)
     await store.transition("fine", expect_generation=0, state="open", reset_timeout=1)
-    await eventually(lambda: [r.target for r in heard] == ["boom", "fine"])
-    assert sum("malformed breaker message" in r.getMessage() for r in caplog.records) == 2
+    await eventually(lambda: [r.target for r in records(heard)] == ["boom", "fine"])
+    assert sum("malformed message" in r.getMessage() for r in caplog.records) == 2
     assert sum("callback failed" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -146,7 +165,7 @@ async def test_worker_clocks_do_not_matter(redis_store: MakeStore) -> None:
     skewed, honest = redis_store("w1", clock=SkewedClock()), redis_store("w2")
     record = await skewed.transition("t", expect_generation=0, state="open", reset_timeout=0.3)
     assert record is not None and record.retry_in == 0.3
-    assert (await honest.breakers())["t"].retry_in == pytest.approx(0.3, abs=0.05)
+    assert (await honest.snapshot()).breakers["t"].retry_in == pytest.approx(0.3, abs=0.05)
 
 
 async def test_every_key_lives_under_the_namespace(
@@ -155,9 +174,9 @@ async def test_every_key_lives_under_the_namespace(
     store = redis_store("w1", url=dedicated_redis.url, ns="ns-a")
     await store.start(lambda r: None)
     assert await every_operation(store) == [
-        "report_failure",
+        "report",
         "transition",
-        "breakers",
+        "snapshot",
         "take_lease",
         "record_probe",
         "health",
@@ -177,7 +196,7 @@ async def test_every_key_lives_under_the_namespace(
         "ns-a:breaker:t",
         "ns-a:bucket:b",
         "ns-a:drained",
-        "ns-a:failure-seq",
+        "ns-a:epoch",
         "ns-a:health-targets",
         "ns-a:health:t",
         "ns-a:lease:l",
@@ -216,7 +235,7 @@ async def test_a_refusing_redis_never_shows_the_password(redis_store: MakeStore,
     url = redis_url.replace("redis://", "redis://:hunter2secret@")
     store = redis_store("w1", url=url)
     with pytest.raises(StoreUnavailable) as caught:
-        await store.breakers()
+        await store.snapshot()
     assert "hunter2secret" not in "".join(traceback.format_exception(caught.value)) + repr(store)
 
 
@@ -231,7 +250,7 @@ async def test_a_redis_that_never_answers_times_out(redis_store: MakeStore) -> N
         store = redis_store("w1", url=f"redis://127.0.0.1:{port}/0", socket_timeout=0.1)
         began = time.perf_counter()
         with pytest.raises(StoreUnavailable):
-            await store.report_failure("t", "w1", **TRIP_NOW)
+            await store.report("t", "w1", **TRIP_NOW)
         assert time.perf_counter() - began < 0.3
         await store.aclose()
     finally:
@@ -247,10 +266,10 @@ async def test_the_listener_survives_a_redis_restart(
     # reconcile that follows a reconnect.
     listener = redis_store("w1", url=dedicated_redis.url, ns="ns", reconcile_interval=60)
     tripper = redis_store("w2", url=dedicated_redis.url, ns="ns")
-    heard: list[BreakerRecord] = []
+    heard: list[Change] = []
     await listener.start(heard.append)
 
-    first = await tripper.report_failure("before", "w2", **TRIP_NOW)
+    first = await tripper.report("before", "w2", **TRIP_NOW)
     await eventually(lambda: first in heard, within=0.5)
 
     # A change whose announcement is lost, saved so the restarted server has it.
@@ -262,11 +281,11 @@ async def test_the_listener_survives_a_redis_restart(
     await dedicated_redis.astop()
     await eventually(lambda: listener.reachable is False, within=1.0)
     with pytest.raises(StoreUnavailable):
-        await tripper.report_failure("during", "w2", **TRIP_NOW)
+        await tripper.report("during", "w2", **TRIP_NOW)
     await asyncio.sleep(0.3)  # a few failed reconnects
 
     await dedicated_redis.astart()
-    await eventually(lambda: any(r.target == "missed" for r in heard), within=3.0)  # reconciled
+    await eventually(lambda: any(r.target == "missed" for r in records(heard)), within=3.0)  # reconciled
     after = await tripper.transition("before", expect_generation=1, state="closed")  # scripts reloaded
     await eventually(lambda: after in heard, within=0.5)  # pub/sub again
 
@@ -289,9 +308,12 @@ def test_the_package_exports() -> None:
 
     assert sorted(router.state.__all__) == [
         "BreakerRecord",
+        "Change",
+        "DrainRecord",
         "HealthRecord",
         "MemoryStore",
         "RedisStore",
+        "Snapshot",
         "StateStore",
         "StoreUnavailable",
     ]
@@ -307,14 +329,14 @@ async def test_a_subscription_that_went_silent_is_replaced(
         url = f"redis://127.0.0.1:{proxy.port}/0"
         listener = redis_store("w1", url=url, reconcile_interval=0.1, socket_timeout=0.1)
         tripper = redis_store("w2")  # straight to Redis
-        heard: list[BreakerRecord] = []
+        heard: list[Change] = []
         await listener.start(heard.append)
         await asyncio.sleep(0.3)  # a few quiet intervals: PINGs answered, nothing restarts
         assert not log_lines(caplog, "redis unreachable", "w1")
 
         proxy.freeze()  # the subscription and the command connection
         await tripper.transition("t", expect_generation=0, state="open", reset_timeout=1)
-        await eventually(lambda: any(r.target == "t" for r in heard), within=1.0)
+        await eventually(lambda: any(r.target == "t" for r in records(heard)), within=1.0)
         assert len(log_lines(caplog, "redis unreachable", "w1")) == 1
         assert len(log_lines(caplog, "redis back", "w1")) == 1
 
@@ -328,7 +350,7 @@ async def test_a_subscription_that_stops_answering_ping_is_replaced(
         url = f"redis://127.0.0.1:{proxy.port}/0"
         listener = redis_store("w1", url=url, reconcile_interval=0.1, socket_timeout=0.05)
         tripper = redis_store("w2")
-        heard: list[BreakerRecord] = []
+        heard: list[Change] = []
         await listener.start(heard.append)
 
         proxy.freeze(subscriptions_only=True)  # commands still work, so reconciles succeed
@@ -341,13 +363,13 @@ async def test_a_subscription_that_stops_answering_ping_is_replaced(
 async def test_a_virtual_clock_does_not_cut_real_io_short(redis_store: MakeStore) -> None:
     # The router may hand its FakeClock down; deadlines on sockets must still be real time.
     store = redis_store("w1", clock=FakeClock())
-    heard: list[BreakerRecord] = []
+    heard: list[Change] = []
     await store.start(heard.append)
     await asyncio.sleep(0.05)
     assert await every_operation(store) == [
-        "report_failure",
+        "report",
         "transition",
-        "breakers",
+        "snapshot",
         "take_lease",
         "record_probe",
         "health",
@@ -356,4 +378,4 @@ async def test_a_virtual_clock_does_not_cut_real_io_short(redis_store: MakeStore
         "reserve",
         "adjust",
     ]
-    await eventually(lambda: any(r.target == "t" for r in heard), within=0.5)
+    await eventually(lambda: any(r.target == "t" for r in records(heard)), within=0.5)
