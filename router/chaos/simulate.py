@@ -73,7 +73,7 @@ async def simulate_scenario(scenario: Scenario) -> Recording:
     upstream = SimulatedUpstream(scenario.faults, seed=scenario.seed, clock=clock, models=models)
     # In memory, whatever the policy says: a simulation touches no Redis (the workers share a store).
     policy = scenario.policy.model_copy(update={"state": StateSpec()})
-    shared = MemoryStore(clock) if scenario.redis and scenario.workers > 1 else None
+    shared = MemoryStore(clock) if scenario.redis else None
     recording = new_recording(scenario, "router", scenario.workers)
     contenders = [
         _SimulatedContender(
