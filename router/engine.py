@@ -20,7 +20,7 @@ from router.budgets import Budgets, Reservation
 from router.clock import Clock
 from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
 from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
-from router.policy.compile import Plan, RoutePlan, TargetPlan
+from router.policy.compile import Plan, RoutePlan
 from router.providers.base import Call, Chunk
 from router.resilience.backoff import backoff_delay
 from router.resilience.limiter import Limiter
@@ -41,34 +41,41 @@ _T = TypeVar("_T")
 
 
 class _Ticket:
-    """What one call holds: a limiter slot and the budgets' reserved dollars, given back by `settle`."""
+    """What one call holds, given back once by `settle`: its place among the runtime's calls in
+    flight, a limiter slot, and the budgets' reserved dollars."""
 
-    __slots__ = ("budgets", "limiter", "reservation", "target", "tokens")
+    __slots__ = ("budgets", "limiter", "reservation", "runtime", "tokens")
 
     def __init__(
         self,
-        limiter: Limiter | None,
-        tokens: int,
+        runtime: TargetRuntime | None,
+        limiter: Limiter | None = None,
+        tokens: int = 0,
         budgets: Budgets | None = None,
         reservation: Reservation | None = None,
-        target: TargetPlan | None = None,
     ) -> None:
+        self.runtime = runtime
         self.limiter = limiter
         self.tokens = tokens
         self.budgets = budgets
         self.reservation = reservation
-        self.target = target
+        if runtime is not None:
+            runtime.in_flight += 1
 
     def settle(self, usage: Usage | None) -> None:
         """The call is over; `usage` (None: it failed) corrects the estimates."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        runtime.in_flight -= 1
         if self.limiter is not None:
             self.limiter.release(self.tokens, usage.total_tokens if usage else None)
-        if self.budgets is not None and self.reservation is not None and self.target is not None:
-            cost = self.target.cost(usage.input_tokens, usage.output_tokens) if usage else 0.0
+        if self.budgets is not None and self.reservation is not None:
+            cost = runtime.plan.cost(usage.input_tokens, usage.output_tokens) if usage else 0.0
             self.budgets.settle(self.reservation, cost)
 
 
-_FREE = _Ticket(None, 0)  # a call on a target with no limiter and no budget
+_NO_TICKET = _Ticket(None)  # an open stream's until `_try_target` hands it the call's own
 
 
 @dataclass(slots=True)
@@ -95,7 +102,7 @@ class _OpenStream:
     usage: Usage | None = None
     ended: bool = False
     received: list[str] = field(default_factory=list)
-    ticket: _Ticket = field(default_factory=lambda: _FREE)
+    ticket: _Ticket = _NO_TICKET
     tool_calls: tuple[ToolCall, ...] = ()
 
     def answer(self) -> _Answer:
@@ -380,7 +387,7 @@ class _Run:
         limiter = runtime.limiter
         budgets = self.route.budgets
         if limiter is None and not budgets:
-            return _FREE
+            return _Ticket(runtime)
         request = self.request
         tokens = request.input_tokens + request.output_estimate
         if limiter is not None and not await limiter.acquire(tokens, self.deadline):
@@ -395,9 +402,7 @@ class _Run:
                     limiter.release(tokens, 0)  # the call never goes out: every token goes back
             if reservation is None:
                 return Outcome.OVER_BUDGET
-        return _Ticket(
-            limiter, tokens, self.engine.budgets if reservation else None, reservation, runtime.plan
-        )
+        return _Ticket(runtime, limiter, tokens, self.engine.budgets if reservation else None, reservation)
 
     def _handed_over(self, error: ProviderError) -> bool:
         """Did the caller ask to get a broken stream's partial text rather than a restart elsewhere?"""

@@ -75,6 +75,7 @@ class Case:
             await asyncio.sleep(0)  # budget settlements run in the background
         tokens = estimate_tokens(USER) + MAX_TOKENS
         for name, runtime in self.router._runtimes.items():
+            assert runtime.in_flight == 0, name
             limiter = runtime.limiter
             assert limiter is not None and limiter.in_flight == 0, name
             # A call that went out keeps its estimate (the provider counted it); one that did not, nothing.
@@ -220,6 +221,24 @@ async def test_hedged_stream_closes_the_lane_that_lost_in_the_same_turn():
         [(final.target, "ok"), (loser, "cancelled")]
     )
     await case.check()
+
+
+async def test_a_call_counts_among_its_runtime_s_calls_in_flight_until_it_ends(rig):
+    r = rig()  # no limits, no budgets: the cheap path counts too
+    r.script("a", Step.reply("slow", delay=1.0), Step.reply("one two", chunk_delay=1.0))
+    runtime = r.router._runtimes["a"]
+    task = asyncio.ensure_future(r.router.complete("chat", USER))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert runtime.in_flight == 1
+    await task
+    assert runtime.in_flight == 0
+    stream = r.router.stream("chat", USER)
+    assert await anext(stream) == "one"
+    assert runtime.in_flight == 1
+    rest = [item async for item in stream]
+    assert rest[0] == " two" and isinstance(rest[-1], Completion)
+    assert runtime.in_flight == 0
 
 
 class SlowStore(MemoryStore):
