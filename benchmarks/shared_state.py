@@ -78,7 +78,13 @@ def policy(url: str | None, namespace: str, *, fail_max: int = 5, reconcile: str
                 "type": "openai_compatible",
                 "base_url": "http://127.0.0.1:9/v1",
                 "api_key": "unused",
-                "breaker": {"fail_max": fail_max, "reset_timeout": "60s", "window": "60s"},
+                # The rate rule stays out of the way: only `fail_max` in a row trips.
+                "breaker": {
+                    "fail_max": fail_max,
+                    "min_calls": 10**9,
+                    "reset_timeout": "60s",
+                    "window": "60s",
+                },
             }
         },
         "targets": {"t": {"provider": "bench", "model": MODEL}},

@@ -101,6 +101,8 @@ class Fleet:
             record = snapshot.breakers.get(name)
             if record is None:
                 record = self._unrecorded(breaker, snapshot.epoch, now)
+                if record.state == OPEN:
+                    self.spawn(self._reseed(record))
             self._apply_record(record)
 
     @staticmethod
@@ -114,6 +116,19 @@ class Fleet:
         # its probe, and its generations start over with the new epoch.
         retry_in = max(0.0, breaker.retry_at - now)
         return BreakerRecord(breaker.name, OPEN, 0, retry_in, 1, epoch=epoch)
+
+    async def _reseed(self, record: BreakerRecord) -> None:
+        """Write an open breaker the store forgot back into it, so that every worker (and the
+        next reconcile) sees it open; if another worker was first, its record wins."""
+        await self.call(
+            self.store.transition(
+                record.target,
+                expect_generation=0,
+                state=OPEN,
+                reset_timeout=record.retry_in,
+                max_reset_timeout=record.retry_in,
+            )
+        )
 
     async def _probe_when_due(self, breaker: Breaker, generation: int, delay: float) -> None:
         epoch = breaker.epoch

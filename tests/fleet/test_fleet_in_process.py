@@ -178,3 +178,51 @@ async def test_drain_and_restore_reach_every_worker(clock):
     await a.router.restore("a")
     await b.router.check_health()
     assert (await b.ask()).target == "a"
+
+
+async def test_a_drain_reaches_every_worker_at_once_with_health_off(clock):
+    store = MemoryStore(clock)
+    a, b = Worker("a", store, clock), Worker("b", store, clock)
+    await b.ask()  # b has joined the fleet
+    await a.router.drain("a")
+    result = await b.ask()  # no health round, no reconcile: the announcement alone
+    assert [(x.target, x.outcome) for x in result.attempts] == [("a", "drained"), ("b", "ok")]
+    await a.router.restore("a")
+    assert (await b.ask()).target == "a"
+
+
+async def test_a_fresh_workers_first_request_honours_a_drain(clock):
+    store = MemoryStore(clock)
+    a = Worker("a", store, clock)
+    await a.router.drain("a")
+    fresh = Worker("fresh", store, clock)
+    result = await fresh.ask()
+    assert [(x.target, x.outcome) for x in result.attempts] == [("a", "drained"), ("b", "ok")]
+    assert fresh.p1.count("a") == 0
+
+
+async def test_a_store_restarted_empty_keeps_an_open_breaker_open_and_follows_its_new_records(clock):
+    old = MemoryStore(clock)
+    a = Worker("a", old, clock, breaker=BREAKER)
+    a.p1.script("a", *[Step.fail(ErrorKind.SERVER_ERROR)] * 2)
+    await a.ask()
+    await a.ask()
+    await settle()
+    breaker = a.router._runtimes["a"].breaker
+    assert breaker.state == "open" and breaker.generation == 1
+    fleet = a.router._fleet
+    assert fleet is not None
+    fleet.store = new = MemoryStore(clock)  # the same address, an empty store: a new epoch
+    await fleet._reconcile()
+    await settle()  # written back to the new store: the next reconcile finds it open too
+    assert breaker.state == "open" and (breaker.epoch, breaker.generation) == (new.epoch, 1)
+    await fleet._reconcile()
+    assert (await a.ask()).attempts[0].outcome == "breaker_open"
+    clock.advance(10.5)
+    await settle()  # the probe lease is taken in the new epoch
+    a.p1.script("a", Step.fail(ErrorKind.SERVER_ERROR))
+    await a.ask()  # the probe fails: reopened in the new epoch
+    await settle()
+    record = (await new.snapshot()).breakers["a"]
+    assert (record.state, record.epoch) == ("open", new.epoch)
+    assert (breaker.state, breaker.generation) == ("open", record.generation)

@@ -16,7 +16,7 @@ import redis.asyncio
 
 from router.clock import SystemClock
 from router.resilience.window import TripRule
-from router.state import BreakerRecord, Change, RedisStore, Snapshot, StoreUnavailable
+from router.state import BreakerRecord, Change, DrainRecord, RedisStore, Snapshot, StoreUnavailable
 from router.testing import FakeClock
 
 from ..redis_support import DedicatedRedis, free_port
@@ -103,6 +103,26 @@ async def test_a_trip_reaches_another_store_within_50ms(redis_store: MakeStore) 
         await eventually(partial(arrived.__contains__, target), within=0.5, step=0.0005)
         latencies.append(arrived[target] - sent)
     assert max(latencies) < 0.05, latencies
+
+
+async def test_a_drain_reaches_another_store_within_50ms(redis_store: MakeStore) -> None:
+    drainer, listener = redis_store("w1"), redis_store("w2")
+    arrived: dict[tuple[str, bool], float] = {}
+
+    def note(change: Change) -> None:
+        if isinstance(change, DrainRecord):
+            arrived.setdefault((change.target, change.drained), time.perf_counter())
+
+    await listener.start(note)
+    latencies = []
+    for i in range(20):
+        for drained in (True, False):
+            sent = time.perf_counter()
+            await drainer.set_drained(f"t{i}", drained)
+            await eventually(partial(arrived.__contains__, (f"t{i}", drained)), within=0.5, step=0.0005)
+            latencies.append(arrived[(f"t{i}", drained)] - sent)
+    assert max(latencies) < 0.05, latencies
+    assert (await listener.snapshot()).drained == frozenset()
 
 
 async def test_the_listener_hears_its_own_store_too(redis_store: MakeStore) -> None:
