@@ -34,7 +34,9 @@ def test_drain_on_memory_state_says_it_reaches_no_process_and_exits_2(tmp_path: 
     assert result.exit_code == 2
 
 
-def test_drain_and_restore_on_redis_state_show_in_status(tmp_path: Path, redis_url: str, namespace: str) -> None:
+def test_drain_and_restore_on_redis_state_show_in_status(
+    tmp_path: Path, redis_url: str, namespace: str
+) -> None:
     policy = write(tmp_path, f'state: {{backend: redis, url: "{redis_url}", namespace: "{namespace}"}}\n')
     drained = CliRunner().invoke(main, ["drain", policy, "primary"])
     assert drained.exit_code == 0, drained.output
