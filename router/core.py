@@ -127,9 +127,8 @@ class Router:
 
         Provider clients whose settings did not change are kept. A target that is still a model
         of the same provider keeps its breaker, limiter and history even when the provider's
-        settings changed (it gets the new client), except a part whose own section changed: new
-        `limits` get a new limiter, a new `breaker` section a new breaker (closed, counting from
-        zero, as after a restart: the old state was judged by the old rule).
+        settings changed (it gets the new client); new `limits` get a new limiter, and a new
+        `breaker` section is applied to the breaker it has (an open breaker stays open).
         Requests in flight finish on the plan they started with; a replaced client is closed
         once they can no longer use it (`_retire`).
         """
@@ -234,7 +233,9 @@ class Router:
         if previous is None or previous.plan.provider != target.provider:
             return self._runtime(target, spec, provider)
         before = self.plan.providers[target.provider]
-        breaker = previous.breaker if before.breaker == spec.breaker else self._breaker(target, spec)
+        breaker = previous.breaker
+        if before.breaker != spec.breaker:
+            breaker.reconfigure(spec.breaker.rule(), spec.breaker.success_threshold)
         limiter = previous.limiter if before.limits == spec.limits else self._limiter(target, spec)
         runtime = previous.carried_to(target, provider, breaker, limiter)
         self._all_runtimes.add(runtime)

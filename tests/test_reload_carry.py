@@ -76,6 +76,7 @@ async def test_a_dead_target_stays_out_when_its_provider_settings_change(clock):
     p1.script("a", Step.fail(ErrorKind.SERVER_ERROR))
     await router.complete("chat", USER)  # a's breaker opens
     router.reload(policy(breaker={"fail_max": 1}, headers={"x-team": "search"}, connect_timeout="2s"))
+    router.reload(policy(breaker={"fail_max": 3}, headers={"x-team": "search"}, connect_timeout="2s"))
     result = await router.complete("chat", USER)
     assert [(x.target, x.outcome) for x in result.attempts] == [("a", "breaker_open"), ("b", "ok")]
     assert p1.count("a") == 1
@@ -95,8 +96,9 @@ async def test_what_stays_and_what_is_new_when_a_provider_changes(clock, built):
     assert router._runtimes["a"].limiter is not before.limiter  # new limits: a new limiter
     assert router._runtimes["a"].breaker is before.breaker
     router.reload(policy(limits={"rpm": 1200}, headers={"x-team": "search"}, breaker={"fail_max": 2}))
-    # A new breaker section: a new breaker under the new rule (the history stays).
-    assert router._runtimes["a"].breaker is not before.breaker
+    # A new breaker section: the same breaker under the new rule (its state and the history stay).
+    assert router._runtimes["a"].breaker is before.breaker
+    assert before.breaker.rule.consecutive == 2
     assert router._runtimes["a"].latency == 0.25
     await router.aclose()
 

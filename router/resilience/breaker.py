@@ -121,6 +121,16 @@ class Breaker:
             throw_new_error_on_trip=False,
         )
 
+    def reconfigure(self, rule: TripRule, success_threshold: int) -> None:
+        """New settings from a reloaded policy; the state (open, its wait, the fleet's view) stays.
+
+        A new window length starts the count over: outcomes counted in the old slices do not map.
+        """
+        if rule.window != self.rule.window:
+            self._window = OutcomeWindow(rule.window)
+        self.rule = rule
+        self._success_threshold = success_threshold
+
     def _shared(self) -> FleetLink | None:
         fleet = self.fleet
         return fleet if fleet is not None and fleet.connected else None
