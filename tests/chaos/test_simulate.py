@@ -24,6 +24,7 @@ from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
 from router.providers.base import Call, Chunk
 from router.results import Usage
+from router.state.memory import MemoryStore
 from router.testing import FakeClock, parse_fault_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,103 @@ def test_workers_that_share_state_share_their_breakers(tmp_path: Path) -> None:
     assert calls[True] < calls[False]
 
 
+@pytest.mark.parametrize("name", ["primary-long-outage", "primary-long-outage-health"])
+def test_a_long_outage_with_the_default_breaker_fails_back_within_30_s_and_costs_a_probe_per_open_period(
+    name: str,
+) -> None:
+    """The primary is down for 60 s, one streamed request every 4 s, no breaker or failback tuning.
+
+    Fail-back: open periods run 5, 10, 20, 20 ... s (`reset_timeout` doubling up to
+    `max_reset_timeout`, jittered down by up to 20 %), so a healed target waits at most one capped
+    period for the request that probes it, plus the gap to that request: 20 + 4 = 24 s <= 30 s.
+    With health on, a completion probe every `interval` closes the breaker: within 10 + 4 s.
+
+    Calls to the dead primary: before the first trip, at most `fail_max` failures in a row count
+    to it, and each request in flight spends at most `attempts` calls, so `fail_max * attempts`
+    covers the failures that trip the breaker. After that the breaker lets one probe through per
+    open period, and a failed probe opens it again: every probe inside the outage is followed by
+    an open transition inside it, so probes <= open transitions in the window. Health adds at most
+    one completion probe per interval.
+    """
+    scenario = load_scenario(ROOT / "scenarios" / f"{name}.yaml")
+    breaker = scenario.policy.providers[scenario.policy.targets["primary"].provider].breaker
+    attempts = scenario.policy.routes["chat"].retry.attempts
+    health = scenario.policy.health
+    assert breaker == type(breaker)(), "the scenario must keep the default breaker"
+    assert scenario.load.stream and scenario.load.rate is not None
+    gap = 1 / scenario.load.rate
+
+    report = build_report(asyncio.run(simulate_scenario(scenario)))
+
+    assert report.lost == 0, report.errors
+    [outage] = report.incidents
+    assert (outage.start, outage.end) == (0.0, 60.0)
+    assert outage.time_to_fail_back is not None, "the primary never answered again"
+    wait = health.interval if health.enabled else breaker.max_reset_timeout
+    assert outage.time_to_fail_back <= wait + gap <= 30.0, outage
+    opens = sum(
+        1
+        for event in report.transitions
+        if event.target == "primary" and event.new == "open" and outage.start <= event.at < outage.end
+    )
+    health_probes = int(-(-(outage.end - outage.start) // health.interval)) if health.enabled else 0
+    assert opens >= 1
+    assert outage.primary_calls <= opens + breaker.fail_max * attempts + health_probes, (
+        outage.primary_calls,
+        opens,
+    )
+
+
+def test_one_worker_on_shared_state_keeps_a_two_percent_error_rate_on_the_primary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`workers: 1` with `redis:` runs on the shared store's rule; 2 % of failed calls trip nothing.
+
+    Before the breaker rewrite, one worker on Redis state moved 63 % of 400 such requests to the
+    backup: the store counted failures over its window with no volume, so a few made a trip.
+    """
+    stores: list[MemoryStore] = []
+
+    class SpiedStore(MemoryStore):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr("router.chaos.simulate.MemoryStore", SpiedStore)
+    scenario = load_scenario(_write(tmp_path, "noisy.yaml", NOISY_SHARED))
+    assert (scenario.workers, scenario.redis) == (1, "redis://127.0.0.1:1/0")
+
+    report = build_report(asyncio.run(simulate_scenario(scenario)))
+
+    assert len(stores) == 1, "one worker with redis: must run on the (simulated) shared store"
+    assert report.requests == 400 and report.lost == 0, report.errors
+    failed = report.upstream_faults["gpt-4o"].get("http_500", 0)
+    assert 0 < failed < 0.05 * report.upstream_calls["gpt-4o"]
+    assert report.served_by["primary"] >= 0.98 * report.requests, report.served_by
+    assert not [event for event in report.transitions if event.new == "open"], report.transitions
+
+
+# Ten seconds at 40 requests/s, 2 % of the primary's calls fail; the default breaker, one worker on Redis.
+NOISY_SHARED = """# 2 % of the primary's calls fail; one worker shares its state through Redis.
+duration: 10s
+workers: 1
+redis: redis://127.0.0.1:1/0
+load: {route: chat, rate: 40}
+faults:
+  - {target: primary, fault: "500", probability: 0.02}
+policy:
+  providers:
+    openai: {type: openai}
+    anthropic: {type: anthropic}
+  targets:
+    primary: {provider: openai, model: gpt-4o, price: {input: 2.5, output: 10}}
+    backup: {provider: anthropic, model: claude-3-5-haiku, price: {input: 0.8, output: 4}}
+  routes:
+    chat:
+      targets: [primary, backup]
+"""
+
+
 # -- agreement with a real run ------------------------------------------------------------------
 
 
@@ -208,6 +306,34 @@ def test_a_simulation_agrees_with_a_real_run(tmp_path: Path) -> None:
         assert simulated["requests"] == real["requests"], lines
         assert abs(simulated["success_rate"] - real["success_rate"]) <= 0.05, lines
         assert abs(simulated["cost_usd"] - real["cost_usd"]) <= 0.05 * real["cost_usd"], lines
+    print("\n" + "\n".join(lines))
+
+
+def test_a_one_worker_simulation_on_redis_agrees_with_a_real_run_on_redis(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """`workers: 1` with `redis:`: the real run's breakers live in Redis, the simulation's in its
+    shared store; both keep a 2 % error rate on the primary. Success, cost and the primary's share agree."""
+    text = NOISY_SHARED.replace("duration: 10s", "duration: 6s").replace("redis://127.0.0.1:1/0", redis_url)
+    scenario = _write(tmp_path, "noisy-shared.yaml", text)
+    policy = _write(tmp_path, "policy.yaml", yaml.safe_dump(yaml.safe_load(text)["policy"]))
+    out = tmp_path / "out"
+    real = _report(
+        _run("chaos", str(scenario), "--policy", str(policy), "--out", str(out)), out / "noisy-shared.json"
+    )
+    simulated = _report(
+        _run("simulate", str(policy), str(scenario), "--out", str(out)), out / "noisy-shared.simulated.json"
+    )
+    lines = [
+        f"{label}: success {report['success_rate']:.2%}, cost ${report['cost_usd']:.6f}, "
+        f"served by {report['served_by']}, {report['requests']} requests"
+        for label, report in (("real", real), ("simulated", simulated))
+    ]
+    assert simulated["requests"] == real["requests"] == 240, lines
+    assert abs(simulated["success_rate"] - real["success_rate"]) <= 0.05, lines
+    assert abs(simulated["cost_usd"] - real["cost_usd"]) <= 0.05 * real["cost_usd"], lines
+    for report in (real, simulated):
+        assert report["served_by"].get("primary", 0) >= 0.98 * report["requests"], lines
     print("\n" + "\n".join(lines))
 
 
