@@ -255,10 +255,7 @@ class SharedBuckets:
                 store.reserve(self._tpm_key, tokens, self._tpm, self._tpm / 60, max_wait)
             )
             if taken is not None and taken < 0:
-                if self._rpm is not None:
-                    self._fleet.spawn(
-                        self._fleet.call(store.adjust(self._rpm_key, -1, self._rpm, self._rpm / 60))
-                    )
+                self._give_back_request()
                 return None
             wait = max(wait, taken or 0.0)
         return wait
@@ -266,4 +263,13 @@ class SharedBuckets:
     def reconcile(self, delta: int) -> None:
         if self._tpm is not None and delta:
             adjust = self._fleet.store.adjust(self._tpm_key, delta, self._tpm, self._tpm / 60)
+            self._fleet.spawn(self._fleet.call(adjust))
+
+    def refund(self, tokens: int) -> None:
+        self._give_back_request()
+        self.reconcile(-tokens)
+
+    def _give_back_request(self) -> None:
+        if self._rpm is not None:
+            adjust = self._fleet.store.adjust(self._rpm_key, -1, self._rpm, self._rpm / 60)
             self._fleet.spawn(self._fleet.call(adjust))

@@ -160,7 +160,7 @@ class SimulatedUpstream:
             from router.providers.pool import KeyPool
 
             members = [(f"chaos-{index}", SimulatedProvider(name, wire, self)) for index in range(len(keys))]
-            return KeyPool(name, members, self.clock)
+            return KeyPool(name, members, self.clock, max_rest=spec.breaker.max_reset_timeout)
         return SimulatedProvider(name, wire, self)
 
     def arrive(self, wire: _Wire, model: str, *, stream: bool, prefill: bool) -> _Strike:

@@ -22,7 +22,6 @@ __all__ = ["KeyPool", "key_id"]
 logger = logging.getLogger("router")
 
 _DEFAULT_REST = 1.0  # seconds a rate-limited key rests when the provider names no delay
-_MAX_REST = 300.0  # the breaker's default max_reset_timeout, for pools built without a policy
 _T = TypeVar("_T")
 
 
@@ -48,7 +47,7 @@ class KeyPool:
         members: Sequence[tuple[str, Provider]],
         clock: Clock,
         *,
-        max_rest: float = _MAX_REST,
+        max_rest: float,
     ) -> None:
         self.name = name
         self._members = [_Member(key, provider) for key, provider in members]

@@ -33,6 +33,9 @@ class ClusterBuckets(Protocol):
     def reconcile(self, delta: int) -> None:
         """Tokens used beyond the estimate (negative: fewer)."""
 
+    def refund(self, tokens: int) -> None:
+        """Give back a whole reservation (the request and its tokens) of a call that never went out."""
+
 
 class TokenBucket:
     """A token bucket that may be debited on an estimate and corrected afterwards.
@@ -162,7 +165,7 @@ class Limiter:
             pass
         finally:
             if taken is not None and not admitted:
-                taken.reconcile(-tokens)
+                taken.refund(tokens)
         return admitted
 
     def _undo(self, tokens: int) -> None:

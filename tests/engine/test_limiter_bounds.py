@@ -28,14 +28,20 @@ class SlowBuckets:
         self.delay = delay
         self.wait = wait
         self.outstanding = 0  # tokens taken and not given back
+        self.requests = 0  # requests taken and not given back
 
     async def reserve(self, tokens: int, max_wait: float) -> float | None:
         await self.clock.sleep(self.delay)
         self.outstanding += tokens
+        self.requests += 1
         return self.wait
 
     def reconcile(self, delta: int) -> None:
         self.outstanding += delta
+
+    def refund(self, tokens: int) -> None:
+        self.requests -= 1
+        self.reconcile(-tokens)
 
 
 def outcomes(result) -> list[tuple[str, str]]:
@@ -68,7 +74,7 @@ async def test_a_bucket_wait_that_no_longer_fits_after_the_reserve_gives_everyth
     result = await r.router.complete("chat", USER)
     assert outcomes(result) == [("a", Outcome.LIMITED), ("b", "ok")]
     assert clock.monotonic() - start == pytest.approx(0.3)
-    assert limiter.in_flight == 0 and buckets.outstanding == 0
+    assert limiter.in_flight == 0 and buckets.outstanding == buckets.requests == 0
 
 
 async def test_a_bucket_wait_that_fits_is_taken(rig, clock):
@@ -107,5 +113,5 @@ async def test_a_cancelled_acquire_gives_back_the_slot_and_all_tokens(delay):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert limiter.in_flight == 0 and buckets.outstanding == 0
+    assert limiter.in_flight == 0 and buckets.outstanding == buckets.requests == 0
     assert limiter._tpm is not None and limiter._tpm.level() == 6000

@@ -108,7 +108,7 @@ def make_case(
     p1: Any = p1_members[0]
     pool = None
     if keys > 1:
-        pool = p1 = KeyPool("p1", [(f"key-{i}", m) for i, m in enumerate(p1_members)], clock)
+        pool = p1 = KeyPool("p1", [(f"key-{i}", m) for i, m in enumerate(p1_members)], clock, max_rest=20.0)
     p2 = ScriptedProvider("p2", clock=clock)
     p2.script("b", *b)
     policy = build_policy(route, targets=TARGETS, breaker=BREAKER, limits=LIMITS, budgets=BUDGETS)

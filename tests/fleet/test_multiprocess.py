@@ -259,11 +259,9 @@ def test_b_one_worker_probes_for_the_fleet_and_its_success_brings_everyone_back(
 def test_b_the_probe_holder_sends_one_probe_and_waits_for_its_verdict(
     fleet: Fleet, upstream: FakeUpstream, redis_url: str, namespace: str
 ) -> None:
-    """Fails today. After a successful probe, `Breaker.record_success` (router/resilience/
-    breaker.py) clears `_probing` and leaves the verdict to `Fleet.settle_probe`, which only
-    spawns the store call; until the closed record is applied, `admit()` sees half-open, no
-    probe in flight and this worker as the holder, and admits the next request as a second
-    probe. Two requests in a row on the holder, with no loop turn between them, make it certain.
+    """After a successful probe the holder keeps its permit until the fleet's verdict lands:
+    `Fleet.settle_probe` only spawns the store call, and until the closed record is applied
+    `admit()` must not take the next request as a second probe. Two requests in a row on the holder, with no loop turn between them, make it certain.
     (After a failed probe the same window exists, but the failover to the next target usually
     gives the store call time to land first.)
     """
@@ -439,11 +437,8 @@ def test_f_with_redis_gone_every_request_still_succeeds_and_each_worker_says_so_
 def test_f_after_redis_restarts_the_workers_resync_and_a_trip_propagates_again(
     fleet: Fleet, upstream: FakeUpstream, dedicated_redis: DedicatedRedis
 ) -> None:
-    """Fails today. `Fleet.connected` turns true again only in `Fleet._back`, which runs when a
-    store call made through `Fleet.call` answers or a breaker record arrives. While it is false,
-    `Breaker._shared()` returns None, so breakers never call the store; and the listener's
-    reconcile of a Redis that restarted empty delivers no record. So the fleet half of every
-    worker stays cut off for good, although `RedisStore` itself logs "redis back".
+    """Once Redis answers again every worker follows the fleet again (`Fleet._back` on any
+    answer or record, the listener's reconcile included), so a trip propagates once more.
     """
     _serve_through_an_outage(fleet, upstream, dedicated_redis, fresh_namespace())
     dedicated_redis.start()  # same port, empty

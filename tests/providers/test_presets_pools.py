@@ -71,7 +71,7 @@ def test_several_keys_make_a_pool():
 
 
 def pool(clock: FakeClock, *members: ScriptedProvider) -> KeyPool:
-    return KeyPool("p", [(f"secret-{i}", member) for i, member in enumerate(members)], clock)
+    return KeyPool("p", [(f"secret-{i}", member) for i, member in enumerate(members)], clock, max_rest=300.0)
 
 
 async def test_pool_spreads_calls_round_robin():
