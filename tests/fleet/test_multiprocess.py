@@ -261,9 +261,8 @@ def test_b_the_probe_holder_sends_one_probe_and_waits_for_its_verdict(
 ) -> None:
     """After a successful probe the holder keeps its permit until the fleet's verdict lands:
     `Fleet.settle_probe` only spawns the store call, and until the closed record is applied
-    `admit()` must not take the next request as a second probe. Two requests in a row on the holder, with no loop turn between them, make it certain.
-    (After a failed probe the same window exists, but the failover to the next target usually
-    gives the store call time to land first.)
+    `admit()` must not take the next request as a second probe. Two requests in a row on the
+    holder, with no loop turn between them, would show it.
     """
     breaker = {"reset_timeout": "300ms"}
     fleet.build(
