@@ -4,7 +4,8 @@ A successful call never reaches the store: successes are counted in memory and r
 the worker's next failure report. The store applies the same trip rule as a lone worker; when
 it trips a breaker it announces the new record and every worker applies it. When an open
 breaker's wait is over, the workers race for one probe lease; the winner moves the breaker to
-half-open and sends the probe, and its verdict closes or reopens it for all. While the store
+half-open and sends the probe, and its verdict closes or reopens it for all. Only a worker
+with a request for the target races for the lease, so the probe goes out at once. While the store
 does not answer, each breaker falls back to its own window; the store's records take over
 again once it answers (a reconcile runs on every reconnect). A store that comes back empty has
 a new epoch: workers keep their open breakers and count generations afresh.
@@ -87,11 +88,9 @@ class Fleet:
         breaker.apply(
             record.epoch, record.generation, record.state, record.retry_in, record.trips, record.holder
         )
-        if record.state == OPEN:
-            self.spawn(self._probe_when_due(breaker, record.generation, record.retry_in))
-        elif record.state == HALF_OPEN and record.holder != self.worker:
-            # If the holder dies, its lease runs out: then someone else must probe.
-            self.spawn(self._probe_when_due(breaker, record.generation, self._probe_lease))
+        if record.state == HALF_OPEN and record.holder != self.worker:
+            # If the holder dies, its lease runs out: then a worker with a request takes over.
+            breaker.retry_at = self._clock.monotonic() + self._probe_lease
 
     def _adopt(self, snapshot: Snapshot) -> None:
         """Take the fleet's whole picture: its breakers, its drains, and its epoch."""
@@ -113,8 +112,9 @@ class Fleet:
             generation = breaker.generation if epoch == breaker.epoch else 0
             return BreakerRecord(breaker.name, CLOSED, generation, epoch=epoch)
         # The store lost its memory (restarted empty, flushed): an open breaker stays open until
-        # its probe, and its generations start over with the new epoch.
-        retry_in = max(0.0, breaker.retry_at - now)
+        # its probe, and its generations and trips start over with the new epoch (so its wait is
+        # no longer than a first trip's).
+        retry_in = min(max(0.0, breaker.retry_at - now), breaker.rule.reset_timeout)
         return BreakerRecord(breaker.name, OPEN, 0, retry_in, 1, epoch=epoch)
 
     async def _reseed(self, record: BreakerRecord) -> None:
@@ -129,12 +129,6 @@ class Fleet:
                 max_reset_timeout=record.retry_in,
             )
         )
-
-    async def _probe_when_due(self, breaker: Breaker, generation: int, delay: float) -> None:
-        epoch = breaker.epoch
-        await self._clock.sleep(delay)
-        if breaker.generation == generation and breaker.epoch == epoch:
-            self.request_probe(breaker)
 
     # -- FleetLink: what breakers ask of the fleet ------------------------------------------
 

@@ -143,14 +143,15 @@ class Breaker:
         if self.state == CLOSED:
             return True
         fleet = self._shared()
-        if self.state == OPEN:
+        if self.state == OPEN or (fleet is not None and self.holder != fleet.worker):
+            # Open, or half-open with another worker's probe (its lease may run out unused).
             if self._clock.monotonic() < self.retry_at:
                 return False
             if fleet is not None:
                 fleet.request_probe(self)  # the lease is taken in the background; this call skips
                 return False
             self._cb.half_open()
-        if self._probing or (fleet is not None and self.holder != fleet.worker):
+        if self._probing:
             return False
         self._probing = True
         return True

@@ -97,7 +97,9 @@ async def test_one_worker_probes_and_its_verdict_closes_the_breaker_for_all(cloc
     await workers[0].ask()
     await workers[0].ask()
     await settle()
-    clock.advance(10.5)  # past the reset timeout: every worker's timer races for the lease
+    clock.advance(10.5)  # past the reset timeout: the workers with a request race for the lease
+    for worker in workers:
+        await worker.ask()
     await settle()
     holders = {w.router.worker for w in workers if w.router._runtimes["a"].breaker.holder == w.router.worker}
     assert len(holders) == 1
@@ -118,9 +120,10 @@ async def test_a_failed_probe_reopens_for_everyone_with_a_longer_wait(clock):
     await a.ask()
     await settle()
     clock.advance(10.5)
+    await a.ask()  # a request past the wait takes the probe lease...
     await settle()
     for worker in (a, b):
-        await worker.ask()  # whichever holds the lease probes, and fails
+        await worker.ask()  # ...and the holder's next one probes, and fails
     await settle()
     records = (await store.snapshot()).breakers
     assert records["a"].state == "open" and records["a"].trips == 2
@@ -219,7 +222,8 @@ async def test_a_store_restarted_empty_keeps_an_open_breaker_open_and_follows_it
     await fleet._reconcile()
     assert (await a.ask()).attempts[0].outcome == "breaker_open"
     clock.advance(10.5)
-    await settle()  # the probe lease is taken in the new epoch
+    await a.ask()  # past the wait: the probe lease is taken in the new epoch
+    await settle()
     a.p1.script("a", Step.fail(ErrorKind.SERVER_ERROR))
     await a.ask()  # the probe fails: reopened in the new epoch
     await settle()
