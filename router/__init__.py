@@ -16,19 +16,22 @@ from router.errors import (
     PolicyIssue,
     ProviderError,
     RouterError,
+    StoreUnavailable,
     StreamBroken,
 )
 from router.policy.loader import load_policy, parse_policy, policy_json_schema
 from router.policy.model import Policy
 from router.providers.base import Call, Chunk, Provider, Reply
-from router.resilience.breaker import BreakerTransition
+from router.resilience.breaker import BreakerState, BreakerTransition
 from router.results import Attempt, Completion, Outcome, TargetStatus, ToolCall, Usage
+from router.selection import Health
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 
 __all__ = [
     "AllTargetsFailed",
     "Attempt",
+    "BreakerState",
     "BreakerTransition",
     "BudgetExceeded",
     "Call",
@@ -36,6 +39,7 @@ __all__ = [
     "Clock",
     "Completion",
     "ErrorKind",
+    "Health",
     "MemoryStore",
     "Outcome",
     "Policy",
@@ -47,6 +51,7 @@ __all__ = [
     "Router",
     "RouterError",
     "StateStore",
+    "StoreUnavailable",
     "StreamBroken",
     "SystemClock",
     "TargetStatus",

@@ -1,7 +1,8 @@
 """The `router` command: validate, explain, diff, complete, models, status, drain, restore, health,
 chaos, simulate, demo, schema, fake-upstream.
 
-Exit codes: 0 success, 1 a request failed, 2 a policy (or the command line) is wrong.
+Exit codes: 0 success, 1 a request failed, 2 a policy (or the command line) is wrong or the
+shared state does not answer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +24,9 @@ from router.core import Router
 from router.errors import AllTargetsFailed, PolicyError, ProviderError, RouterError
 from router.policy.compile import compile_plan
 from router.policy.loader import load_policy, policy_json_schema
+from router.resilience.breaker import BreakerState
 from router.results import Completion, TargetStatus
+from router.selection import Health
 from router.traffic import RouteTraffic, expected_traffic
 
 __all__ = ["main"]
@@ -100,13 +104,9 @@ def explain(file: str, routes: tuple[str, ...], traffic: bool, input_tokens: int
     router = _load_router(file)
     out = _console()
     if traffic:
-
-        async def states() -> list[TargetStatus]:
-            async with router:
-                return await router.status()
-
-        down = [row.target for row in asyncio.run(states()) if row.breaker == "open" or row.drained
-                or row.health == "unhealthy"]  # fmt: skip
+        rows = _fleet_status(router)
+        down = [row.target for row in rows if row.breaker == BreakerState.OPEN or row.drained
+                or row.health == Health.UNHEALTHY]  # fmt: skip
         split = expected_traffic(
             router.plan, input_tokens=input_tokens, output_tokens=output_tokens, unavailable=down
         )
@@ -284,12 +284,7 @@ def _traffic_of(path: str, input_tokens: int, output_tokens: int) -> list[RouteT
 def status(file: str, as_json: bool) -> None:
     """Every target's breaker, health, last probe and drain, as the fleet sees it."""
     router = _load_router(file)
-
-    async def run() -> list[TargetStatus]:
-        async with router:
-            return await router.status()
-
-    rows = asyncio.run(run())
+    rows = _fleet_status(router)
     if as_json:
         click.echo(json.dumps({"targets": [dataclasses.asdict(row) for row in rows]}, indent=2))
         return
@@ -307,6 +302,35 @@ def status(file: str, as_json: bool) -> None:
     _console().print(table)
 
 
+def _fleet_status(router: Router) -> list[TargetStatus]:
+    """`router.status()`; a state store that does not answer is one line on stderr and exit code 2."""
+
+    async def run() -> list[TargetStatus]:
+        async with router:
+            return await router.status()
+
+    with _fails_in_one_line():
+        return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def _fails_in_one_line() -> Iterator[None]:
+    """A router error (a state store that does not answer) on one line of stderr, then exit code 2.
+
+    The router's own warning about the store is not printed besides it (unless logging is
+    configured, which is then the caller's choice).
+    """
+    quiet, logger = logging.NullHandler(), logging.getLogger("router")
+    logger.addHandler(quiet)
+    try:
+        yield
+    except RouterError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    finally:
+        logger.removeHandler(quiet)
+
+
 def _set_drained(file: str, target: str, drained: bool) -> None:
     router = _load_router(file)
     if router.policy.state.backend == "memory":
@@ -322,11 +346,8 @@ def _set_drained(file: str, target: str, drained: bool) -> None:
         async with router:
             await (router.drain(target) if drained else router.restore(target))
 
-    try:
+    with _fails_in_one_line():
         asyncio.run(run())
-    except RouterError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)
     click.echo(f"{target}: {'drained' if drained else 'restored'} for every worker of the fleet")
 
 
@@ -362,7 +383,8 @@ def health(file: str, daemon: bool) -> None:
             return await router.status()
 
     try:
-        rows = asyncio.run(run())
+        with _fails_in_one_line():
+            rows = asyncio.run(run())
     except KeyboardInterrupt:
         return
     for row in rows:

@@ -32,11 +32,11 @@ from router.policy.loader import load_policy
 from router.policy.model import LatencyBudget, Policy, ProviderSpec, StateSpec
 from router.providers import Provider, build_provider
 from router.providers.base import Message
-from router.resilience.breaker import CLOSED, Breaker, BreakerTransition
+from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
 from router.results import Completion, TargetStatus
-from router.selection import Request, TargetRuntime, estimate_tokens, order_candidates
+from router.selection import Health, Request, TargetRuntime, estimate_tokens, order_candidates
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 
@@ -307,7 +307,7 @@ class Router:
 
     def _transition(self, event: BreakerTransition) -> None:
         logger.info("breaker %s: %s -> %s", event.target, event.old, event.new)
-        if event.new == CLOSED:
+        if event.new == BreakerState.CLOSED:
             runtime = self._runtimes.get(event.target)
             if runtime is not None:
                 runtime.recovered_at = event.at
@@ -453,6 +453,9 @@ class Router:
         for name, runtime in self._runtimes.items():
             fleet_breaker = breakers.get(name)
             verdict = health.get(name)
+            judged = (
+                Health.UNKNOWN if verdict is None else Health.HEALTHY if verdict.healthy else Health.UNHEALTHY
+            )
             rows.append(
                 TargetStatus(
                     target=name,
@@ -460,7 +463,7 @@ class Router:
                     model=runtime.plan.model,
                     breaker=fleet_breaker.state if fleet_breaker else runtime.breaker.state,
                     generation=fleet_breaker.generation if fleet_breaker else runtime.breaker.generation,
-                    health=("healthy" if verdict.healthy else "unhealthy") if verdict else "unknown",
+                    health=judged,
                     last_probe_ago=verdict.checked_ago if verdict else None,
                     probe_detail=verdict.detail if verdict else "",
                     drained=name in drained,

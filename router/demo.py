@@ -20,12 +20,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from router.chaos.recording import SKIPS, Recording
+from router.chaos.recording import Recording
 from router.chaos.render import figures_table, seconds
 from router.chaos.report import Report, build_report
 from router.chaos.runner import run_scenario
 from router.chaos.scenario import Scenario, parse_scenario
-from router.results import Outcome
+from router.resilience.breaker import BreakerState
+from router.results import SKIPS, Outcome
 
 __all__ = ["DEFAULT_DURATION", "demo_scenario", "run_demo"]
 
@@ -64,7 +65,11 @@ policy:
 """
 
 _WIRES = {"primary": "openai", "secondary": "anthropic", "cheap": "vllm (OpenAI-compatible)"}
-_STATE_STYLE = {"closed": "green", "half-open": "yellow", "open": "bold red"}
+_STATE_STYLE: dict[str, str] = {
+    BreakerState.CLOSED: "green",
+    BreakerState.HALF_OPEN: "yellow",
+    BreakerState.OPEN: "bold red",
+}
 _PLAIN_EVERY = 2.0  # seconds between two status lines when the output is not a terminal
 _PLAIN_PHASES = {"healthy": "healthy", "PRIMARY DOWN": "DOWN", "primary recovered": "recovered"}
 

@@ -32,11 +32,6 @@ __all__ = ["Engine"]
 
 logger = logging.getLogger("router")
 
-# Kinds that a retry on the same target cannot cure, whatever the policy says.
-_NEVER_RETRIED = frozenset({ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_FILTER, ErrorKind.BAD_REQUEST})
-# Kinds that say nothing about the target's health: they never move its breaker.
-_NOT_BREAKER_FAILURES = _NEVER_RETRIED
-
 _T = TypeVar("_T")
 
 
@@ -320,7 +315,7 @@ class _Run:
                 self._skip(runtime, Outcome.DEADLINE)
                 return None
             ticket = await self._admit_or_release(runtime)
-            if isinstance(ticket, str):
+            if isinstance(ticket, Outcome):
                 breaker.release()
                 self._skip(runtime, ticket)
                 return None
@@ -336,7 +331,7 @@ class _Run:
                 if (
                     error.kind in self.route.retry_on
                     and tries < self.route.attempts
-                    and error.kind not in _NEVER_RETRIED
+                    and not error.kind.blames_request  # whatever the policy says
                 ):
                     delay = self._retry_delay(error, tries)
                     if delay is not None:
@@ -371,7 +366,7 @@ class _Run:
             self._record(runtime, Outcome.OK, started)
             return value
 
-    async def _admit_or_release(self, runtime: TargetRuntime) -> _Ticket | str:
+    async def _admit_or_release(self, runtime: TargetRuntime) -> _Ticket | Outcome:
         """`_admit`, giving back the breaker's permit (maybe the one half-open probe) if it raises."""
         started = self.engine.clock.monotonic()
         try:
@@ -382,7 +377,7 @@ class _Run:
                 self._record(runtime, Outcome.CANCELLED, started, "cancelled")
             raise
 
-    async def _admit(self, runtime: TargetRuntime) -> _Ticket | str:
+    async def _admit(self, runtime: TargetRuntime) -> _Ticket | Outcome:
         """Take the limiter's slot and the budgets' dollars for one call, or say why not (an outcome)."""
         limiter = runtime.limiter
         budgets = self.route.budgets
@@ -436,7 +431,7 @@ class _Run:
     def _record(
         self,
         runtime: TargetRuntime,
-        outcome: str,
+        outcome: Outcome | ErrorKind,
         started: float,
         error: str | None = None,
         status: int | None = None,
@@ -449,11 +444,11 @@ class _Run:
             route, metadata = self.route.name, self.request.metadata
             emit(AttemptEvent(route, plan.name, plan.provider, plan.model, outcome, latency, error, metadata))
 
-    def _skip(self, runtime: TargetRuntime, outcome: str) -> None:
+    def _skip(self, runtime: TargetRuntime, outcome: Outcome) -> None:
         self._record(runtime, outcome, self.engine.clock.monotonic())
 
     def _failed(self, runtime: TargetRuntime, error: ProviderError, started: float) -> None:
-        if error.kind in _NOT_BREAKER_FAILURES:
+        if not error.kind.counts_against_breaker:
             runtime.breaker.release()
         else:
             runtime.breaker.record_failure(error)

@@ -5,7 +5,8 @@
     ├── ProviderError        one provider call failed; `kind` says how
     │   └── StreamBroken     a stream failed after output began; carries what was received
     ├── AllTargetsFailed     no candidate answered; carries the attempt trail
-    └── BudgetExceeded       a budget whose policy says `when_spent: raise` is spent
+    ├── BudgetExceeded       a budget whose policy says `when_spent: raise` is spent
+    └── StoreUnavailable     the shared state store did not answer in time
 
 Messages never contain secrets: provider errors are summarised from status and kind, and
 policy errors name variables and fields, never their values.
@@ -29,12 +30,18 @@ __all__ = [
     "PolicyIssue",
     "ProviderError",
     "RouterError",
+    "StoreUnavailable",
     "StreamBroken",
 ]
 
 
 class ErrorKind(StrEnum):
-    """The small set of ways a provider call fails; each has a default handling."""
+    """The small set of ways a provider call fails; each carries its default handling.
+
+    A route's `retry.on` and `failover.on` default to the kinds `retried_by_default` and
+    `fails_over_by_default`; a kind that `blames_request` is never retried and never counts
+    against a breaker, whatever the policy says.
+    """
 
     RATE_LIMITED = "rate_limited"
     TIMEOUT = "timeout"
@@ -45,6 +52,47 @@ class ErrorKind(StrEnum):
     CONTENT_FILTER = "content_filter"
     BAD_REQUEST = "bad_request"
     STREAM_BROKEN = "stream_broken"
+
+    @property
+    def retried_by_default(self) -> bool:
+        """Retried on the same target unless the route's `retry.on` says otherwise."""
+        return _HANDLING[self].retried
+
+    @property
+    def fails_over_by_default(self) -> bool:
+        """Moves on to the next target unless the route's `failover.on` says otherwise."""
+        return _HANDLING[self].fails_over
+
+    @property
+    def blames_request(self) -> bool:
+        """The request itself is at fault: no retry on the same target can cure it."""
+        return _HANDLING[self].blames_request
+
+    @property
+    def counts_against_breaker(self) -> bool:
+        """Does it say the target is failing? A fault of the request says nothing about the target."""
+        return not _HANDLING[self].blames_request
+
+
+@dataclass(frozen=True, slots=True)
+class _Handling:
+    retried: bool = False
+    fails_over: bool = False
+    blames_request: bool = False
+
+
+_HANDLING = {
+    ErrorKind.RATE_LIMITED: _Handling(retried=True, fails_over=True),
+    ErrorKind.TIMEOUT: _Handling(fails_over=True),
+    ErrorKind.CONNECTION: _Handling(retried=True, fails_over=True),
+    ErrorKind.SERVER_ERROR: _Handling(retried=True, fails_over=True),
+    ErrorKind.AUTH: _Handling(fails_over=True),
+    # Only to a target with a larger window (the engine skips the others).
+    ErrorKind.CONTEXT_LENGTH: _Handling(fails_over=True, blames_request=True),
+    ErrorKind.CONTENT_FILTER: _Handling(blames_request=True),
+    ErrorKind.BAD_REQUEST: _Handling(blames_request=True),
+    ErrorKind.STREAM_BROKEN: _Handling(fails_over=True),
+}
 
 
 class RouterError(Exception):
@@ -81,8 +129,6 @@ class ProviderError(RouterError):
     `retryable` is the kind's default; the route's policy has the last word.
     """
 
-    _RETRYABLE = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION})
-
     def __init__(
         self,
         kind: ErrorKind,
@@ -104,7 +150,7 @@ class ProviderError(RouterError):
 
     @property
     def retryable(self) -> bool:
-        return self.kind in self._RETRYABLE
+        return self.kind.retried_by_default
 
     def __str__(self) -> str:
         where = f"{self.target or self.provider}: " if (self.target or self.provider) else ""
@@ -138,3 +184,7 @@ class BudgetExceeded(RouterError):
         self.budget = budget
         self.route = route
         super().__init__(f"route {route!r}: budget {budget!r} (${usd:g} per {per}) is spent")
+
+
+class StoreUnavailable(RouterError):
+    """The shared state store did not answer in time; the caller carries on with local state."""

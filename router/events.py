@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.resilience.breaker import BreakerTransition
+
+if TYPE_CHECKING:
+    from router.errors import ErrorKind
+    from router.results import Outcome
+    from router.selection import Health
 
 __all__ = [
     "AttemptEvent",
@@ -32,7 +37,7 @@ class AttemptEvent:
     target: str
     provider: str
     model: str
-    outcome: str
+    outcome: Outcome | ErrorKind
     latency_s: float
     error: str | None = None
     metadata: Mapping[str, Any] | None = None  # the caller's `metadata` of the request
@@ -42,7 +47,7 @@ class AttemptEvent:
 class RetryEvent:
     route: str
     target: str
-    kind: str
+    kind: ErrorKind
     delay_s: float
 
 
@@ -52,14 +57,14 @@ class FailoverEvent:
 
     route: str
     target: str
-    kind: str
+    kind: ErrorKind
 
 
 @dataclass(frozen=True, slots=True)
 class HealthEvent:
     target: str
-    old: str
-    new: str
+    old: Health
+    new: Health
     detail: str
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from router.clock import Clock
-from router.resilience.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from router.resilience.breaker import Breaker, BreakerState
 from router.state.base import BreakerRecord, Change, DrainRecord, Snapshot, StateStore, StoreUnavailable
 
 __all__ = ["Fleet", "SharedBuckets"]
@@ -88,7 +88,7 @@ class Fleet:
         breaker.apply(
             record.epoch, record.generation, record.state, record.retry_in, record.trips, record.holder
         )
-        if record.state == HALF_OPEN and record.holder != self.worker:
+        if record.state == BreakerState.HALF_OPEN and record.holder != self.worker:
             # If the holder dies, its lease runs out: then a worker with a request takes over.
             breaker.retry_at = self._clock.monotonic() + self._probe_lease
 
@@ -100,22 +100,22 @@ class Fleet:
             record = snapshot.breakers.get(name)
             if record is None:
                 record = self._unrecorded(breaker, snapshot.epoch, now)
-                if record.state == OPEN:
+                if record.state == BreakerState.OPEN:
                     self.spawn(self._reseed(record))
             self._apply_record(record)
 
     @staticmethod
     def _unrecorded(breaker: Breaker, epoch: str, now: float) -> BreakerRecord:
         """What to make of a breaker the store has no record of."""
-        if epoch == breaker.epoch or breaker.state == CLOSED:
+        if epoch == breaker.epoch or breaker.state == BreakerState.CLOSED:
             # The fleet never moved it: closed, dropping what this worker decided alone while cut off.
             generation = breaker.generation if epoch == breaker.epoch else 0
-            return BreakerRecord(breaker.name, CLOSED, generation, epoch=epoch)
+            return BreakerRecord(breaker.name, BreakerState.CLOSED, generation, epoch=epoch)
         # The store lost its memory (restarted empty, flushed): an open breaker stays open until
         # its probe, and its generations and trips start over with the new epoch (so its wait is
         # no longer than a first trip's).
         retry_in = min(max(0.0, breaker.retry_at - now), breaker.rule.reset_timeout)
-        return BreakerRecord(breaker.name, OPEN, 0, retry_in, 1, epoch=epoch)
+        return BreakerRecord(breaker.name, BreakerState.OPEN, 0, retry_in, 1, epoch=epoch)
 
     async def _reseed(self, record: BreakerRecord) -> None:
         """Write an open breaker the store forgot back into it, so that every worker (and the
@@ -124,7 +124,7 @@ class Fleet:
             self.store.transition(
                 record.target,
                 expect_generation=0,
-                state=OPEN,
+                state=BreakerState.OPEN,
                 reset_timeout=record.retry_in,
                 max_reset_timeout=record.retry_in,
             )
@@ -150,7 +150,10 @@ class Fleet:
             lease = self.store.take_lease(f"probe:{breaker.name}", self.worker, self._probe_lease)
             if await self.call(lease):
                 move = self.store.transition(
-                    breaker.name, expect_generation=generation, state=HALF_OPEN, holder=self.worker
+                    breaker.name,
+                    expect_generation=generation,
+                    state=BreakerState.HALF_OPEN,
+                    holder=self.worker,
                 )
                 if await self.call(move) is not None:
                     return
@@ -166,7 +169,7 @@ class Fleet:
         verdict = self.store.transition(
             breaker.name,
             expect_generation=breaker.generation,
-            state=CLOSED if success else OPEN,
+            state=BreakerState.CLOSED if success else BreakerState.OPEN,
             reset_timeout=rule.reset_timeout,
             max_reset_timeout=rule.max_reset_timeout,
         )

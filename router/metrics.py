@@ -29,14 +29,14 @@ from router.events import (
     ReloadEvent,
     RetryEvent,
 )
+from router.resilience.breaker import BreakerState
+from router.results import SKIPS
+from router.selection import Health
 
 __all__ = ["PrometheusMetrics"]
 
-_SKIPS = frozenset(
-    {"breaker_open", "limited", "over_budget", "deadline", "drained", "unhealthy", "recovering"}
-)
-_BREAKER = {"closed": 0, "half-open": 1, "open": 2}
-_HEALTH = {"healthy": 1, "unhealthy": 0, "unknown": -1}
+_BREAKER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+_HEALTH = {Health.HEALTHY: 1, Health.UNHEALTHY: 0, Health.UNKNOWN: -1}
 
 
 class PrometheusMetrics:
@@ -77,7 +77,7 @@ class PrometheusMetrics:
     def __call__(self, event: Event) -> None:
         if isinstance(event, AttemptEvent):
             self.attempts.labels(event.route, event.target, event.outcome).inc()
-            if event.outcome not in _SKIPS:
+            if event.outcome not in SKIPS:
                 self.duration.labels(event.target).observe(event.latency_s)
         elif isinstance(event, RetryEvent):
             self.retries.labels(event.route, event.target, event.kind).inc()

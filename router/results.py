@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
-__all__ = ["Attempt", "Completion", "Outcome", "TargetStatus", "ToolCall", "Usage"]
+from router.errors import ErrorKind
+
+if TYPE_CHECKING:
+    from router.resilience.breaker import BreakerState
+    from router.selection import Health
+
+__all__ = ["SKIPS", "Attempt", "Completion", "Outcome", "TargetStatus", "ToolCall", "Usage"]
 
 
-class Outcome:
-    """Attempt outcomes that are not provider error kinds (those are `ErrorKind` values)."""
+class Outcome(StrEnum):
+    """How an attempt ended when not by a provider error (an attempt's other outcomes are `ErrorKind`s)."""
 
     OK = "ok"
     LIMITED = "limited"  # the limiter could not admit the call before the deadline
@@ -19,6 +27,20 @@ class Outcome:
     DRAINED = "drained"  # taken out of service by an operator
     UNHEALTHY = "unhealthy"  # failing its health probes
     RECOVERING = "recovering"  # back, but the route's failback rule wants more proof first
+
+
+# The outcomes of a target skipped: nothing was sent to it.
+SKIPS = frozenset(
+    {
+        Outcome.BREAKER_OPEN,
+        Outcome.LIMITED,
+        Outcome.OVER_BUDGET,
+        Outcome.DEADLINE,
+        Outcome.DRAINED,
+        Outcome.UNHEALTHY,
+        Outcome.RECOVERING,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +69,7 @@ class Attempt:
     target: str
     provider: str
     model: str
-    outcome: str
+    outcome: Outcome | ErrorKind
     latency_s: float = 0.0
     error: str | None = None
     status: int | None = None
@@ -82,9 +104,9 @@ class TargetStatus:
     target: str
     provider: str
     model: str
-    breaker: str
+    breaker: BreakerState
     generation: int
-    health: str
+    health: Health
     last_probe_ago: float | None
     probe_detail: str
     drained: bool

@@ -5,17 +5,17 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from router.policy.compile import RoutePlan, TargetPlan
 from router.providers.base import Message, Provider
 from router.resilience.breaker import Breaker
 from router.resilience.limiter import Limiter
+from router.results import Outcome
 
 __all__ = [
-    "HEALTHY",
-    "UNHEALTHY",
-    "UNKNOWN",
+    "Health",
     "Request",
     "TargetRuntime",
     "estimate_tokens",
@@ -24,7 +24,14 @@ __all__ = [
     "unavailable",
 ]
 
-HEALTHY, UNHEALTHY, UNKNOWN = "healthy", "unhealthy", "unknown"
+
+class Health(StrEnum):
+    """A target's health as its probes judge it."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"  # no verdict yet, or the last one expired
+
 
 # What a target's runtime has learnt, carried over a policy reload.
 _HISTORY = (
@@ -78,7 +85,7 @@ class TargetRuntime:
         self.breaker = breaker
         self.limiter = limiter
         self.latency: float | None = None
-        self.health = UNKNOWN
+        self.health = Health.UNKNOWN
         self.health_streak = 0
         self.health_since: float | None = None
         self.in_flight = 0
@@ -198,18 +205,18 @@ def _ramp_demotes(runtime: TargetRuntime, route: RoutePlan, now: float, rng: ran
     return rng.random() >= share
 
 
-def unavailable(runtime: TargetRuntime, route: RoutePlan, now: float) -> str | None:
+def unavailable(runtime: TargetRuntime, route: RoutePlan, now: float) -> Outcome | None:
     """Why the target must be skipped now without a call (an attempt outcome), or None."""
     if runtime.drained:
-        return "drained"
-    if runtime.health == UNHEALTHY and not _closed_since_verdict(runtime):
-        return "unhealthy"
+        return Outcome.DRAINED
+    if runtime.health == Health.UNHEALTHY and not _closed_since_verdict(runtime):
+        return Outcome.UNHEALTHY
     recovered = runtime.recovered_at
     if recovered is not None and route.failback_mode == "after":
         # Without probes (health unknown) only the time counts.
-        probes_short = runtime.health != UNKNOWN and runtime.health_streak < route.failback_probes
+        probes_short = runtime.health != Health.UNKNOWN and runtime.health_streak < route.failback_probes
         if now - recovered < route.failback_for or probes_short:
-            return "recovering"
+            return Outcome.RECOVERING
     return None
 
 

@@ -15,6 +15,7 @@ import time
 from opentelemetry import trace
 
 from router.events import AttemptEvent, Event
+from router.results import Outcome
 
 __all__ = ["OpenTelemetrySpans"]
 
@@ -47,7 +48,7 @@ class OpenTelemetrySpans:
         )
         if event.error is not None:
             span.set_attribute("router.error", event.error)
-        if event.outcome != "ok":
+        if event.outcome != Outcome.OK:
             span.set_status(trace.Status(trace.StatusCode.ERROR, event.outcome))
         span.end(end_time=end)
 

@@ -21,11 +21,11 @@ routes:
 def test_public_names_are_exactly_the_documented_ones():
     assert sorted(router.__all__) == sorted(
         [
-            "AllTargetsFailed", "Attempt", "BreakerTransition", "BudgetExceeded", "Call", "Chunk", "Clock",
-            "Completion", "ErrorKind", "MemoryStore", "Outcome", "Policy", "PolicyError", "PolicyIssue",
-            "Provider", "ProviderError", "Reply", "Router", "RouterError", "StateStore", "StreamBroken",
-            "SystemClock", "TargetStatus", "ToolCall", "Usage", "load_policy", "parse_policy",
-            "policy_json_schema",
+            "AllTargetsFailed", "Attempt", "BreakerState", "BreakerTransition", "BudgetExceeded", "Call",
+            "Chunk", "Clock", "Completion", "ErrorKind", "Health", "MemoryStore", "Outcome", "Policy",
+            "PolicyError", "PolicyIssue", "Provider", "ProviderError", "Reply", "Router", "RouterError",
+            "StateStore", "StoreUnavailable", "StreamBroken", "SystemClock", "TargetStatus", "ToolCall",
+            "Usage", "load_policy", "parse_policy", "policy_json_schema",
         ]
     )  # fmt: skip
     for name in router.__all__:

@@ -11,12 +11,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from router.chaos.report import Report
+from router.resilience.breaker import BreakerState
 
 __all__ = ["MISSING_MATPLOTLIB", "write_timeline"]
 
 MISSING_MATPLOTLIB = "matplotlib is not installed (pip install 'router[plot]'): no PNG written"
 
-_STATES = {"closed": "#4caf50", "half-open": "#ff9800", "open": "#e53935"}
+_STATES: dict[str, str] = {
+    BreakerState.CLOSED: "#4caf50",
+    BreakerState.HALF_OPEN: "#ff9800",
+    BreakerState.OPEN: "#e53935",
+}
 _LOST = "#424242"
 
 
@@ -94,7 +99,8 @@ def _breakers(axis: Any, report: Report) -> None:
     targets = list(dict.fromkeys([*report.timeline.served, *(e.target for e in report.transitions)]))
     end = report.duration
     for row, target in enumerate(targets):
-        state, since = "closed", 0.0
+        state: str = BreakerState.CLOSED
+        since = 0.0
         for event in report.transitions:
             if event.worker != worker or event.target != target:
                 continue

@@ -10,29 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from router.chaos.scenario import Window
-from router.results import Outcome
+from router.results import SKIPS
 
 __all__ = [
-    "SKIPS",
     "Recording",
     "RequestEvent",
     "StatusEvent",
     "TransitionEvent",
     "UpstreamCall",
 ]
-
-# Attempt outcomes that sent nothing to the target.
-SKIPS = frozenset(
-    {
-        Outcome.BREAKER_OPEN,
-        Outcome.LIMITED,
-        Outcome.OVER_BUDGET,
-        Outcome.DEADLINE,
-        Outcome.DRAINED,
-        Outcome.UNHEALTHY,
-        Outcome.RECOVERING,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ from router.errors import ProviderError
 from router.events import HealthEvent
 from router.policy.model import HealthSpec
 from router.providers.base import Call
-from router.resilience.breaker import CLOSED
-from router.selection import HEALTHY, UNHEALTHY, UNKNOWN, TargetRuntime
+from router.resilience.breaker import BreakerState
+from router.selection import Health, TargetRuntime
 from router.state.base import HealthRecord, StateStore, StoreUnavailable
 
 __all__ = ["HealthChecker"]
@@ -93,7 +93,7 @@ class HealthChecker:
         kind = self._spec.probe
         if kind != "auto":
             return kind
-        out = runtime.breaker.state != CLOSED or runtime.health == UNHEALTHY
+        out = runtime.breaker.state != BreakerState.CLOSED or runtime.health == Health.UNHEALTHY
         return "completion" if out else "models"
 
     async def _probe(self, runtime: TargetRuntime, kind: str) -> tuple[bool, str]:
@@ -136,23 +136,23 @@ class HealthChecker:
         runtime.health_since = now - record.checked_ago if record is not None else now
         if record is None:
             return  # expired: nothing new was learnt about the target
-        if previous == UNHEALTHY and runtime.health == HEALTHY:
+        if previous == Health.UNHEALTHY and runtime.health == Health.HEALTHY:
             runtime.recovered_at = now - record.since
         name, health = runtime.plan.name, runtime.health
         logger.info("target %s: %s -> %s (%s)", name, previous, health, record.detail)
         if self._emit is not None:
             self._emit(HealthEvent(name, previous, health, record.detail))
 
-    def _verdict(self, previous: str, record: HealthRecord | None) -> str:
+    def _verdict(self, previous: Health, record: HealthRecord | None) -> Health:
         if record is None:
-            return UNKNOWN
+            return Health.UNKNOWN
         # Hysteresis: a verdict flips only after enough probes agree, or one chat call answered.
         if record.healthy and (record.streak >= self._spec.healthy_after or record.detail == _ANSWERED):
-            return HEALTHY
+            return Health.HEALTHY
         if not record.healthy and record.streak >= self._spec.unhealthy_after:
-            return UNHEALTHY
-        if previous == UNKNOWN:
-            return HEALTHY if record.healthy else UNKNOWN
+            return Health.UNHEALTHY
+        if previous == Health.UNKNOWN:
+            return Health.HEALTHY if record.healthy else Health.UNKNOWN
         return previous
 
 

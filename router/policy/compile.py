@@ -11,7 +11,16 @@ from types import MappingProxyType
 
 from router.errors import ErrorKind, PolicyError, PolicyIssue
 from router.policy.loader import reference_problems
-from router.policy.model import Policy, ProviderSpec, RetryBudgetSpec, RouteSpec, TargetRef
+from router.policy.model import (
+    FailbackMode,
+    Policy,
+    ProviderSpec,
+    RetryBudgetSpec,
+    RouteSpec,
+    Strategy,
+    StreamRecovery,
+    TargetRef,
+)
 
 __all__ = ["BudgetPlan", "Plan", "RoutePlan", "TargetPlan", "compile_plan", "single_target_route"]
 
@@ -55,14 +64,14 @@ class RoutePlan:
     name: str
     targets: tuple[TargetPlan, ...]
     weights: tuple[float, ...]
-    strategy: str
+    strategy: Strategy
     total: float
     per_attempt: float | None
     first_token: float | None
     idle: float | None
     hedge_after: float | None
     max_cost: float | None
-    stream_recovery: str | None
+    stream_recovery: StreamRecovery | None
     attempts: int
     backoff_base: float
     backoff_max: float
@@ -70,7 +79,7 @@ class RoutePlan:
     honor_retry_after: bool
     retry_on: frozenset[ErrorKind]
     failover_on: frozenset[ErrorKind]
-    failback_mode: str = "immediate"
+    failback_mode: FailbackMode = "immediate"
     failback_probes: int = 2
     failback_for: float = 0.0
     failback_ramp: float = 60.0

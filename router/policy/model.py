@@ -223,16 +223,9 @@ class LatencyBudget(_Spec):
     idle: Duration | None = Field(None, description="Cap on the silence between two stream chunks.")
 
 
-_RETRY_ON = (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION)
-_FAILOVER_ON = (
-    ErrorKind.RATE_LIMITED,
-    ErrorKind.TIMEOUT,
-    ErrorKind.CONNECTION,
-    ErrorKind.SERVER_ERROR,
-    ErrorKind.AUTH,
-    ErrorKind.CONTEXT_LENGTH,
-    ErrorKind.STREAM_BROKEN,
-)
+# The defaults are the kinds' own (see `ErrorKind`).
+_RETRY_ON = tuple(kind for kind in ErrorKind if kind.retried_by_default)
+_FAILOVER_ON = tuple(kind for kind in ErrorKind if kind.fails_over_by_default)
 
 
 class RetrySpec(_Spec):
@@ -250,10 +243,15 @@ class FailoverSpec(_Spec):
     )
 
 
+FailbackMode = Literal["immediate", "after", "ramp"]
+Strategy = Literal["ordered", "weighted", "cheapest", "fastest"]
+StreamRecovery = Literal["restart", "raise"]
+
+
 class FailbackSpec(_Spec):
     """How traffic returns to a target that has recovered (breaker closed, health good again)."""
 
-    mode: Literal["immediate", "after", "ramp"] = "immediate"
+    mode: FailbackMode = "immediate"
     healthy_probes: int = Field(2, ge=1, description="`after`: good probes in a row needed.")
     healthy_for: Duration = Field(0.0, description="`after`: how long the target must have been healthy.")
     ramp: Duration = Field(60.0, description="`ramp`: the time over which its share grows from 0 to all.")
@@ -261,7 +259,7 @@ class FailbackSpec(_Spec):
 
 class RouteSpec(_Spec):
     targets: list[str | TargetRef] = Field(min_length=1, description="Primary first, then secondaries.")
-    strategy: Literal["ordered", "weighted", "cheapest", "fastest"] = "ordered"
+    strategy: Strategy = "ordered"
     latency_budget: LatencyBudget = LatencyBudget()
     retry: RetrySpec = RetrySpec()
     failover: FailoverSpec = FailoverSpec()
@@ -270,7 +268,7 @@ class RouteSpec(_Spec):
     max_cost: float | None = Field(
         None, gt=0, description="USD; targets whose estimate exceeds it are skipped."
     )
-    stream_recovery: Literal["restart", "raise"] | None = Field(
+    stream_recovery: StreamRecovery | None = Field(
         None,
         description="After output began: restart on the next target, or raise. "
         "Default: restart for complete(), raise for stream().",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import pybreaker
@@ -22,11 +23,20 @@ import pybreaker
 from router.clock import Clock
 from router.resilience.window import OutcomeWindow, TripRule
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "BreakerTransition", "FleetLink"]
+__all__ = ["Breaker", "BreakerState", "BreakerTransition", "FleetLink"]
 
-CLOSED = pybreaker.STATE_CLOSED
-OPEN = pybreaker.STATE_OPEN
-HALF_OPEN = pybreaker.STATE_HALF_OPEN
+
+class BreakerState(StrEnum):
+    """Where a target's breaker stands (the values are pybreaker's state names)."""
+
+    CLOSED = "closed"  # calls go through
+    OPEN = "open"  # calls are skipped until the wait runs out
+    HALF_OPEN = "half-open"  # one probe call decides
+
+    @classmethod
+    def _missing_(cls, value: object) -> BreakerState:
+        raise ValueError(f"unknown breaker state {value!r}")
+
 
 # pybreaker's own counting and wall-clock timer must never act: the window and our clock decide.
 _NEVER = 10**9
@@ -40,8 +50,8 @@ class BreakerTransition:
     """
 
     target: str
-    old: str
-    new: str
+    old: BreakerState
+    new: BreakerState
     at: float
     retry_at: float | None = None
     generation: int = 0
@@ -96,7 +106,7 @@ class Breaker:
     ) -> None:
         self.name = name
         self.rule = rule
-        self.state: str = CLOSED
+        self.state = BreakerState.CLOSED
         self.retry_at = 0.0
         self._clock = clock
         self._rand = rand
@@ -140,10 +150,10 @@ class Breaker:
 
         In a fleet the one caller is in the worker that holds the fleet's probe lease.
         """
-        if self.state == CLOSED:
+        if self.state == BreakerState.CLOSED:
             return True
         fleet = self._shared()
-        if self.state == OPEN or (fleet is not None and self.holder != fleet.worker):
+        if self.state == BreakerState.OPEN or (fleet is not None and self.holder != fleet.worker):
             # Open, or half-open with another worker's probe (its lease may run out unused).
             if self._clock.monotonic() < self.retry_at:
                 return False
@@ -158,12 +168,12 @@ class Breaker:
 
     def record_success(self) -> None:
         self._probing = False
-        if self.state == CLOSED:
+        if self.state == BreakerState.CLOSED:
             # Counted in memory only: the fleet hears of successes with the next failure report.
             self._window.add(self._clock.monotonic(), 1, 0)
             self._unreported += 1
             return
-        if self.state != HALF_OPEN:
+        if self.state != BreakerState.HALF_OPEN:
             return  # a late success for a breaker that opened meanwhile changes nothing
         self._successes += 1
         if self._successes < self._success_threshold:
@@ -180,7 +190,7 @@ class Breaker:
         """A real call failed on the target (`error` is for the record: the rule counts, not kinds)."""
         self._probing = False
         fleet = self._shared()
-        if self.state == CLOSED:
+        if self.state == BreakerState.CLOSED:
             self._window.add(self._clock.monotonic(), 0, 1)
             if fleet is None:
                 self.judge()
@@ -188,7 +198,7 @@ class Breaker:
                 # The fleet counts over its window and trips for everyone.
                 successes, self._unreported = self._unreported, 0
                 fleet.report(self, successes)
-        elif self.state == HALF_OPEN:
+        elif self.state == BreakerState.HALF_OPEN:
             if fleet is not None:
                 self._probing = True
                 fleet.settle_probe(self, success=False)
@@ -197,14 +207,14 @@ class Breaker:
 
     def judge(self) -> None:
         """Open the breaker if this worker's own window says so (alone, or cut off from the fleet)."""
-        if self.state != CLOSED:
+        if self.state != BreakerState.CLOSED:
             return
         calls, failures = self._window.counts(self._clock.monotonic())
         if self.rule.trips(calls, failures, self._window.in_a_row):
             self._cb.open()
 
     def apply(
-        self, epoch: str, generation: int, state: str, retry_in: float, trips: int, holder: str
+        self, epoch: str, generation: int, state: BreakerState, retry_in: float, trips: int, holder: str
     ) -> None:
         """Take the fleet's word for this breaker, when it is newer than what we have.
 
@@ -222,14 +232,14 @@ class Breaker:
         self._successes = 0
         self._probing = False
         if state == self.state:
-            if state == OPEN:
+            if state == BreakerState.OPEN:
                 self.retry_at = self._clock.monotonic() + retry_in
             return
         self._applying = retry_in
         try:
-            if state == OPEN:
+            if state == BreakerState.OPEN:
                 self._cb.open()
-            elif state == HALF_OPEN:
+            elif state == BreakerState.HALF_OPEN:
                 self._cb.half_open()
             else:
                 self._cb.close()
@@ -241,7 +251,7 @@ class Breaker:
 
         In a fleet the close goes through the store, so every worker takes traffic back.
         """
-        if self.state == CLOSED:
+        if self.state == BreakerState.CLOSED:
             return
         fleet = self._shared()
         if fleet is not None:
@@ -254,21 +264,21 @@ class Breaker:
         """The admitted call ended without a verdict (cancelled, or the caller's own fault)."""
         self._probing = False
 
-    def _changed(self, old: str, new: str) -> None:
+    def _changed(self, old: BreakerState, new: BreakerState) -> None:
         self.state = new
         now = self._clock.monotonic()
         retry_at = None
         remote = self._applying is not None
-        if remote and new == OPEN:
+        if remote and new == BreakerState.OPEN:
             retry_at = self.retry_at = now + (self._applying or 0.0)
-        elif new == OPEN:
+        elif new == BreakerState.OPEN:
             # Re-tripping from half-open doubles the wait; a clean close starts over.
-            self._trips = self._trips + 1 if old == HALF_OPEN else 1
+            self._trips = self._trips + 1 if old == BreakerState.HALF_OPEN else 1
             timeout = self.rule.open_time(self._trips)
             retry_at = self.retry_at = now + timeout * (0.8 + 0.2 * self._rand())
-        elif new == CLOSED and not remote:
+        elif new == BreakerState.CLOSED and not remote:
             self._trips = 0
-        if new == CLOSED:
+        if new == BreakerState.CLOSED:
             self._window.clear()  # a fresh start: the episode that opened it is over
             self._unreported = 0
         self._successes = 0
@@ -287,4 +297,5 @@ class _Listener(pybreaker.CircuitBreakerListener):
         old_state: pybreaker.CircuitBreakerState | None,
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
-        self._breaker._changed(old_state.name if old_state else CLOSED, new_state.name)
+        old = BreakerState(old_state.name) if old_state else BreakerState.CLOSED
+        self._breaker._changed(old, BreakerState(new_state.name))

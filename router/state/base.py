@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from router.errors import StoreUnavailable
+from router.resilience.breaker import BreakerState
 from router.resilience.window import TripRule
 
 __all__ = [
@@ -28,10 +30,6 @@ __all__ = [
 ]
 
 
-class StoreUnavailable(Exception):
-    """The store did not answer in time; the caller carries on with local state."""
-
-
 @dataclass(frozen=True, slots=True)
 class BreakerRecord:
     """A target's breaker as the fleet sees it. `generation` grows by one per transition.
@@ -41,7 +39,7 @@ class BreakerRecord:
     """
 
     target: str
-    state: str  # "closed", "open", "half-open"
+    state: BreakerState
     generation: int
     retry_in: float = 0.0  # open: seconds until a probe may go
     trips: int = 0  # consecutive trips without a close: the reset timeout doubles per trip
@@ -103,7 +101,7 @@ class StateStore(Protocol):
         target: str,
         *,
         expect_generation: int,
-        state: str,
+        state: BreakerState,
         holder: str = "",
         reset_timeout: float = 0.0,
         max_reset_timeout: float = 0.0,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router.clock import Clock, SystemClock
+from router.resilience.breaker import BreakerState
 from router.resilience.window import OutcomeWindow, TripRule, open_time
 from router.state.base import BreakerRecord, Change, DrainRecord, HealthRecord, Snapshot, StateStore
 
@@ -22,12 +23,10 @@ __all__ = ["MemoryStore"]
 
 log = logging.getLogger("router")
 
-BREAKER_STATES = frozenset({"closed", "open", "half-open"})
-
 
 @dataclass(slots=True)
 class _Breaker:
-    state: str = "closed"
+    state: BreakerState = BreakerState.CLOSED
     generation: int = 0
     trips: int = 0
     retry_at: float = 0.0
@@ -81,7 +80,7 @@ class MemoryStore:
     ) -> BreakerRecord | None:
         now = self._clock.monotonic()
         breaker = self._breakers.get(target)
-        if breaker is not None and breaker.state != "closed":
+        if breaker is not None and breaker.state != BreakerState.CLOSED:
             return None  # outcomes of an episode that was already judged
         window = self._windows.get(target)
         if window is None:
@@ -97,7 +96,7 @@ class MemoryStore:
             return None
         breaker = self._breakers.setdefault(target, _Breaker())
         breaker.trips += 1
-        breaker.state, breaker.holder = "open", ""
+        breaker.state, breaker.holder = BreakerState.OPEN, ""
         breaker.generation += 1
         timeout = rule.open_time(breaker.trips)
         breaker.retry_at = now + timeout
@@ -109,13 +108,12 @@ class MemoryStore:
         target: str,
         *,
         expect_generation: int,
-        state: str,
+        state: BreakerState,
         holder: str = "",
         reset_timeout: float = 0.0,
         max_reset_timeout: float = 0.0,
     ) -> BreakerRecord | None:
-        if state not in BREAKER_STATES:
-            raise ValueError(f"unknown breaker state {state!r}")
+        state = BreakerState(state)  # refuses a string that is no state
         now = self._clock.monotonic()
         breaker = self._breakers.get(target) or _Breaker()
         if breaker.generation != expect_generation:
@@ -124,11 +122,11 @@ class MemoryStore:
         breaker.generation += 1
         breaker.state = state
         timeout = 0.0
-        if state == "open":
+        if state == BreakerState.OPEN:
             breaker.trips += 1
             timeout = open_time(breaker.trips, reset_timeout, max_reset_timeout)
             breaker.retry_at, breaker.holder = now + timeout, ""
-        elif state == "half-open":
+        elif state == BreakerState.HALF_OPEN:
             breaker.retry_at, breaker.holder = 0.0, holder
         else:
             breaker.trips, breaker.retry_at, breaker.holder = 0, 0.0, ""
@@ -235,7 +233,7 @@ class MemoryStore:
                 log.exception("state callback failed on %s", change)
 
     def _record(self, target: str, b: _Breaker, now: float) -> BreakerRecord:
-        retry_in = max(0.0, b.retry_at - now) if b.state == "open" else 0.0
+        retry_in = max(0.0, b.retry_at - now) if b.state == BreakerState.OPEN else 0.0
         return BreakerRecord(target, b.state, b.generation, retry_in, b.trips, b.holder, self.epoch)
 
 

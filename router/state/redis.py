@@ -51,6 +51,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.clock import Clock, SystemClock
+from router.resilience.breaker import BreakerState
 from router.resilience.window import TripRule
 from router.state.base import (
     BreakerRecord,
@@ -61,7 +62,6 @@ from router.state.base import (
     StateStore,
     StoreUnavailable,
 )
-from router.state.memory import BREAKER_STATES
 
 __all__ = ["RedisStore"]
 
@@ -232,13 +232,12 @@ class RedisStore:
         target: str,
         *,
         expect_generation: int,
-        state: str,
+        state: BreakerState,
         holder: str = "",
         reset_timeout: float = 0.0,
         max_reset_timeout: float = 0.0,
     ) -> BreakerRecord | None:
-        if state not in BREAKER_STATES:
-            raise ValueError(f"unknown breaker state {state!r}")
+        state = BreakerState(state)  # refuses a string that is no state
         p = self._prefix
         raw = await self._script(
             "transition",
@@ -487,7 +486,7 @@ def _json_list(data: Any) -> list[Any]:
 def _breaker_record(data: dict[str, Any]) -> BreakerRecord:
     return BreakerRecord(
         target=str(data["target"]),
-        state=str(data["state"]),
+        state=BreakerState(data["state"]),
         generation=int(data["generation"]),
         retry_in=float(data.get("retry_in", 0.0)),
         trips=int(data.get("trips", 0)),

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from router import AllTargetsFailed, ErrorKind, ProviderError
-from router.resilience.breaker import CLOSED, HALF_OPEN, OPEN
+from router.resilience.breaker import BreakerState
 from router.results import Outcome
 from router.testing.scripted import Step
 
@@ -28,7 +28,9 @@ async def test_an_open_breaker_skips_the_target_without_a_call(rig):
     third = await r.router.complete("chat", USER)
     assert outcomes(third) == [("a", Outcome.BREAKER_OPEN), ("b", "ok")]
     assert r.p1.count("a") == 2
-    assert [(t.target, t.old, t.new) for t in r.transitions] == [("a", CLOSED, OPEN)]
+    assert [(t.target, t.old, t.new) for t in r.transitions] == [
+        ("a", BreakerState.CLOSED, BreakerState.OPEN)
+    ]
 
 
 async def test_half_open_admits_one_probe_and_closes_on_success(rig, clock):
@@ -48,7 +50,7 @@ async def test_half_open_admits_one_probe_and_closes_on_success(rig, clock):
     other = await r.router.complete("chat", USER)
     assert outcomes(other) == [("a", Outcome.BREAKER_OPEN), ("b", "ok")]
     assert (await probe).text == "probe"
-    assert [t.new for t in r.transitions] == [OPEN, HALF_OPEN, CLOSED]
+    assert [t.new for t in r.transitions] == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
     assert (await r.router.complete("chat", USER)).target == "a"
 
 
@@ -61,7 +63,7 @@ async def test_a_failed_probe_reopens_with_a_longer_timeout(rig, clock):
     clock.advance(12.0)
     await r.router.complete("chat", USER)  # the probe fails
     reopened = r.transitions[-1]
-    assert [t.new for t in r.transitions] == [OPEN, HALF_OPEN, OPEN]
+    assert [t.new for t in r.transitions] == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.OPEN]
     first_wait = first_open.retry_at - first_open.at
     second_wait = reopened.retry_at - reopened.at
     assert 8.0 <= first_wait <= 10.0  # 10 s, jittered down by up to 20 %

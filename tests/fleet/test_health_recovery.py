@@ -12,7 +12,7 @@ import pytest
 
 from router import ErrorKind, ProviderError, Router
 from router.providers.base import Call, Reply
-from router.selection import UNHEALTHY, unavailable
+from router.selection import Health, unavailable
 from router.state.memory import MemoryStore
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider
@@ -116,10 +116,10 @@ async def test_a_target_whose_listing_fails_but_chat_works_is_not_kept_out(clock
     runtime = worker.router._runtimes["a"]
     await worker.ask()
     for _ in range(5):  # no traffic: failed listings alone mark it unhealthy
-        if runtime.health == UNHEALTHY:
+        if runtime.health == Health.UNHEALTHY:
             break
         await traffic(clock, [], int(INTERVAL))
-    assert runtime.health == UNHEALTHY
+    assert runtime.health == Health.UNHEALTHY
     out = clock.monotonic()
     answers = await traffic(clock, [worker], 60)
     back = back_at(answers)
@@ -162,7 +162,7 @@ def test_a_breaker_that_closed_after_the_unhealthy_verdict_overrules_it(clock):
         build_policy(), clock=clock, providers={"p1": ScriptedProvider(), "p2": ScriptedProvider()}
     )
     route, a = router.plan.routes["chat"], router._runtimes["a"]
-    a.health, a.health_since = UNHEALTHY, 100.0
+    a.health, a.health_since = Health.UNHEALTHY, 100.0
     assert unavailable(a, route, 200.0) == "unhealthy"
     a.recovered_at = 90.0  # a recovery older than the verdict: the verdict is the newer word
     assert unavailable(a, route, 200.0) == "unhealthy"

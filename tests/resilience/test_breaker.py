@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from router.errors import ErrorKind, ProviderError
-from router.resilience.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerTransition
+from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.window import TripRule
 from router.testing import FakeClock
 
@@ -48,10 +48,14 @@ def test_opens_after_fail_max_consecutive_failures():
     breaker.record_success()  # a success in between resets the count
     for _ in range(2):
         breaker.record_failure(FAILURE)
-    assert breaker.state == CLOSED
+    assert breaker.state == BreakerState.CLOSED
     breaker.record_failure(FAILURE)
-    assert breaker.state == OPEN and not breaker.admit()
-    assert events == [BreakerTransition("t", CLOSED, OPEN, clock.monotonic(), clock.monotonic() + 10.0)]
+    assert breaker.state == BreakerState.OPEN and not breaker.admit()
+    assert events == [
+        BreakerTransition(
+            "t", BreakerState.CLOSED, BreakerState.OPEN, clock.monotonic(), clock.monotonic() + 10.0
+        )
+    ]
 
 
 def test_half_open_gives_exactly_one_permit_until_a_verdict():
@@ -61,12 +65,12 @@ def test_half_open_gives_exactly_one_permit_until_a_verdict():
     clock.advance(9.9)
     assert not breaker.admit()
     clock.advance(0.2)
-    assert breaker.admit() and breaker.state == HALF_OPEN
+    assert breaker.admit() and breaker.state == BreakerState.HALF_OPEN
     assert not breaker.admit() and not breaker.admit()
     breaker.release()  # cancelled: no verdict, the permit is free again
-    assert breaker.state == HALF_OPEN and breaker.admit()
+    assert breaker.state == BreakerState.HALF_OPEN and breaker.admit()
     breaker.record_success()
-    assert breaker.state == CLOSED and breaker.admit() and breaker.admit()
+    assert breaker.state == BreakerState.CLOSED and breaker.admit() and breaker.admit()
 
 
 def test_success_threshold_needs_that_many_probe_successes():
@@ -76,10 +80,10 @@ def test_success_threshold_needs_that_many_probe_successes():
     clock.advance(11)
     assert breaker.admit()
     breaker.record_success()
-    assert breaker.state == HALF_OPEN
+    assert breaker.state == BreakerState.HALF_OPEN
     assert breaker.admit()
     breaker.record_success()
-    assert breaker.state == CLOSED
+    assert breaker.state == BreakerState.CLOSED
 
 
 def test_reset_timeout_doubles_per_retrip_up_to_the_cap_and_resets_on_close():
@@ -121,7 +125,7 @@ def test_a_late_failure_on_an_open_breaker_changes_nothing():
     clock.advance(1)
     breaker.record_failure(FAILURE)
     breaker.record_success()
-    assert breaker.state == OPEN and breaker.retry_at == retry_at and len(events) == 1
+    assert breaker.state == BreakerState.OPEN and breaker.retry_at == retry_at and len(events) == 1
 
 
 def test_a_failure_rate_over_the_window_trips_once_it_holds_min_calls():
@@ -130,10 +134,10 @@ def test_a_failure_rate_over_the_window_trips_once_it_holds_min_calls():
     for _ in range(9):  # 18 calls, half failed: below min_calls
         breaker.record_success()
         breaker.record_failure(FAILURE)
-    assert breaker.state == CLOSED
+    assert breaker.state == BreakerState.CLOSED
     breaker.record_success()
     breaker.record_failure(FAILURE)  # 20 calls, 10 failed
-    assert breaker.state == OPEN
+    assert breaker.state == BreakerState.OPEN
 
 
 def test_two_percent_failing_never_trips():
@@ -144,7 +148,7 @@ def test_two_percent_failing_never_trips():
             breaker.record_success()
         breaker.record_failure(FAILURE)
         clock.advance(0.5)
-    assert breaker.state == CLOSED and events == []
+    assert breaker.state == BreakerState.CLOSED and events == []
 
 
 def test_the_window_forgets_old_outcomes_and_streaks():
@@ -154,7 +158,7 @@ def test_the_window_forgets_old_outcomes_and_streaks():
     breaker.record_failure(FAILURE)
     clock.advance(10.0)  # a whole quiet window
     breaker.record_failure(FAILURE)
-    assert breaker.state == CLOSED
+    assert breaker.state == BreakerState.CLOSED
 
 
 def test_a_thousand_retrips_never_overflow():
@@ -165,7 +169,7 @@ def test_a_thousand_retrips_never_overflow():
         clock.advance(breaker.retry_at - clock.monotonic())
         assert breaker.admit()
         breaker.record_failure(FAILURE)
-    assert breaker.state == OPEN and breaker.retry_at - clock.monotonic() == 25.0
+    assert breaker.state == BreakerState.OPEN and breaker.retry_at - clock.monotonic() == 25.0
 
 
 def test_recover_closes_an_open_breaker_at_once():
@@ -173,4 +177,4 @@ def test_recover_closes_an_open_breaker_at_once():
     breaker = make(clock, events, fail_max=1)
     breaker.record_failure(FAILURE)
     breaker.recover()
-    assert breaker.state == CLOSED and breaker.admit()
+    assert breaker.state == BreakerState.CLOSED and breaker.admit()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from router.cli import main
@@ -53,3 +56,35 @@ def test_an_unknown_target_is_refused(tmp_path: Path, redis_url: str, namespace:
     policy = write(tmp_path, f'state: {{backend: redis, url: "{redis_url}", namespace: "{namespace}"}}\n')
     result = CliRunner().invoke(main, ["drain", policy, "nope"])
     assert result.exit_code == 2 and "unknown target 'nope'" in result.output
+
+
+# Nothing listens on port 1.
+NO_REDIS = 'state: {backend: redis, url: "redis://127.0.0.1:1/0"}\n'
+REFUSED = "error: redis at redis://127.0.0.1:1/0: ConnectionError: "
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [("status", []), ("status", ["--json"]), ("drain", ["primary"]), ("restore", ["primary"])],
+)
+def test_with_the_shared_state_down_a_command_says_so_in_one_line_and_exits_2(
+    tmp_path: Path, command: str, extra: list[str]
+) -> None:
+    result = CliRunner().invoke(main, [command, write(tmp_path, NO_REDIS), *extra])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(REFUSED)
+
+
+def test_with_the_shared_state_down_a_process_prints_only_the_error(tmp_path: Path) -> None:
+    """Not the router's own warning besides it: logging is not configured in the command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "router.cli", "status", write(tmp_path, NO_REDIS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(REFUSED)
