@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 __all__ = ["Interpolated", "interpolate"]
 
-# `$${` first, so that an escaped `${` is never read as the start of a reference.
-_TOKEN = re.compile(r"\$\$\{|\$\{(?P<body>[^}]*)(?P<close>\}?)")
-_BODY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MALFORMED = "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
+MAX_NESTING = 8
+"""How deep a default may hold references of its own: `${A:-${B:-${C}}}` is 3 deep."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,32 +34,73 @@ class Interpolated:
 def interpolate(text: str, env: Mapping[str, str]) -> Interpolated:
     """Replace every `${NAME}` / `${NAME:-default}` in `text`; `$${` stands for a literal `${`.
 
-    As in a POSIX shell, the default applies when the variable is unset or empty.
+    As in a POSIX shell, the default applies when the variable is unset or empty, and may
+    itself hold references: `${A:-${B}}` is A, else B.
     """
     if "${" not in text:
         return Interpolated(text)
     secrets: list[str] = []
     problems: list[str] = []
+    result = _expand(text, env, secrets, problems, 1)
+    return Interpolated(result, tuple(secrets), tuple(dict.fromkeys(problems)))
 
-    def replace(token: re.Match[str]) -> str:
-        if token.group(0) == "$${":
-            return "${"
-        reference = _BODY.fullmatch(token.group("body"))
-        if reference is None or not token.group("close"):
-            problems.append(
-                "malformed reference: expected ${NAME} or ${NAME:-default} (write $${ for a literal ${)"
-            )
-            return ""
-        name, default = reference.group("name"), reference.group("default")
-        value = env.get(name)
-        if default is not None and not value:
-            return default
-        if value is None:
-            problems.append(f"environment variable {name!r} is not set and the reference has no default")
-            return ""
-        if value:
-            secrets.append(value)
-        return value
 
-    result = _TOKEN.sub(replace, text)
-    return Interpolated(result, tuple(secrets), tuple(problems))
+def _expand(text: str, env: Mapping[str, str], secrets: list[str], problems: list[str], depth: int) -> str:
+    parts: list[str] = []
+    position = 0
+    while (start := text.find("$", position)) != -1:
+        parts.append(text[position:start])
+        if text.startswith("$${", start):
+            parts.append("${")
+            position = start + 3
+        elif text.startswith("${", start):
+            end = _closing(text, start + 2)
+            if end == -1:
+                problems.append(_MALFORMED)
+                return "".join(parts)
+            parts.append(_reference(text[start + 2 : end], env, secrets, problems, depth))
+            position = end + 1
+        else:
+            parts.append("$")
+            position = start + 1
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def _closing(text: str, position: int) -> int:
+    """The index of the `}` that closes a reference whose body starts at `position`, or -1."""
+    open_references = 1
+    while position < len(text):
+        if text.startswith("$${", position):
+            position += 3
+            continue
+        if text.startswith("${", position):
+            open_references += 1
+            position += 2
+            continue
+        if text[position] == "}":
+            open_references -= 1
+            if not open_references:
+                return position
+        position += 1
+    return -1
+
+
+def _reference(body: str, env: Mapping[str, str], secrets: list[str], problems: list[str], depth: int) -> str:
+    name_match = _NAME.match(body)
+    rest = body[name_match.end() :] if name_match else body
+    if name_match is None or (rest and not rest.startswith(":-")):
+        problems.append(_MALFORMED)
+        return ""
+    name, value = name_match.group(), env.get(name_match.group())
+    if rest and not value:
+        if depth >= MAX_NESTING and "${" in rest:
+            problems.append(f"references nested more than {MAX_NESTING} deep")
+            return ""
+        return _expand(rest[2:], env, secrets, problems, depth + 1)
+    if value is None:
+        problems.append(f"environment variable {name!r} is not set and the reference has no default")
+        return ""
+    if value:
+        secrets.append(value)
+    return value

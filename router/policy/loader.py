@@ -13,7 +13,7 @@ import os
 import re
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -23,7 +23,7 @@ from pydantic_core import ErrorDetails
 from router.errors import PolicyError, PolicyIssue
 from router.policy.interpolate import interpolate
 from router.policy.model import Policy
-from router.policy.source import Location, Path, Source, dotted, read_source
+from router.policy.source import MAX_BYTES, Location, Path, Source, decode_source, dotted, read_source
 
 __all__ = ["load_policy", "parse_policy", "policy_json_schema", "reference_problems"]
 
@@ -48,17 +48,21 @@ _EXPECTED = {
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
-    """Read and validate a policy file; `${VAR}` references are taken from `os.environ`."""
-    with open(path, encoding="utf-8") as file:
-        text = file.read()
-    return parse_policy(text, os.fspath(path))
+    """Read and validate a policy file; `${VAR}` references are taken from `os.environ`.
+
+    Raises `PolicyError` for a file that is too large or not UTF-8, `OSError` if it cannot be read.
+    """
+    with open(path, "rb") as file:
+        data = file.read(MAX_BYTES + 1)  # enough to tell that it is too large
+    return parse_policy(decode_source(data, os.fspath(path)), os.fspath(path))
 
 
 def parse_policy(text: str, filename: str = "<policy>", env: Mapping[str, str] | None = None) -> Policy:
     """Validate a policy given as YAML text; raise `PolicyError` listing every issue found."""
     source = read_source(text, filename)
     data, secrets, problems = _interpolate(source, os.environ if env is None else env)
-    unresolved = [problem.path for problem in problems]
+    # A value already reported (unresolved, not text, unreadable) is not reported again by validation.
+    unresolved = [*(problem.path for problem in problems), *source.invalid]
     validated = _validate(data)
     if isinstance(validated, Policy):
         problems += _reference_problems(validated, source)
@@ -67,7 +71,8 @@ def parse_policy(text: str, filename: str = "<policy>", env: Mapping[str, str] |
         problems += [p for p in _validation_problems(validated, source) if not _under_any(p.path, unresolved)]
     issues = [*source.issues, *(problem.issue(filename, secrets) for problem in problems)]
     if issues:
-        raise PolicyError(sorted(issues, key=lambda issue: (issue.line, issue.column, issue.path)))
+        shown = (replace(issue, path=_shown(issue.path), message=_shown(issue.message)) for issue in issues)
+        raise PolicyError(sorted(shown, key=lambda issue: (issue.line, issue.column, issue.path)))
     assert isinstance(validated, Policy)  # no issues, so it validated
     return validated
 
@@ -136,6 +141,9 @@ def _interpolate(
 
     def walk(value: Any, path: Path) -> Any:
         if isinstance(value, dict):
+            for key in value:
+                if not _is_text(key):
+                    problems.append(_Problem((*path, key), source.keys[(*path, key)], _NOT_TEXT))
             return {key: walk(item, (*path, key)) for key, item in value.items()}
         if isinstance(value, list):
             return [walk(item, (*path, index)) for index, item in enumerate(value)]
@@ -145,9 +153,30 @@ def _interpolate(
         if result.secrets:
             secrets[path] = result.secrets
         problems.extend(_Problem(path, source.values[path], message) for message in result.problems)
+        if not _is_text(result.text):
+            problems.append(_Problem(path, source.values[path], _NOT_TEXT))
         return result.text
 
     return walk(source.data, ()), secrets, problems
+
+
+_NOT_TEXT = "contains an unpaired surrogate (such as \\ud800), which no file or terminal can show"
+
+
+def _shown(text: str) -> str:
+    """`text` with any lone surrogate written as an escape, so that the message can be printed."""
+    return text if _is_text(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_text(value: str) -> bool:
+    """Can `value` be written out? A lone surrogate (`"\\ud800"` in YAML, or from the environment) cannot."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _validate(data: Any) -> Policy | list[ErrorDetails]:

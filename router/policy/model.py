@@ -7,10 +7,14 @@ in the file.
 
 from __future__ import annotations
 
+import math
 import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -50,16 +54,25 @@ __all__ = [
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_DIVISORS = {"ms": 1000.0}
 _UNIT_FACTORS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION = 86_400.0
+"""The longest duration a policy may give, in seconds: a day (longer is a typo, or an attack)."""
 
 
 def parse_duration(value: Any) -> float:
-    """`250ms`, `30s`, `2m`, `1h` -> seconds. A bare number is refused: its unit would be a guess."""
+    """`250ms`, `30s`, `2m`, `1h` -> seconds, at most a day.
+
+    A bare number is refused: its unit would be a guess.
+    """
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
             number, unit = float(match.group(1)), match.group(2)
             # Divide for milliseconds: 700 * 0.001 is not 0.7 in binary floating point.
-            return number / _UNIT_DIVISORS[unit] if unit in _UNIT_DIVISORS else number * _UNIT_FACTORS[unit]
+            divisor, factor = _UNIT_DIVISORS.get(unit), _UNIT_FACTORS.get(unit, 1.0)
+            seconds = number / divisor if divisor else number * factor
+            if not seconds <= MAX_DURATION:  # also a number of 400 digits, which is infinite
+                raise ValueError("too long: a duration is at most 24h")
+            return seconds
     raise ValueError(f"expected a duration such as 250ms, 30s, 2m or 1h, got {value!r}")
 
 
@@ -78,6 +91,103 @@ Duration = Annotated[
 ]
 
 
+def _at_least(minimum: float) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if seconds < minimum:
+            raise ValueError(f"must be at least {format_duration(minimum)}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+def _at_most(maximum: float) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if seconds > maximum:
+            raise ValueError(f"must be at most {format_duration(maximum)}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+Period = Annotated[Duration, _at_least(0.001)]
+"""A duration that must not be zero: a timeout, a window (at least 1ms)."""
+Interval = Annotated[Duration, _at_least(0.1)]
+"""How often something repeats in the background: at least 100ms, so that it never spins."""
+
+
+def _not_a_bool(value: Any) -> Any:
+    # YAML's `true` is a Python bool, which is an int: `rpm: true` would be one request a minute.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true or false")
+    return value
+
+
+def _finite(value: Any) -> Any:
+    # Before the range is checked, whose message would make no sense for .nan.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_a_bool)]
+"""A whole number written as one (never `true`)."""
+Amount = Annotated[float, BeforeValidator(_finite), BeforeValidator(_not_a_bool), AllowInfNan(False)]
+"""A finite number written as one (never `true`, `.inf`, `.nan` or `1e400`)."""
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _http_url(url: str) -> str:
+    """An http(s) URL with a host; the message never quotes it (it may hold a password)."""
+    if not _is_url(url, ("http", "https"), needs_host=True):
+        raise ValueError(
+            "expected an http:// or https:// URL with a host, such as https://api.example.com/v1"
+        )
+    return url
+
+
+def _redis_url(url: SecretStr) -> SecretStr:
+    if not _is_url(url.get_secret_value(), ("redis", "rediss", "unix"), needs_host=False):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return url
+
+
+def _is_url(url: str, schemes: tuple[str, ...], *, needs_host: bool) -> bool:
+    if not url.isprintable() or " " in url:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    if parts.scheme not in schemes:
+        return False
+    return bool(parts.hostname) if needs_host else bool(parts.netloc or parts.path)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    """Header names are HTTP tokens; a value never holds a line break (it would start a header of its own)."""
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"header {name!r}: a header name is letters, digits and !#$%&'*+-.^_`|~")
+        if any(char in value for char in "\r\n\x00"):
+            raise ValueError(f"header {name!r}: a value must not contain a line break or NUL")
+    return headers
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+RedisUrl = Annotated[SecretStr, AfterValidator(_redis_url)]
+Headers = Annotated[dict[str, str], AfterValidator(_headers)]
+ModelName = Annotated[str, AfterValidator(_not_blank)]
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,21 +195,30 @@ class _Spec(BaseModel):
 class BreakerSpec(_Spec):
     """When a target's breaker opens and how it recovers: the same rule in one process and in a fleet."""
 
-    fail_max: int = Field(5, ge=1, description="Failures in a row that open it, whatever the volume.")
-    failure_rate: float = Field(
+    fail_max: Count = Field(
+        5, ge=1, le=1_000_000, description="Failures in a row that open it, whatever the volume."
+    )
+    failure_rate: Amount = Field(
         0.5, gt=0, le=1, description="Share of failed calls within `window` that opens the breaker..."
     )
-    min_calls: int = Field(20, ge=1, description="...once the window holds at least this many calls.")
-    window: Duration = Field(60.0, description="The sliding window over which calls and failures count.")
-    min_workers: int = Field(
-        1, ge=1, description="Shared state: distinct workers that must report failures before a trip."
+    min_calls: Count = Field(
+        20, ge=1, le=1_000_000, description="...once the window holds at least this many calls."
     )
-    reset_timeout: Duration = Field(5.0, description="How long an open breaker waits before one probe.")
-    max_reset_timeout: Duration = Field(
+    window: Period = Field(60.0, description="The sliding window over which calls and failures count.")
+    min_workers: Count = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="Shared state: distinct workers that must report failures before a trip.",
+    )
+    reset_timeout: Period = Field(5.0, description="How long an open breaker waits before one probe.")
+    max_reset_timeout: Period = Field(
         20.0,
         description="Cap of the open period, which doubles per re-trip.",
     )
-    success_threshold: int = Field(1, ge=1, description="Probe successes that close a half-open breaker.")
+    success_threshold: Count = Field(
+        1, ge=1, le=1_000, description="Probe successes that close a half-open breaker."
+    )
 
     def rule(self) -> TripRule:
         return TripRule(
@@ -114,11 +233,11 @@ class BreakerSpec(_Spec):
 
 
 class LimitsSpec(_Spec):
-    rpm: int | None = Field(None, ge=1, description="Requests per minute, per process.")
-    tpm: int | None = Field(
-        None, ge=1, description="Tokens per minute (estimated, then reconciled), per process."
+    rpm: Count | None = Field(None, ge=1, le=10**9, description="Requests per minute, per process.")
+    tpm: Count | None = Field(
+        None, ge=1, le=10**12, description="Tokens per minute (estimated, then reconciled), per process."
     )
-    max_concurrency: int | None = Field(None, ge=1, description="Calls in flight at once.")
+    max_concurrency: Count | None = Field(None, ge=1, le=1_000_000, description="Calls in flight at once.")
 
 
 # After the five wires come the presets: OpenAI-compatible services with a known base_url
@@ -134,7 +253,9 @@ _AWS_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"
 
 class ProviderSpec(_Spec):
     type: ProviderType
-    base_url: str | None = Field(None, description="API base URL; for azure_openai, the resource endpoint.")
+    base_url: HttpUrl | None = Field(
+        None, description="API base URL; for azure_openai, the resource endpoint."
+    )
     api_key: SecretStr | None = None
     api_keys: list[SecretStr] | None = Field(
         None,
@@ -147,8 +268,8 @@ class ProviderSpec(_Spec):
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    connect_timeout: Duration = 5.0
+    headers: Headers = Field(default_factory=dict)
+    connect_timeout: Period = 5.0
     transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
         description="HTTP transport under the openai/anthropic SDK: aiohttp (about 1.4x the calls/s at "
@@ -192,8 +313,8 @@ class ProviderSpec(_Spec):
 
 
 class Price(_Spec):
-    input: float = Field(0.0, ge=0, description="USD per million input tokens.")
-    output: float = Field(0.0, ge=0, description="USD per million output tokens.")
+    input: Amount = Field(0.0, ge=0, le=1_000_000, description="USD per million input tokens.")
+    output: Amount = Field(0.0, ge=0, le=1_000_000, description="USD per million output tokens.")
 
 
 class Capabilities(_Spec):
@@ -204,23 +325,25 @@ class Capabilities(_Spec):
 
 class TargetSpec(_Spec):
     provider: str
-    model: str
+    model: ModelName
     price: Price = Price()
-    context_window: int | None = Field(None, ge=1, description="Input + output tokens the model accepts.")
+    context_window: Count | None = Field(
+        None, ge=1, le=10**9, description="Input + output tokens the model accepts."
+    )
     capabilities: Capabilities = Capabilities()
     tier: str = "default"
 
 
 class TargetRef(_Spec):
     target: str
-    weight: float = Field(1.0, gt=0)
+    weight: Amount = Field(1.0, gt=0, le=1_000_000)
 
 
 class LatencyBudget(_Spec):
-    total: Duration = Field(60.0, description="Deadline across all retries and failovers.")
-    per_attempt: Duration | None = Field(None, description="Cap of one call.")
-    first_token: Duration | None = Field(None, description="Cap on the wait for the first token.")
-    idle: Duration | None = Field(None, description="Cap on the silence between two stream chunks.")
+    total: Period = Field(60.0, description="Deadline across all retries and failovers.")
+    per_attempt: Period | None = Field(None, description="Cap of one call.")
+    first_token: Period | None = Field(None, description="Cap on the wait for the first token.")
+    idle: Period | None = Field(None, description="Cap on the silence between two stream chunks.")
 
 
 # The defaults are the kinds' own (see `ErrorKind`).
@@ -229,7 +352,9 @@ _FAILOVER_ON = tuple(kind for kind in ErrorKind if kind.fails_over_by_default)
 
 
 class RetrySpec(_Spec):
-    attempts: int = Field(2, ge=1, description="Calls to one target per request, the first included.")
+    attempts: Count = Field(
+        2, ge=1, le=100, description="Calls to one target per request, the first included."
+    )
     backoff_base: Duration = 0.25
     backoff_max: Duration = 5.0
     jitter: Literal["full", "none"] = "full"
@@ -252,9 +377,9 @@ class FailbackSpec(_Spec):
     """How traffic returns to a target that has recovered (breaker closed, health good again)."""
 
     mode: FailbackMode = "immediate"
-    healthy_probes: int = Field(2, ge=1, description="`after`: good probes in a row needed.")
+    healthy_probes: Count = Field(2, ge=1, le=1_000, description="`after`: good probes in a row needed.")
     healthy_for: Duration = Field(0.0, description="`after`: how long the target must have been healthy.")
-    ramp: Duration = Field(60.0, description="`ramp`: the time over which its share grows from 0 to all.")
+    ramp: Period = Field(60.0, description="`ramp`: the time over which its share grows from 0 to all.")
 
 
 class RouteSpec(_Spec):
@@ -263,9 +388,9 @@ class RouteSpec(_Spec):
     latency_budget: LatencyBudget = LatencyBudget()
     retry: RetrySpec = RetrySpec()
     failover: FailoverSpec = FailoverSpec()
-    hedge_after: Duration | None = Field(None, description="Start the next target if no first token by then.")
+    hedge_after: Period | None = Field(None, description="Start the next target if no first token by then.")
     failback: FailbackSpec = FailbackSpec()
-    max_cost: float | None = Field(
+    max_cost: Amount | None = Field(
         None, gt=0, description="USD; targets whose estimate exceeds it are skipped."
     )
     stream_recovery: StreamRecovery | None = Field(
@@ -276,30 +401,38 @@ class RouteSpec(_Spec):
 
 
 class RetryBudgetSpec(_Spec):
-    ratio: float = Field(0.2, ge=0, description="Retries allowed per request, over the window.")
-    min_retries: int = Field(10, ge=0, description="Retries always allowed per window, however few requests.")
-    window: Duration = 10.0
+    ratio: Amount = Field(0.2, ge=0, le=1_000, description="Retries allowed per request, over the window.")
+    min_retries: Count = Field(
+        10, ge=0, le=1_000_000, description="Retries always allowed per window, however few requests."
+    )
+    # Counted in one-second slots: a window is at most an hour.
+    window: Annotated[Period, _at_most(3600.0)] = 10.0
 
 
 class HealthSpec(_Spec):
     enabled: bool = False
-    interval: Duration = Field(
+    interval: Interval = Field(
         10.0,
         description="One probe per target per interval, across the fleet; a healed target is back within one "
         "(with `probe: auto`).",
     )
-    timeout: Duration = 5.0
+    timeout: Period = 5.0
     probe: Literal["auto", "models", "completion"] = Field(
         "auto",
         description="models: list models (free, but says nothing about chat); completion: a one-token chat "
         "call to the target's model, whose success also closes its breaker; auto: completion while the "
         "target's breaker is not closed or its health is unhealthy, models otherwise.",
     )
-    unhealthy_after: int = Field(3, ge=1, description="Failed probes in a row that mark a target unhealthy.")
-    healthy_after: int = Field(
-        2, ge=1, description="Good probes in a row that mark it healthy again (one completion probe will do)."
+    unhealthy_after: Count = Field(
+        3, ge=1, le=1_000, description="Failed probes in a row that mark a target unhealthy."
     )
-    ttl: Duration | None = Field(
+    healthy_after: Count = Field(
+        2,
+        ge=1,
+        le=1_000,
+        description="Good probes in a row that mark it healthy again (one completion probe will do).",
+    )
+    ttl: Period | None = Field(
         None, description="Age at which a verdict becomes unknown; default 3 intervals."
     )
 
@@ -309,7 +442,7 @@ class BudgetSpec(_Spec):
 
     route: str | None = None
     tier: str | None = None
-    usd: float = Field(gt=0)
+    usd: Amount = Field(gt=0)
     per: Literal["hour", "day"] = "hour"
     when_spent: Literal["shift", "raise"] = Field(
         "shift",
@@ -326,12 +459,10 @@ class BudgetSpec(_Spec):
 
 class StateSpec(_Spec):
     backend: Literal["memory", "redis"] = "memory"
-    url: SecretStr | None = Field(None, description="redis only, e.g. ${REDIS_URL}.")
+    url: RedisUrl | None = Field(None, description="redis only, e.g. ${REDIS_URL}.")
     namespace: str = "router"
-    socket_timeout: Duration = Field(
-        0.25, description="Redis calls give up after this; the worker carries on."
-    )
-    reconcile_interval: Duration = Field(5.0, description="How often a worker re-reads the fleet's state.")
+    socket_timeout: Period = Field(0.25, description="Redis calls give up after this; the worker carries on.")
+    reconcile_interval: Interval = Field(5.0, description="How often a worker re-reads the fleet's state.")
 
     @model_validator(mode="after")
     def _url_for_redis(self) -> StateSpec:
@@ -343,7 +474,7 @@ class StateSpec(_Spec):
 class Policy(_Spec):
     """A whole policy file."""
 
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], BeforeValidator(_not_a_bool)] = 1
     providers: dict[str, ProviderSpec]
     targets: dict[str, TargetSpec]
     routes: dict[str, RouteSpec]

@@ -2,6 +2,10 @@
 
 PyYAML's `safe_load` forgets positions and keeps the last of two equal keys; a policy
 loader needs both, so the tree is built from the composer's nodes instead.
+
+A document is bounded before anything is built from it: its size, its nesting and what its
+aliases expand to (a few lines of anchors can stand for billions of values), so that a
+hostile file costs a located error in a fraction of a second, not memory and minutes.
 """
 
 from __future__ import annotations
@@ -14,12 +18,32 @@ import yaml
 
 from router.errors import PolicyError, PolicyIssue
 
-__all__ = ["Location", "Path", "Source", "dotted", "read_source"]
+__all__ = [
+    "MAX_ALIASES",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_VALUES",
+    "Location",
+    "Path",
+    "Source",
+    "decode_source",
+    "dotted",
+    "read_source",
+]
 
 Path = tuple[str | int, ...]
 """Keys and list indices from the top of the document down to one value."""
 
 _POLICY_SHAPE = "expected a mapping with providers, targets and routes"
+
+MAX_BYTES = 1024 * 1024
+"""The largest document read, in bytes of UTF-8 (a policy of 10,000 targets fits)."""
+MAX_DEPTH = 64
+"""The deepest nesting of mappings and lists, aliases expanded (a policy needs about 6)."""
+MAX_ALIASES = 10_000
+"""The most aliases (`*name`) one document may use."""
+MAX_VALUES = 200_000
+"""The most keys and values a document may hold once every alias is expanded into a copy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +64,40 @@ class Source:
 
     `values[path]` is where the value at `path` starts; `keys[path]` is where the key that
     names it was written (mapping entries only). `issues` are problems that did not stop
-    the parse, such as duplicate keys (the last one wins, as in `safe_load`).
+    the parse, such as duplicate keys (the last one wins, as in `safe_load`); `invalid` are
+    the paths of scalars that could not be read (a date such as 2024-13-45), left as text.
     """
 
     data: dict[str, Any]
     values: Mapping[Path, Location]
     keys: Mapping[Path, Location]
     issues: tuple[PolicyIssue, ...] = ()
+    invalid: frozenset[Path] = frozenset()
+
+
+def decode_source(data: bytes, filename: str) -> str:
+    """The text of a file's bytes; `PolicyError` if too large or not UTF-8 (placed at the first bad byte)."""
+    if len(data) > MAX_BYTES:
+        raise _fatal(filename, Location(1, 1), _TOO_LARGE)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = len(data[data.rfind(b"\n", 0, error.start) + 1 : error.start].decode("utf-8", "replace")) + 1
+        message = f"the file is not UTF-8 text (byte 0x{data[error.start]:02x})"
+        raise _fatal(filename, Location(line, column), message) from None
 
 
 def read_source(text: str, filename: str) -> Source:
-    """Parse `text`; raise `PolicyError` if it is not YAML or its top level is not a mapping."""
+    """Parse `text`; `PolicyError` if it is not YAML, passes a bound, or its top level is not a mapping."""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise _fatal(filename, Location(1, 1), _TOO_LARGE)
     try:
+        _check_bounds_fast(text)
         return _read(text, filename)
+    except _BoundPassed as error:
+        raise _fatal(filename, error.where, error.message) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = Location.of(mark) if mark else Location(1, 1)
@@ -68,8 +113,106 @@ def read_source(text: str, filename: str) -> Source:
         raise _fatal(filename, Location(line, column), message) from None
 
 
+_TOO_LARGE = f"the document is larger than {MAX_BYTES:,} bytes, the most that is read"
+
+
+class _BoundPassed(Exception):
+    def __init__(self, event: yaml.Event, message: str) -> None:
+        super().__init__(message)
+        mark = event.start_mark  # PyYAML's or libyaml's: both have a line and a column
+        self.where = Location(mark.line + 1, mark.column + 1) if mark else Location(1, 1)
+        self.message = message
+
+
+class _Bounds:
+    """Follows a document's events and stops at the first bound it passes.
+
+    Counts what the tree built from them would hold, each alias counted as a full copy of
+    the node it names: the count is what the builder would make, known before it makes it.
+    """
+
+    def __init__(self) -> None:
+        self._aliases = 0
+        self._values = 0
+        self._anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, height) of its node
+        self._open: list[list[Any]] = []  # per open mapping or list: [anchor, values, height]
+
+    def feed(self, event: yaml.Event) -> None:
+        if isinstance(event, yaml.CollectionStartEvent):
+            self._count(1, 1, event)
+            self._open.append([event.anchor, 1, 1])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, values, height = self._open.pop()
+            self._close(anchor, values, height)
+        elif isinstance(event, yaml.ScalarEvent):
+            self._count(1, 1, event)
+            self._close(event.anchor, 1, 1)
+        elif isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _BoundPassed(event, f"more than {MAX_ALIASES:,} aliases")
+            # An anchor not complete yet is a recursive alias, which the builder reports.
+            values, height = self._anchored.get(event.anchor or "", (1, 1))
+            self._count(values, height, event)
+            self._close(None, values, height)
+
+    def _count(self, values: int, height: int, event: yaml.Event) -> None:
+        if len(self._open) + height > MAX_DEPTH:
+            raise _BoundPassed(event, f"nested more than {MAX_DEPTH} levels deep (aliases expanded)")
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _BoundPassed(
+                event,
+                f"the document expands to more than {MAX_VALUES:,} keys and values "
+                "(an alias counts as a copy of what it names)",
+            )
+
+    def _close(self, anchor: str | None, values: int, height: int) -> None:
+        if anchor is not None:
+            self._anchored[anchor] = (values, height)
+        if self._open:
+            parent = self._open[-1]
+            parent[1] += values
+            parent[2] = max(parent[2], height + 1)
+
+
+def _check_bounds_fast(text: str) -> None:
+    """Pass the events of libyaml's parser (about 20 times faster than PyYAML's) through the bounds.
+
+    Only a speed-up: the document is bounded again as PyYAML composes it, which also judges
+    the syntax, so a document libyaml cannot parse is left to it.
+    """
+    if not yaml.__with_libyaml__:
+        return
+    bounds = _Bounds()
+    try:
+        parser = yaml.CSafeLoader(text)
+    except UnicodeError:  # a lone surrogate, which PyYAML's reader reports
+        return
+    try:
+        while (event := parser.get_event()) is not None:
+            bounds.feed(event)
+    except yaml.YAMLError:
+        return
+    finally:
+        parser.dispose()
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: it stops at the first event past a bound."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._bounds = _Bounds()
+
+    def get_event(self) -> Any:
+        event = super().get_event()  # type: ignore[no-untyped-call]
+        self._bounds.feed(event)
+        return event
+
+
 def _read(text: str, filename: str) -> Source:
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -80,7 +223,7 @@ def _read(text: str, filename: str) -> Source:
             )
         builder = _Builder(loader, filename)
         data = builder.build(node, ())
-        return Source(data, builder.values, builder.keys, tuple(builder.issues))
+        return Source(data, builder.values, builder.keys, tuple(builder.issues), frozenset(builder.invalid))
     finally:
         loader.dispose()
 
@@ -96,12 +239,13 @@ class _Builder:
     values: dict[Path, Location] = field(default_factory=dict)
     keys: dict[Path, Location] = field(default_factory=dict)
     issues: list[PolicyIssue] = field(default_factory=list)
+    invalid: set[Path] = field(default_factory=set)
     _open: set[int] = field(default_factory=set)
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.values[path] = Location.of(node.start_mark)
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node)
+            return self._scalar(node, path)
         if id(node) in self._open:
             self._issue(node.start_mark, path, "an alias refers to a node that contains it")
             return None
@@ -113,6 +257,16 @@ class _Builder:
             return self._mapping(node, path)
         finally:
             self._open.discard(id(node))
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        try:
+            return self.loader.construct_object(node)
+        except (ValueError, OverflowError):
+            # A timestamp such as 2024-13-45, an integer of more than 4,300 digits.
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            self._issue(node.start_mark, path, f"not a valid {kind}")
+            self.invalid.add(path)
+            return node.value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         first_seen: dict[str, yaml.Mark] = {}
