@@ -282,14 +282,16 @@ def _traffic_of(path: str, input_tokens: int, output_tokens: int) -> list[RouteT
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 def status(file: str, as_json: bool) -> None:
-    """Every target's breaker, health, last probe and drain, as the fleet sees it."""
+    """Every target's breaker, health, last probe, drain and leases, as the fleet sees it."""
     router = _load_router(file)
     rows = _fleet_status(router)
     if as_json:
         click.echo(json.dumps({"targets": [dataclasses.asdict(row) for row in rows]}, indent=2))
         return
     table = Table(title=f"{file}: {router.policy.state.backend} state")
-    for column in ("target", "provider/model", "breaker", "health", "last probe", "drained", "in flight"):
+    for column in (
+        "target", "provider/model", "breaker", "health", "last probe", "drained", "in flight", "leased"
+    ):  # fmt: skip
         table.add_column(column)
     for row in rows:
         probe = (
@@ -298,7 +300,8 @@ def status(file: str, as_json: bool) -> None:
         breaker = f"{row.breaker} (gen {row.generation})"
         drained = "yes" if row.drained else "no"
         model = f"{row.provider}/{row.model}"
-        table.add_row(row.target, model, breaker, row.health, probe, drained, str(row.in_flight))
+        leased = ", ".join(f"{bucket} {held:.4g}" for bucket, held in row.leases.items()) or "-"
+        table.add_row(row.target, model, breaker, row.health, probe, drained, str(row.in_flight), leased)
     _console().print(table)
 
 

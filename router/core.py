@@ -32,6 +32,7 @@ from router.policy.loader import load_policy
 from router.policy.model import LatencyBudget, Policy, ProviderSpec, StateSpec
 from router.providers import Provider, build_provider
 from router.providers.base import Message
+from router.quota import Quotas, buckets_of
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
@@ -106,7 +107,15 @@ class Router:
         self._all_runtimes: weakref.WeakSet[TargetRuntime] = weakref.WeakSet()
         self._grace = 0.0  # the longest any request may go on starting calls (see `_longest_request`)
         self._health: HealthChecker | None = None
-        self._budgets = Budgets(self.store)
+        # Fleet limits and budgets are spent from this worker's leases of the store's buckets.
+        self._quotas = Quotas(
+            self.store,
+            self.worker,
+            clock=self._clock,
+            patience=policy.state.socket_timeout,
+            call=self._fleet.call if self._fleet is not None else None,
+        )
+        self._budgets = Budgets(self._quotas)
         self._install(policy)
         if policy.health.enabled:
             self._health = HealthChecker(
@@ -260,7 +269,7 @@ class Router:
             return None
         buckets = None
         if self._fleet is not None and (limits.rpm or limits.tpm):
-            buckets = SharedBuckets(self._fleet, target.name, limits.rpm, limits.tpm)
+            buckets = SharedBuckets(self._quotas, target.name, limits.rpm, limits.tpm)
         return Limiter(limits, self._clock, buckets)
 
     def _retire(self, provider: Provider) -> None:
@@ -468,9 +477,21 @@ class Router:
                     probe_detail=verdict.detail if verdict else "",
                     drained=name in drained,
                     in_flight=runtime.limiter.in_flight if runtime.limiter else 0,
+                    leases=await self._leases_of(runtime.plan),
                 )
             )
         return rows
+
+    async def _leases_of(self, target: TargetPlan) -> dict[str, float]:
+        """What the fleet's workers hold of each bucket the target's calls spend (see `router.quota`)."""
+        leases = {}
+        for bucket, (capacity, per_second) in buckets_of(
+            self.plan, target, fleet_limits=self._fleet is not None
+        ).items():
+            grant = await self._quotas.outstanding(bucket, capacity, per_second)
+            if grant is not None:
+                leases[bucket.removesuffix(f":{target.name}")] = grant.outstanding
+        return leases
 
     async def aclose(self) -> None:
         await self._shutdown()
@@ -488,6 +509,7 @@ class Router:
         await self._close_retired()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
+        await self._quotas.aclose()  # every lease goes back while the store is still open
         if self._fleet is not None:
             await self._fleet.aclose()
         else:

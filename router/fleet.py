@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from router.clock import Clock
+from router.quota import Lease, Quotas, rpm_bucket, tpm_bucket
 from router.resilience.breaker import Breaker, BreakerState
 from router.state.base import BreakerRecord, Change, DrainRecord, Snapshot, StateStore, StoreUnavailable
 
@@ -225,48 +226,55 @@ class Fleet:
 
 
 class SharedBuckets:
-    """A target's fleet-wide RPM and TPM buckets in the store (`ClusterBuckets`).
+    """A target's fleet-wide RPM and TPM buckets (`ClusterBuckets`), spent from this worker's leases.
 
-    When the store does not answer, admission falls back to the per-process limits alone.
+    Nothing here waits on the store: a call takes from the leases in memory, or waits (within
+    its bound) for a refill the lease's keeper is fetching in the background (`router.quota`).
     """
 
-    def __init__(self, fleet: Fleet, target: str, rpm: int | None, tpm: int | None) -> None:
-        self._fleet = fleet
-        self._rpm = rpm
-        self._tpm = tpm
-        self._rpm_key = f"rpm:{target}"
-        self._tpm_key = f"tpm:{target}"
+    def __init__(self, quotas: Quotas, target: str, rpm: int | None, tpm: int | None) -> None:
+        self._clock = quotas.clock
+        self._rpm = quotas.lease(rpm_bucket(target), rpm, rpm / 60, credit=False) if rpm else None
+        self._tpm = quotas.lease(tpm_bucket(target), tpm, tpm / 60, credit=True) if tpm else None
+
+    @property
+    def leases(self) -> tuple[Lease, ...]:
+        return tuple(lease for lease in (self._rpm, self._tpm) if lease is not None)
+
+    def take(self, tokens: int) -> bool:
+        rpm, tpm = self._rpm, self._tpm
+        if rpm is not None and not rpm.take(1):
+            return False
+        if tpm is not None and not tpm.take(tokens):
+            if rpm is not None:
+                rpm.give(1)
+            return False
+        return True
 
     async def reserve(self, tokens: int, max_wait: float) -> float | None:
-        store = self._fleet.store
-        wait = 0.0
-        if self._rpm is not None:
-            taken = await self._fleet.call(
-                store.reserve(self._rpm_key, 1, self._rpm, self._rpm / 60, max_wait)
-            )
-            if taken is not None and taken < 0:
+        rpm, tpm = self._rpm, self._tpm
+        deadline = self._clock.monotonic() + max_wait
+        if rpm is not None and not await rpm.acquire(1, max_wait):
+            return None
+        if tpm is not None:
+            try:
+                admitted = await tpm.acquire(tokens, max(0.0, deadline - self._clock.monotonic()))
+            except BaseException:
+                admitted = False
+                raise
+            finally:
+                if not admitted and rpm is not None:
+                    rpm.give(1)
+            if not admitted:
                 return None
-            wait = taken or 0.0
-        if self._tpm is not None:
-            taken = await self._fleet.call(
-                store.reserve(self._tpm_key, tokens, self._tpm, self._tpm / 60, max_wait)
-            )
-            if taken is not None and taken < 0:
-                self._give_back_request()
-                return None
-            wait = max(wait, taken or 0.0)
-        return wait
+        return 0.0
 
     def reconcile(self, delta: int) -> None:
         if self._tpm is not None and delta:
-            adjust = self._fleet.store.adjust(self._tpm_key, delta, self._tpm, self._tpm / 60)
-            self._fleet.spawn(self._fleet.call(adjust))
+            self._tpm.settle(delta)
 
     def refund(self, tokens: int) -> None:
-        self._give_back_request()
-        self.reconcile(-tokens)
-
-    def _give_back_request(self) -> None:
         if self._rpm is not None:
-            adjust = self._fleet.store.adjust(self._rpm_key, -1, self._rpm, self._rpm / 60)
-            self._fleet.spawn(self._fleet.call(adjust))
+            self._rpm.give(1)
+        if self._tpm is not None:
+            self._tpm.give(tokens)

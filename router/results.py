@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -111,3 +111,6 @@ class TargetStatus:
     probe_detail: str
     drained: bool
     in_flight: int
+    # What the fleet's workers hold of each bucket the target's calls spend: "rpm", "tpm",
+    # "budget:<name>" (its leases outstanding, see the README's bound on overspending).
+    leases: dict[str, float] = field(default_factory=dict)

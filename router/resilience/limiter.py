@@ -3,8 +3,8 @@
 Every wait is bounded by the request's deadline: a wait may use at most half the time left
 (the call itself needs the rest); when it would take longer,
 the target is skipped (outcome `limited`) so the request moves on while it still can.
-The bound holds for every wait together, the fleet's bucket store included: one that does
-not answer in time counts as a wait too long.
+The bound holds for every wait together, the fleet's buckets included: they are spent from
+this worker's leases (`router.quota`) and wait only for a refill, never on the store itself.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ def latest_start(now: float, deadline: float) -> float:
 class ClusterBuckets(Protocol):
     """The fleet-wide RPM and TPM buckets of one target (see `router.fleet`)."""
 
+    def take(self, tokens: int) -> bool:
+        """Take one request and `tokens` tokens now if that needs no wait (else take nothing)."""
+
     async def reserve(self, tokens: int, max_wait: float) -> float | None:
         """Take one request and `tokens` tokens: the wait until covered, or None (nothing taken)."""
 
@@ -46,11 +49,12 @@ class TokenBucket:
 
     __slots__ = ("_clock", "_level", "_rate", "_stamp", "capacity")
 
-    def __init__(self, capacity: float, period: float, clock: Clock) -> None:
+    def __init__(self, capacity: float, period: float, clock: Clock, *, level: float | None = None) -> None:
+        """`capacity` refilled over `period` seconds; it starts full unless `level` says otherwise."""
         self.capacity = capacity
         self._rate = capacity / period
         self._clock = clock
-        self._level = capacity
+        self._level = capacity if level is None else level
         self._stamp = clock.monotonic()
 
     def _refill(self) -> float:
@@ -135,16 +139,18 @@ class Limiter:
         clock = self._clock
         cluster = self._cluster
         rpm = self._rpm
-        if cluster is None and ready <= clock.monotonic() and (rpm is None or rpm.has_capacity()):
+        taken: ClusterBuckets | None = None  # the fleet's tokens, to give back unless admitted
+        if cluster is not None and cluster.take(tokens):
+            taken = cluster
+        if (cluster is None or taken) and ready <= clock.monotonic() and (rpm is None or rpm.has_capacity()):
             if rpm is not None:
                 await rpm.acquire()  # there is room: it returns without suspending
             return True
-        taken: ClusterBuckets | None = None  # the fleet's tokens, to give back unless admitted
         admitted = False
         try:
             # Bounded as a whole: a hung store must not eat the time the next target needs.
             async with clock.timeout_at(start_by):
-                if cluster is not None:
+                if cluster is not None and taken is None:
                     wait = await cluster.reserve(tokens, start_by - clock.monotonic())
                     if wait is None:
                         return False

@@ -23,6 +23,7 @@ __all__ = [
     "BreakerRecord",
     "Change",
     "DrainRecord",
+    "Grant",
     "HealthRecord",
     "Snapshot",
     "StateStore",
@@ -62,6 +63,16 @@ class Snapshot:
     epoch: str
     breakers: Mapping[str, BreakerRecord]
     drained: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The store's answer to a worker's lease of a bucket (`StateStore.lease`)."""
+
+    granted: float  # taken from the bucket for the worker (negative: given back)
+    workers: int  # live workers holding a lease of the bucket
+    outstanding: float  # what the live workers hold, as each said at its last lease
+    level: float  # what the bucket holds after the grant
 
 
 # What a store tells its workers: one transition, one drain, or the whole picture (a reconcile).
@@ -137,3 +148,21 @@ class StateStore(Protocol):
 
     async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
         """Correct an earlier reservation: positive takes more, negative gives back."""
+
+    async def lease(
+        self,
+        bucket: str,
+        amount: float,
+        capacity: float,
+        per_second: float,
+        worker: str,
+        *,
+        holding: float = 0.0,
+        ttl: float = 10.0,
+    ) -> Grant:
+        """Take up to `amount` from a bucket for `worker`'s lease: what the bucket holds, if less
+        (never below zero); a negative amount gives back (up to capacity).
+
+        The worker says it held `holding` before this grant, and counts as live for `ttl`
+        seconds (0: it leaves). `worker=""` with amount 0 only reads.
+        """

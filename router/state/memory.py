@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 from router.clock import Clock, SystemClock
 from router.resilience.breaker import BreakerState
 from router.resilience.window import OutcomeWindow, TripRule, open_time
-from router.state.base import BreakerRecord, Change, DrainRecord, HealthRecord, Snapshot, StateStore
+from router.state.base import (
+    BreakerRecord,
+    Change,
+    DrainRecord,
+    Grant,
+    HealthRecord,
+    Snapshot,
+    StateStore,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -63,6 +71,8 @@ class MemoryStore:
         self._health: dict[str, _Health] = {}
         self._drained: set[str] = set()
         self._buckets: dict[str, _Bucket] = {}
+        # bucket -> worker -> (live until, what it holds)
+        self._holders: dict[str, dict[str, tuple[float, float]]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(breakers={len(self._breakers)}, health={len(self._health)})"
@@ -200,6 +210,32 @@ class MemoryStore:
         now = self._clock.monotonic()
         level = min(capacity, self._level(bucket, capacity, per_second, now) - delta)
         self._buckets[bucket] = _Bucket(level, now)
+
+    async def lease(
+        self,
+        bucket: str,
+        amount: float,
+        capacity: float,
+        per_second: float,
+        worker: str,
+        *,
+        holding: float = 0.0,
+        ttl: float = 10.0,
+    ) -> Grant:
+        now = self._clock.monotonic()
+        level = self._level(bucket, capacity, per_second, now)
+        granted = min(amount, max(0.0, level)) if amount >= 0 else max(amount, level - capacity)
+        if granted:
+            self._buckets[bucket] = _Bucket(level - granted, now)
+        holders = self._holders.setdefault(bucket, {})
+        for who in [who for who, (until, _) in holders.items() if until <= now]:
+            del holders[who]
+        if worker:
+            if ttl > 0:
+                holders[worker] = (now + ttl, max(0.0, holding + granted))
+            else:
+                holders.pop(worker, None)
+        return Grant(granted, len(holders), sum(held for _, held in holders.values()), level - granted)
 
     # -- internals --------------------------------------------------------------------------
 

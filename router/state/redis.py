@@ -17,6 +17,8 @@ one Redis Cluster slot):
     <ns>:health-targets            set     targets that may have a health hash (pruned on read)
     <ns>:drained                   set     drained targets
     <ns>:bucket:<bucket>           hash    level, stamp (Redis ms); PX until it would be full
+    <ns>:holders:<bucket>          zset    worker -> Redis ms until which it counts as live (its lease)
+    <ns>:held:<bucket>             hash    worker -> what it holds after its last lease
     <ns>:breakers                  channel breaker records as JSON, from every transition, and
                                            {"target", "drained"} from every drain and restore
 
@@ -57,6 +59,7 @@ from router.state.base import (
     BreakerRecord,
     Change,
     DrainRecord,
+    Grant,
     HealthRecord,
     Snapshot,
     StateStore,
@@ -78,6 +81,7 @@ _SCRIPTS = (
     "health",
     "reserve",
     "adjust",
+    "lease",
 )
 # Listener reconnect backoff: a doubling delay, jittered between half and all of it.
 _MAX_CONNECTIONS = 16  # per worker; enough for bursts of failure reports, cheap for Redis
@@ -329,6 +333,33 @@ class RedisStore:
             keys=[f"{self._prefix}bucket:{bucket}"],
             args=[repr(float(delta)), repr(float(capacity)), repr(float(per_second))],
         )
+
+    async def lease(
+        self,
+        bucket: str,
+        amount: float,
+        capacity: float,
+        per_second: float,
+        worker: str,
+        *,
+        holding: float = 0.0,
+        ttl: float = 10.0,
+    ) -> Grant:
+        p = self._prefix
+        raw = await self._script(
+            "lease",
+            keys=[f"{p}bucket:{bucket}", f"{p}holders:{bucket}", f"{p}held:{bucket}"],
+            args=[
+                repr(float(amount)),
+                repr(float(capacity)),
+                repr(float(per_second)),
+                worker,
+                repr(float(holding)),
+                repr(float(ttl)),
+            ],
+        )
+        granted, workers, outstanding, level = raw
+        return Grant(float(granted), int(workers), float(outstanding), float(level))
 
     # -- the state path ---------------------------------------------------------------------
 

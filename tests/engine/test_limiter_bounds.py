@@ -17,11 +17,9 @@ TOKENS = 100
 
 
 class SlowBuckets:
-    """The fleet's buckets (`ClusterBuckets`) behind a store that takes `delay` to answer.
-
-    A hung Redis answers after 2 x socket_timeout with nothing, and `SharedBuckets` then
-    admits on the local limits alone: a wait of 0.
-    """
+    """Fleet buckets (`ClusterBuckets`) that never cover a call at once and take `delay` to
+    answer: the limiter's bound must hold whatever its cluster does (`SharedBuckets` only waits
+    for its leases' refills, see tests/fleet/test_leases.py)."""
 
     def __init__(self, clock: FakeClock, delay: float, wait: float = 0.0) -> None:
         self.clock = clock
@@ -29,6 +27,9 @@ class SlowBuckets:
         self.wait = wait
         self.outstanding = 0  # tokens taken and not given back
         self.requests = 0  # requests taken and not given back
+
+    def take(self, tokens: int) -> bool:
+        return False
 
     async def reserve(self, tokens: int, max_wait: float) -> float | None:
         await self.clock.sleep(self.delay)

@@ -368,3 +368,44 @@ async def test_adjust_corrects_a_reservation(harness: Harness) -> None:
     await store.adjust("tpm", -100, 10, 10)  # giving back never overfills
     assert await store.reserve("tpm", 10, 10, 10, max_wait=0) == approx(0.0, harness)
     assert await store.reserve("tpm", 1, 10, 10, max_wait=0) == -1
+
+
+# -- leases of a bucket ---------------------------------------------------------------------
+
+
+async def test_a_lease_grants_what_the_bucket_holds_and_never_takes_it_below_zero(harness: Harness) -> None:
+    store = await harness.store()
+    # capacity 10, 10 per second
+    first = await store.lease("tpm", 6, 10, 10, "w1")
+    assert (first.granted, first.workers, first.outstanding) == (6, 1, 6)
+    assert first.level == approx(4, harness)
+    second = await store.lease("tpm", 6, 10, 10, "w1", holding=6)
+    assert second.granted == approx(4, harness)  # all there was
+    assert (second.workers, second.outstanding, second.level) == (1, approx(10, harness), approx(0, harness))
+    assert (await store.lease("tpm", 6, 10, 10, "w1", holding=10)).granted == approx(0, harness)
+    assert await store.reserve("tpm", 0, 10, 10, max_wait=0) == approx(0, harness)  # empty, not in debt
+    await harness.elapse(0.2)  # +2
+    assert (await store.lease("tpm", 6, 10, 10, "w1")).granted == approx(2, harness)
+
+
+async def test_a_lease_given_back_fills_the_bucket_up_to_capacity(harness: Harness) -> None:
+    store = await harness.store()
+    assert (await store.lease("budget", 5, 10, 0, "w1")).granted == 5
+    back = await store.lease("budget", -3, 10, 0, "w1", holding=5)
+    assert (back.granted, back.outstanding, back.level) == (-3, 2, 8)
+    assert (await store.lease("budget", -7, 10, 0, "w1", holding=2)).granted == -2  # only 2 were missing
+    assert (await store.lease("budget", 10, 10, 0, "w2")).granted == 10
+
+
+async def test_leases_count_the_live_workers_and_what_they_hold(harness: Harness) -> None:
+    w1, w2 = await harness.store("w1"), await harness.store("w2")
+    assert (await w1.lease("rpm", 2, 100, 0, "w1", ttl=0.15)).workers == 1
+    grant = await w2.lease("rpm", 3, 100, 0, "w2", ttl=5)
+    assert (grant.workers, grant.outstanding) == (2, 5)
+    read = await w2.lease("rpm", 0, 100, 0, "")  # a reader is no worker
+    assert (read.granted, read.workers, read.outstanding) == (0, 2, 5)
+    await harness.elapse(0.2)  # w1's time is up: it counts no more, nor does what it held
+    assert (await w2.lease("rpm", 0, 100, 0, "w2", holding=3, ttl=5)).workers == 1
+    left = await w2.lease("rpm", -3, 100, 0, "w2", holding=3, ttl=0)  # w2 leaves, giving back
+    assert (left.granted, left.workers, left.outstanding) == (-3, 0, 0)
+    assert (await w1.lease("rpm", 100, 100, 0, "w1")).granted == 98  # w1's 2 were spent, not lost

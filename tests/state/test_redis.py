@@ -330,6 +330,7 @@ def test_the_package_exports() -> None:
         "BreakerRecord",
         "Change",
         "DrainRecord",
+        "Grant",
         "HealthRecord",
         "MemoryStore",
         "RedisStore",
