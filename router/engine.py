@@ -63,6 +63,8 @@ class _Ticket:
         if runtime is None:
             return
         runtime.in_flight -= 1
+        if usage is not None:
+            runtime.outputs.add(usage.output_tokens)  # what the next estimates learn from
         if self.limiter is not None:
             self.limiter.release(self.tokens, usage.total_tokens if usage else None)
         if self.budgets is not None and self.reservation is not None:
@@ -384,12 +386,13 @@ class _Run:
         if limiter is None and not budgets:
             return _Ticket(runtime)
         request = self.request
-        tokens = request.input_tokens + request.output_estimate
+        output = runtime.output_estimate(request)
+        tokens = request.input_tokens + output
         if limiter is not None and not await limiter.acquire(tokens, self.deadline):
             return Outcome.LIMITED
         reservation = None
         if budgets:
-            estimate = runtime.plan.cost(request.input_tokens, request.output_estimate)
+            estimate = runtime.plan.cost(request.input_tokens, output)
             try:
                 reservation = await self.engine.budgets.reserve(self.route, runtime.plan, estimate)
             finally:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from router.estimates import OutputTokens
 from router.policy.compile import RoutePlan, TargetPlan
 from router.providers.base import Message, Provider
 from router.resilience.breaker import Breaker
@@ -43,6 +44,7 @@ _HISTORY = (
     "recovered_at",
     "last_outcome_at",
     "last_ok",
+    "outputs",
 )
 
 # Output tokens assumed for the cost estimate when the caller sets no max_tokens.
@@ -72,6 +74,7 @@ class TargetRuntime:
         "last_outcome_at",
         "latency",
         "limiter",
+        "outputs",
         "plan",
         "provider",
         "recovered_at",
@@ -93,6 +96,7 @@ class TargetRuntime:
         self.recovered_at: float | None = None
         self.last_outcome_at: float | None = None
         self.last_ok = True
+        self.outputs = OutputTokens()  # what it has been answering, for estimates without max_tokens
 
     def carried_to(
         self, plan: TargetPlan, provider: Provider, breaker: Breaker, limiter: Limiter | None
@@ -114,6 +118,11 @@ class TargetRuntime:
         """A real call's verdict on the target: a passive health signal for the prober."""
         self.last_ok = ok
         self.last_outcome_at = now
+
+    def output_estimate(self, request: Request) -> int:
+        """Output tokens to reserve for `request` here: its `max_tokens`, else the p90 of this
+        target's recent answers (`router.estimates`)."""
+        return request.max_tokens if request.max_tokens is not None else self.outputs.estimate
 
 
 @dataclass(frozen=True, slots=True)
