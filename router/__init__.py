@@ -20,13 +20,16 @@ from router.errors import (
     StreamBroken,
 )
 from router.policy.loader import load_policy, parse_policy, policy_json_schema
-from router.policy.model import Policy
+from router.policy.model import Policy, ProviderSpec, StateSpec
 from router.providers.base import Call, Chunk, Provider, Reply
+from router.providers.registry import ProviderType, register_provider
 from router.resilience.breaker import BreakerState, BreakerTransition
 from router.results import Attempt, Completion, Outcome, TargetStatus, ToolCall, Usage
 from router.selection import Health
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
+from router.state.registry import StoreType, register_store
+from router.strategies import Candidate, Strategy, register_strategy
 
 __all__ = [
     "AllTargetsFailed",
@@ -35,6 +38,7 @@ __all__ = [
     "BreakerTransition",
     "BudgetExceeded",
     "Call",
+    "Candidate",
     "Chunk",
     "Clock",
     "Completion",
@@ -47,11 +51,16 @@ __all__ = [
     "PolicyIssue",
     "Provider",
     "ProviderError",
+    "ProviderSpec",
+    "ProviderType",
     "Reply",
     "Router",
     "RouterError",
+    "StateSpec",
     "StateStore",
+    "StoreType",
     "StoreUnavailable",
+    "Strategy",
     "StreamBroken",
     "SystemClock",
     "TargetStatus",
@@ -60,4 +69,7 @@ __all__ = [
     "load_policy",
     "parse_policy",
     "policy_json_schema",
+    "register_provider",
+    "register_store",
+    "register_strategy",
 ]

@@ -27,6 +27,7 @@ from router.policy.loader import load_policy, policy_json_schema
 from router.resilience.breaker import BreakerState
 from router.results import Completion, TargetStatus
 from router.selection import Health
+from router.state.registry import STORES
 from router.traffic import RouteTraffic, expected_traffic
 
 __all__ = ["main"]
@@ -336,10 +337,11 @@ def _fails_in_one_line() -> Iterator[None]:
 
 def _set_drained(file: str, target: str, drained: bool) -> None:
     router = _load_router(file)
-    if router.policy.state.backend == "memory":
-        # Memory state lives inside each running process: this command cannot reach any of them.
+    if not STORES[router.policy.state.backend].shared:
+        # Unshared state lives inside each running process: this command cannot reach any of them.
         click.echo(
-            f"error: {file} keeps its state in memory, so no running router can hear a drain; "
+            f"error: {file} keeps its state in each process ({router.policy.state.backend}), so no "
+            "running router can hear a drain; "
             "use `await router.drain(target)` in the process, or a shared state (state.backend: redis)",
             err=True,
         )

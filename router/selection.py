@@ -14,6 +14,7 @@ from router.providers.base import Message, Provider
 from router.resilience.breaker import Breaker
 from router.resilience.limiter import Limiter
 from router.results import Outcome
+from router.strategies import Candidate
 
 __all__ = [
     "Health",
@@ -172,14 +173,6 @@ def _fits(plan: TargetPlan, request: Request) -> bool:
     return window is None or request.input_tokens + (request.max_tokens or 0) <= window
 
 
-def _weighted_order(
-    runtimes: Sequence[TargetRuntime], weights: Sequence[float], rng: random.Random
-) -> list[TargetRuntime]:
-    # Efraimidis-Spirakis: one key per item gives a weighted order without replacement.
-    keys = [rng.random() ** (1.0 / weight) for weight in weights]
-    return [runtime for _, runtime in sorted(zip(keys, runtimes, strict=True), key=lambda kv: -kv[0])]
-
-
 def order_candidates(
     route: RoutePlan, runtimes: Sequence[TargetRuntime], request: Request, rng: random.Random, now: float
 ) -> list[TargetRuntime]:
@@ -188,16 +181,12 @@ def order_candidates(
     Under a `ramp` failback, a recovering target keeps its place with a probability that grows
     from 0 to 1 over the ramp (Envoy's slow start); otherwise it goes last.
     """
-    strategy = route.strategy
-    if strategy == "weighted":
-        ordered = _weighted_order(runtimes, route.weights, rng)
-    elif strategy == "cheapest":
-        ordered = sorted(runtimes, key=lambda r: r.plan.cost(request.input_tokens, request.output_estimate))
-    elif strategy == "fastest":
-        # An unmeasured target sorts first, so every target gets measured.
-        ordered = sorted(runtimes, key=lambda r: r.latency or 0.0)
-    else:
-        ordered = list(runtimes)
+    tokens = request.input_tokens, request.output_estimate
+    candidates = [
+        Candidate(position, runtime.plan, weight, runtime.latency, *tokens)
+        for position, (runtime, weight) in enumerate(zip(runtimes, route.weights, strict=True))
+    ]
+    ordered = [runtimes[candidate.position] for candidate in route.strategy.order(candidates, rng)]
     fitting = [runtime for runtime in ordered if _fits(runtime.plan, request)]
     if route.failback_mode == "ramp":
         demoted = [r for r in fitting if _ramp_demotes(r, route, now, rng)]

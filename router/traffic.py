@@ -8,10 +8,12 @@ targets answer. `router explain --traffic` prints it; `router diff` compares two
 
 from __future__ import annotations
 
+import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from router.policy.compile import Plan, RoutePlan, TargetPlan
+from router.policy.compile import Plan, RoutePlan
+from router.strategies import Candidate, Strategy
 
 __all__ = ["RouteTraffic", "expected_traffic"]
 
@@ -46,29 +48,23 @@ def _route(
     unavailable: Collection[str],
     latency: Mapping[str, float],
 ) -> RouteTraffic:
-    pairs = [(t, w) for t, w in zip(route.targets, route.weights, strict=True) if t.name not in unavailable]
-    shares: dict[str, float] = {}
-    if pairs and route.strategy == "weighted":
-        total = sum(weight for _, weight in pairs)
-        shares = {target.name: weight / total for target, weight in pairs}
-    elif pairs:
-        first = _first(route.strategy, [t for t, _ in pairs], input_tokens, output_tokens, latency)
-        shares = {first.name: 1.0}
+    candidates = [
+        Candidate(position, target, weight, latency.get(target.name), input_tokens, output_tokens)
+        for position, (target, weight) in enumerate(zip(route.targets, route.weights, strict=True))
+        if target.name not in unavailable
+    ]
+    shares = _shares(route.strategy, candidates) if candidates else {}
     costs = {target.name: target.cost(input_tokens, output_tokens) for target in route.targets}
     cost = 1000 * sum(share * costs[name] for name, share in shares.items())
     skipped = tuple(t.name for t in route.targets if t.name in unavailable)
     return RouteTraffic(route.name, shares, cost, skipped)
 
 
-def _first(
-    strategy: str,
-    targets: list[TargetPlan],
-    input_tokens: int,
-    output_tokens: int,
-    latency: Mapping[str, float],
-) -> TargetPlan:
-    if strategy == "cheapest":
-        return min(targets, key=lambda t: t.cost(input_tokens, output_tokens))
-    if strategy == "fastest":
-        return min(targets, key=lambda t: latency.get(t.name, 0.0))
-    return targets[0]
+def _shares(strategy: Strategy, candidates: list[Candidate]) -> dict[str, float]:
+    """The share of requests each target gets first; a strategy without `shares` orders the same
+    way every time (the random generator is a formality), so its first target gets them all."""
+    if strategy.shares is not None:
+        shares = strategy.shares(candidates)
+        return {c.target.name: share for c, share in zip(candidates, shares, strict=True)}
+    ordered = strategy.order(candidates, random.Random(0))
+    return {ordered[0].target.name: 1.0} if ordered else {}

@@ -3,7 +3,7 @@
 It is configured from the policy as closely as LiteLLM's features allow (`litellm_config`):
 
 - each target of the route is a model group of one deployment at the fake upstream, on the
-  target's wire (`openai/` for OpenAI and OpenAI-compatible providers, `azure/`, `anthropic/`),
+  target's wire (its type's LiteLLM prefix: `openai/`, `azure/`, `anthropic/`),
   with the SDK's own retries off (`max_retries: 0`), as ours are;
 - the route's order is the fallback chain (`fallbacks: [{first: [second, third]}]`);
 - `retry.attempts - 1` is `num_retries`; `per_attempt` (else `total`) is `timeout`;
@@ -33,6 +33,7 @@ from router.chaos.scenario import Load
 from router.chaos.upstream import reply_for
 from router.policy.compile import compile_plan
 from router.policy.model import Policy, TargetRef
+from router.providers.registry import PROVIDER_TYPES
 
 __all__ = ["LITELLM_GAPS", "LiteLLMContender", "litellm_config"]
 
@@ -44,7 +45,6 @@ LITELLM_GAPS = (
     "cooldown and allowed_fails are router-wide (taken from the primary's provider)",
 )
 
-_PREFIX = {"azure_openai": "azure", "anthropic": "anthropic"}
 _LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
 # The calls of the request being sent, appended to by the pre-call check: each request runs in
@@ -60,10 +60,11 @@ def litellm_config(policy: Policy, route: str) -> dict[str, Any]:
     for name in names:
         target = policy.targets[name]
         provider = policy.providers[target.provider]
-        if provider.type == "bedrock":
-            raise ValueError(f"target {name!r}: Bedrock targets are not mapped to LiteLLM here")
+        prefix = PROVIDER_TYPES[provider.type].litellm
+        if prefix is None:
+            raise ValueError(f"target {name!r}: {provider.type} targets are not mapped to LiteLLM here")
         params: dict[str, Any] = {
-            "model": f"{_PREFIX.get(provider.type, 'openai')}/{target.model}",
+            "model": f"{prefix}/{target.model}",
             "api_base": provider.base_url,
             "api_key": "chaos",  # the fake upstream takes any key
             "max_retries": 0,

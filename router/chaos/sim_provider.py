@@ -33,7 +33,7 @@ from router.policy.model import ProviderSpec
 from router.providers._http import retry_after
 from router.providers.base import Call, Chunk, Provider, Reply
 from router.providers.kinds import BEDROCK_ERROR_CODES, anthropic_kind, bedrock_kind, kind_for_status
-from router.providers.presets import PRESETS
+from router.providers.registry import PROVIDER_TYPES
 from router.results import Usage
 from router.testing.faults import (
     ContentFilter,
@@ -123,11 +123,8 @@ class _Wire:
 
 
 def _wire_of(spec: ProviderSpec) -> _Wire:
-    if spec.type in ("anthropic", "bedrock"):
-        return _Wire(spec.type)
-    preset = PRESETS.get(spec.type)
-    usage = preset.stream_usage if preset is not None else True
-    return _Wire("azure" if spec.type == "azure_openai" else "openai", usage_event=usage)
+    kind = PROVIDER_TYPES[spec.type]
+    return _Wire(kind.wire, usage_event=kind.preset.stream_usage if kind.preset else True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The fake upstream's side of a chaos run: the policy pointed at it, the fault schedule, its log.
 
 A chaos run never calls a real provider: `pin_policy` points every provider of the policy at the
-fake upstream (the OpenAI-wire ones at `/v1`, Anthropic, Azure and Bedrock at the root) and
-replaces their credentials, so a production policy runs unchanged and without keys.
+fake upstream (at the base URL of the wire its type speaks) and replaces their credentials, so a
+production policy runs unchanged and without keys.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pydantic import SecretStr
 
 from router.chaos.recording import UpstreamCall
 from router.policy.model import Policy, ProviderSpec, StateSpec
+from router.providers.registry import PROVIDER_TYPES
 from router.testing import FakeUpstream, FaultRule
+from router.testing.fake_upstream import client_url
 
 __all__ = ["Endpoints", "install_faults", "pin_policy", "reply_for", "serve_models", "upstream_calls"]
-
-_ROOT_WIRES = frozenset({"anthropic", "azure_openai", "bedrock"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +55,15 @@ def pin_policy(policy: Policy, endpoints: Endpoints, state: StateSpec | None = N
 
 
 def _pinned(spec: ProviderSpec, endpoints: Endpoints) -> ProviderSpec:
-    update: dict[str, object] = {
-        "base_url": endpoints.root if spec.type in _ROOT_WIRES else f"{endpoints.root}/v1"
-    }
-    if spec.type == "bedrock":
-        # Fake credentials also keep boto3 from looking for real ones (files, instance metadata).
-        update |= {
-            "aws_access_key_id": SecretStr("chaos"),
-            "aws_secret_access_key": SecretStr("chaos"),
-            "aws_session_token": None,
-        }
-    elif spec.api_keys:
+    kind = PROVIDER_TYPES[spec.type]
+    update: dict[str, object] = {"base_url": client_url(endpoints.root, kind.wire)}
+    # Every real secret goes; placeholders fill the type's credentials (for Bedrock they also keep
+    # boto3 from looking for real ones: files, instance metadata).
+    update |= {name: None for name, value in spec if isinstance(value, SecretStr)}
+    if spec.api_keys and "api_key" in kind.credentials:
         update["api_keys"] = [SecretStr(f"chaos-{index}") for index in range(len(spec.api_keys))]
     else:
-        update["api_key"] = SecretStr("chaos")
+        update |= {name: SecretStr("chaos") for name in kind.credentials}
     return spec.model_copy(update=update)
 
 

@@ -17,10 +17,10 @@ from router.policy.model import (
     ProviderSpec,
     RetryBudgetSpec,
     RouteSpec,
-    Strategy,
     StreamRecovery,
     TargetRef,
 )
+from router.strategies import STRATEGIES, Strategy
 
 __all__ = ["BudgetPlan", "Plan", "RoutePlan", "TargetPlan", "compile_plan", "single_target_route"]
 
@@ -164,7 +164,7 @@ def _route(
         name=name,
         targets=chain,
         weights=tuple(ref.weight for ref in refs),
-        strategy=route.strategy,
+        strategy=STRATEGIES[route.strategy],
         total=budget.total,
         per_attempt=budget.per_attempt,
         first_token=budget.first_token,

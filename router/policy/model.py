@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from router._registry import RegisteredName, Registry
 from router.errors import ErrorKind
 from router.resilience.window import TripRule
 
@@ -41,10 +42,13 @@ __all__ = [
     "Policy",
     "Price",
     "ProviderSpec",
+    "ProviderTypeName",
     "RetryBudgetSpec",
     "RetrySpec",
     "RouteSpec",
     "StateSpec",
+    "StoreName",
+    "StrategyName",
     "TargetRef",
     "TargetSpec",
     "format_duration",
@@ -240,19 +244,20 @@ class LimitsSpec(_Spec):
     max_concurrency: Count | None = Field(None, ge=1, le=1_000_000, description="Calls in flight at once.")
 
 
-# After the five wires come the presets: OpenAI-compatible services with a known base_url
-# and key variable (router/providers/presets.py; a test keeps the two lists in step).
-ProviderType = Literal[
-    "openai", "azure_openai", "anthropic", "bedrock", "openai_compatible",
-    "groq", "together", "deepseek", "xai", "mistral", "openrouter", "fireworks", "cerebras", "gemini",
-    "ollama", "vllm", "lmstudio",
-]  # fmt: skip
+class ProviderTypeName(RegisteredName):
+    """A provider type: built in, or registered by the user (`router.providers.registry`)."""
 
-_AWS_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+    @staticmethod
+    def registry() -> Registry[Any]:
+        # Imported when a policy is validated, not with this module: the adapters that the
+        # registry's entries build import this module.
+        from router.providers.registry import PROVIDER_TYPES
+
+        return PROVIDER_TYPES
 
 
 class ProviderSpec(_Spec):
-    type: ProviderType
+    type: ProviderTypeName
     base_url: HttpUrl | None = Field(
         None, description="API base URL; for azure_openai, the resource endpoint."
     )
@@ -281,26 +286,11 @@ class ProviderSpec(_Spec):
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ProviderSpec:
-        kind = self.type
-        if kind == "openai_compatible" and not self.base_url:
-            raise ValueError("an openai_compatible provider needs base_url")
-        if kind == "azure_openai":
-            missing = [name for name in ("base_url", "api_version") if not getattr(self, name)]
-            if missing:
-                raise ValueError(f"an azure_openai provider needs {' and '.join(missing)}")
-        if kind == "bedrock":
-            if not self.region:
-                raise ValueError("a bedrock provider needs region")
-            if self.api_key or self.api_keys:
-                raise ValueError(
-                    "a bedrock provider takes AWS credentials (aws_access_key_id, ...), not api_key"
-                )
-        else:
-            stray = [name for name in (*_AWS_FIELDS, "region") if getattr(self, name)]
-            if stray:
-                raise ValueError(f"{', '.join(stray)}: only for bedrock providers")
-        if kind != "azure_openai" and self.api_version:
-            raise ValueError("api_version: only for azure_openai providers")
+        from router.providers.registry import spec_problem  # see ProviderTypeName
+
+        problem = spec_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.api_key and self.api_keys:
             raise ValueError("give api_key or api_keys, not both")
         return self
@@ -369,7 +359,18 @@ class FailoverSpec(_Spec):
 
 
 FailbackMode = Literal["immediate", "after", "ramp"]
-Strategy = Literal["ordered", "weighted", "cheapest", "fastest"]
+
+
+class StrategyName(RegisteredName):
+    """A route strategy: built in, or registered by the user (`router.strategies`)."""
+
+    @staticmethod
+    def registry() -> Registry[Any]:
+        from router.strategies import STRATEGIES  # see ProviderTypeName
+
+        return STRATEGIES
+
+
 StreamRecovery = Literal["restart", "raise"]
 
 
@@ -384,7 +385,7 @@ class FailbackSpec(_Spec):
 
 class RouteSpec(_Spec):
     targets: list[str | TargetRef] = Field(min_length=1, description="Primary first, then secondaries.")
-    strategy: Strategy = "ordered"
+    strategy: StrategyName = StrategyName("ordered")
     latency_budget: LatencyBudget = LatencyBudget()
     retry: RetrySpec = RetrySpec()
     failover: FailoverSpec = FailoverSpec()
@@ -457,17 +458,29 @@ class BudgetSpec(_Spec):
         return self
 
 
+class StoreName(RegisteredName):
+    """A state store backend: built in, or registered by the user (`router.state.registry`)."""
+
+    @staticmethod
+    def registry() -> Registry[Any]:
+        from router.state.registry import STORES  # see ProviderTypeName
+
+        return STORES
+
+
 class StateSpec(_Spec):
-    backend: Literal["memory", "redis"] = "memory"
+    backend: StoreName = StoreName("memory")
     url: RedisUrl | None = Field(None, description="redis only, e.g. ${REDIS_URL}.")
     namespace: str = "router"
     socket_timeout: Period = Field(0.25, description="Redis calls give up after this; the worker carries on.")
     reconcile_interval: Interval = Field(5.0, description="How often a worker re-reads the fleet's state.")
 
     @model_validator(mode="after")
-    def _url_for_redis(self) -> StateSpec:
-        if self.backend == "redis" and self.url is None:
-            raise ValueError("the redis backend needs url")
+    def _fields_for_backend(self) -> StateSpec:
+        needs = StoreName.registry()[self.backend].needs
+        missing = [field for field in needs if getattr(self, field) is None]
+        if missing:
+            raise ValueError(f"the {self.backend} backend needs {' and '.join(missing)}")
         return self
 
 

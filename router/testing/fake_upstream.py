@@ -80,7 +80,7 @@ from router.testing.wires import (
 from router.testing.wires.base import Finish, split_words
 from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
 
-__all__ = ["FakeUpstream", "RequestRecord", "run_forever", "serve"]
+__all__ = ["FakeUpstream", "RequestRecord", "client_url", "run_forever", "serve"]
 
 # Where wires share a path (`GET /v1/models`), the first that accepts the request answers it.
 _WIRES: tuple[Wire, ...] = (AnthropicWire(), OpenAIWire(), AzureWire(), BedrockWire())
@@ -203,7 +203,7 @@ class FakeUpstream:
     @property
     def base_url(self) -> str:
         """What `openai.AsyncOpenAI(base_url=...)` takes, e.g. `http://127.0.0.1:PORT/v1`."""
-        return f"{self._root()}/v1"
+        return client_url(self._root(), OpenAIWire.name)
 
     @property
     def azure_endpoint(self) -> str:
@@ -493,6 +493,13 @@ class FakeUpstream:
             await response.write(stream.terminator)
         await response.write_eof()
         return response
+
+
+def client_url(root: str, wire: str) -> str:
+    """The base URL a client of `wire` takes for the fake upstream at `root` (the root itself for a
+    wire it does not speak)."""
+    paths = {known.name: known.client_path for known in _WIRES}
+    return root + paths.get(wire, "")
 
 
 def _answer(chat: Chat, reply: str | _ToolReply, number: int, fault: Fault | None, started: float) -> Answer:

@@ -54,3 +54,26 @@ async def test_fastest_prefers_the_lower_observed_latency(rig):
     # Unmeasured targets go first, so both get measured; then the faster one leads.
     assert {first.target, second.target} == {"a", "b"}
     assert [(await r.router.complete("chat", USER)).target for _ in range(3)] == ["b"] * 3
+
+
+def _last_first(candidates, rng):
+    return list(reversed(candidates))
+
+
+async def test_a_registered_strategy_orders_the_route(rig, monkeypatch):
+    import router
+    from router.policy.compile import compile_plan
+    from router.strategies import STRATEGIES
+    from router.traffic import expected_traffic
+
+    from .conftest import build_policy
+
+    monkeypatch.setattr(STRATEGIES, "_entries", dict(STRATEGIES._entries))  # others see the built-ins
+    router.register_strategy(router.Strategy("last-first", _last_first))
+    r = rig({"strategy": "last-first"})
+    assert (await r.router.complete("chat", USER)).target == "b"
+    assert [plan.name for plan, _ in r.router.candidates("chat")] == ["b", "a"]
+    [split] = expected_traffic(
+        compile_plan(build_policy({"strategy": "last-first"})), input_tokens=1, output_tokens=1
+    )
+    assert split.shares == {"b": 1.0}

@@ -8,12 +8,12 @@ import typing
 import pytest
 
 from router import ErrorKind, PolicyError, ProviderError
-from router.policy.model import ProviderSpec, ProviderType
+from router.policy.model import ProviderSpec
 from router.providers import build_provider
 from router.providers.base import Call, Chunk
 from router.providers.openai import OpenAIProvider
 from router.providers.pool import KeyPool, key_id
-from router.providers.presets import PRESETS
+from router.providers.registry import PROVIDER_TYPES
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider, Step
 
@@ -24,9 +24,15 @@ def spec(**fields: typing.Any) -> ProviderSpec:
     return ProviderSpec.model_validate(fields)
 
 
-def test_every_preset_is_a_policy_type_and_back():
-    wires = {"openai", "azure_openai", "anthropic", "bedrock", "openai_compatible"}
-    assert set(typing.get_args(ProviderType)) - wires == set(PRESETS)
+def test_every_preset_builds_an_openai_client_at_its_address():
+    presets = [entry for entry in PROVIDER_TYPES.entries() if entry.preset is not None]
+    assert {entry.name for entry in presets} >= {"groq", "mistral", "openrouter", "gemini", "ollama"}
+    for entry in presets:
+        assert entry.preset is not None
+        environ = {entry.key_variable: "k"} if entry.key_variable else {}
+        provider = build_provider("p", spec(type=entry.name), clock=FakeClock(), environ=environ)
+        assert isinstance(provider, OpenAIProvider)
+        assert str(provider._client.base_url).rstrip("/") == entry.preset.base_url
 
 
 def test_a_preset_brings_its_base_url_headers_and_key_variable():

@@ -103,6 +103,9 @@ class Wire(ABC):
     name: ClassVar[str]
     chat_paths: ClassVar[tuple[str, ...]]
     models_path: ClassVar[str]
+    # What a client's base URL adds to the server's root: the OpenAI SDK's `/v1`; other SDKs
+    # append their whole paths to the root.
+    client_path: ClassVar[str] = ""
     stream_content_type: ClassVar[str] = "text/event-stream"
     # Bedrock reports a tripped content filter as a normal answer, not as an error status.
     filters_in_band: ClassVar[bool] = False

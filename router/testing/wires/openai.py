@@ -93,6 +93,7 @@ class OpenAIWire(Wire):
     name: ClassVar[str] = "openai"
     chat_paths: ClassVar[tuple[str, ...]] = ("/v1/chat/completions",)
     models_path: ClassVar[str] = "/v1/models"
+    client_path: ClassVar[str] = "/v1"
 
     def read(self, request: web.Request, body: Any) -> Chat:
         if not isinstance(body, dict):
@@ -253,6 +254,7 @@ class AzureWire(OpenAIWire):
     name: ClassVar[str] = "azure"
     chat_paths: ClassVar[tuple[str, ...]] = ("/openai/deployments/{deployment}/chat/completions",)
     models_path: ClassVar[str] = "/openai/models"
+    client_path: ClassVar[str] = ""
 
     def read(self, request: web.Request, body: Any) -> Chat:
         if not request.query.get("api-version"):
