@@ -19,8 +19,6 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from pydantic import SecretStr
-
 from router.budgets import Budgets
 from router.clock import Clock, SystemClock
 from router.engine import Engine
@@ -31,7 +29,7 @@ from router.health import HealthChecker
 from router.logs import register_secrets
 from router.policy.compile import Plan, TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
-from router.policy.model import LatencyBudget, Policy, ProviderSpec
+from router.policy.model import LatencyBudget, Policy, ProviderSpec, StateSpec
 from router.providers import Provider, build_provider
 from router.providers.base import Message
 from router.quota import Quotas, buckets_of
@@ -41,7 +39,7 @@ from router.resilience.retry_budget import RetryBudget
 from router.results import Completion, TargetStatus
 from router.selection import Health, Request, TargetRuntime, estimate_tokens, order_candidates
 from router.state.base import StateStore
-from router.state.registry import STORES
+from router.state.memory import MemoryStore
 
 __all__ = ["Router"]
 
@@ -50,6 +48,8 @@ _T = TypeVar("_T")
 
 # How often a replaced client's closer looks again whether the last calls on it have ended.
 _RETIRE_POLL = 1.0
+# Reloads started by a signal, kept until they end (the loop holds tasks only weakly).
+_RELOADS: set[asyncio.Task[None]] = set()
 
 
 class Router:
@@ -86,8 +86,7 @@ class Router:
         if unknown:
             raise RouterError(f"providers given for names the policy does not define: {', '.join(unknown)}")
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-        backend = STORES[policy.state.backend]
-        self.store = store or backend.build(policy.state, self.worker, self._clock)
+        self.store = store or _make_store(policy.state, self.worker, self._clock)
         self._fleet = (
             Fleet(
                 self.store,
@@ -96,7 +95,7 @@ class Router:
                 probe_lease=max(policy.health.timeout, 10.0),
                 on_drain=self._drain_changed,
             )
-            if store is not None or backend.shared
+            if store is not None or policy.state.backend == "redis"
             else None
         )
         self._policy: Policy | None = None
@@ -133,9 +132,11 @@ class Router:
         self._sync_thread: threading.Thread | None = None
         self._background: list[asyncio.Task[None]] = []
         self._started = False
+        self._reloading = asyncio.Lock()
 
-    def _install(self, policy: Policy) -> None:
-        """Compile and wire `policy`, then swap it in at once; until the swap nothing changes.
+    def _install(self, policy: Policy, plan: Plan | None = None) -> None:
+        """Compile (unless `plan` is given) and wire `policy`, then swap it in at once; until the swap
+        nothing changes.
 
         Provider clients whose settings did not change are kept. A target that is still a model
         of the same provider keeps its breaker, limiter and history even when the provider's
@@ -144,7 +145,7 @@ class Router:
         Requests in flight finish on the plan they started with; a replaced client is closed
         once they can no longer use it (`_retire`).
         """
-        plan = compile_plan(policy, self.source)
+        plan = plan if plan is not None else compile_plan(policy, self.source)
         register_secrets(_secrets_of(policy))
         old = self._policy
         if old is not None and policy.state != old.state:
@@ -194,32 +195,86 @@ class Router:
     def reload(self, policy: Policy | None = None) -> None:
         """Switch to `policy`, or to the policy file again; an invalid one is refused and the old stays.
 
-        Raises `PolicyError` (file:line:column for every issue) when the new policy is refused.
+        Raises `PolicyError` (file:line:column for every issue) when the new policy is refused, for
+        whatever reason. The file is read, parsed and compiled on the calling thread: from async code,
+        `await router.areload()`, which keeps the event loop serving meanwhile.
         """
         try:
-            self._install(policy if policy is not None else load_policy(self.source))
-        except PolicyError as error:
-            logger.warning("policy reload refused; keeping version %d:\n%s", self.version, error)
-            self._emit(ReloadEvent(self.source, False, self.version, tuple(map(str, error.issues))))
-            raise
+            self._install(*_prepared(policy, self.source))
+        except Exception as error:
+            raise self._refused(error) from None
+        self._accepted()
+
+    async def areload(self, policy: Policy | None = None) -> None:
+        """`reload` for async code: reading, parsing and compiling run on a worker thread, so that the
+        loop goes on serving whatever the file holds; only the swap runs on the loop. Reloads run one
+        at a time, in the order they were asked for.
+        """
+        async with self._reloading:
+            try:
+                prepared = await asyncio.to_thread(_prepared, policy, self.source)
+                self._install(*prepared)
+            except Exception as error:
+                raise self._refused(error) from None
+            self._accepted()
+
+    def _refused(self, error: Exception) -> PolicyError:
+        """A reload that failed, logged and announced: the old policy stays, and this is raised."""
+        if isinstance(error, OSError):
+            issue = PolicyIssue(self.source, 1, 1, "", f"cannot read the policy: {error.strerror or error}")
+            error = PolicyError([issue])
+        elif not isinstance(error, PolicyError):
+            logger.error("policy reload failed", exc_info=error)
+            issue = PolicyIssue(
+                self.source, 1, 1, "", f"the policy could not be installed ({type(error).__name__})"
+            )
+            error = PolicyError([issue])
+        logger.warning("policy reload refused; keeping version %d:\n%s", self.version, error)
+        self._emit(ReloadEvent(self.source, False, self.version, tuple(map(str, error.issues))))
+        return error
+
+    def _accepted(self) -> None:
         logger.info("policy reloaded from %s: version %d", self.source, self.version)
         self._emit(ReloadEvent(self.source, True, self.version))
 
     async def watch(self) -> None:
-        """Reload whenever the policy file changes, until cancelled (needs the `watch` extra)."""
+        """Reload whenever the policy file changes, until cancelled (needs the `watch` extra).
+
+        Survives anything: a save that does not load keeps the old policy (logged and announced), and
+        the next good save is taken. The file's directory is watched, so that a save that replaces the
+        file (as most editors do) is seen too.
+        """
         from watchfiles import awatch  # type: ignore[import-not-found,unused-ignore]
 
-        async for _ in awatch(self.source):
-            with contextlib.suppress(PolicyError):  # already logged and emitted; the old policy serves
-                self.reload()
+        path = _absolute(self.source)
+        failed: type[BaseException] | None = None
+        while True:
+            try:
+                # The paths of changes are absolute, as the directory given is.
+                async for changes in awatch(os.path.dirname(path)):
+                    if any(changed == path for _, changed in changes):
+                        with contextlib.suppress(PolicyError):  # logged and announced; the old policy serves
+                            await self.areload()
+            except Exception as error:
+                # The watch itself failed (its directory went away, ...): say so once, then try again.
+                if type(error) is not failed:
+                    logger.exception("watching %s failed; trying again every second", self.source)
+                failed = type(error)
+                await self._clock.sleep(1.0)
 
     def reload_on_sighup(self) -> None:
         """Reload the policy file on SIGHUP (call from inside the running loop)."""
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_quietly)
 
     def _reload_quietly(self) -> None:
-        with contextlib.suppress(PolicyError):
-            self.reload()
+        # A signal handler runs on the loop, which must not wait for a parse: the reload is a task.
+        task = asyncio.get_running_loop().create_task(self._areload_quietly())
+        _RELOADS.add(task)
+        task.add_done_callback(_RELOADS.discard)
+
+    async def _areload_quietly(self) -> None:
+        with contextlib.suppress(PolicyError):  # logged and announced; the old policy serves
+            await self.areload()
 
     def _emit(self, event: Event) -> None:
         hook = self._on_event
@@ -556,24 +611,49 @@ class Router:
 
 
 def _secrets_of(policy: Policy) -> list[str]:
-    """Every secret value in the policy, for the log filter (`router.logs`): whichever fields of a
-    provider hold secrets (keys, AWS credentials), and the password of the state URL."""
-    values = [
-        secret.get_secret_value()
-        for spec in policy.providers.values()
-        for _, value in spec
-        for secret in (value if isinstance(value, list) else [value])
-        if isinstance(secret, SecretStr)
-    ]
+    """Every secret value in the policy, for the log filter (`router.logs`)."""
+    values = [key for spec in policy.providers.values() for key in spec.api_key_values()]
+    for spec in policy.providers.values():
+        for secret in (spec.aws_access_key_id, spec.aws_secret_access_key, spec.aws_session_token):
+            if secret is not None:
+                values.append(secret.get_secret_value())
     url = policy.state.url.get_secret_value() if policy.state.url else ""
     password = urllib.parse.urlsplit(url).password if url else None
     return [*values, *([password] if password else [])]
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _prepared(policy: Policy | None, source: str) -> tuple[Policy, Plan]:
+    """The policy (read from `source` when not given) and its plan: the slow part of a reload, which
+    touches nothing of the router's and so may run on any thread."""
+    if policy is None:
+        policy = load_policy(source)
+    return policy, compile_plan(policy, source)
 
 
 def _longest_request(plan: Plan) -> float:
     """How long a request on `plan` may go on starting calls: the longest total budget of its routes
     (a direct `provider:model` call has the default one)."""
     return max([LatencyBudget().total, *(route.total for route in plan.routes.values())])
+
+
+def _make_store(spec: StateSpec, worker: str, clock: Clock) -> StateStore:
+    if spec.backend == "redis":
+        from router.state.redis import RedisStore
+
+        assert spec.url is not None  # the policy model requires it for redis
+        return RedisStore(
+            spec.url.get_secret_value(),
+            spec.namespace,
+            worker=worker,
+            socket_timeout=spec.socket_timeout,
+            reconcile_interval=spec.reconcile_interval,
+            clock=clock,
+        )
+    return MemoryStore(clock)
 
 
 def _request(

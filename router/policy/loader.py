@@ -20,10 +20,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from router._registry import RegisteredName
 from router.errors import PolicyError, PolicyIssue
 from router.policy.interpolate import interpolate
-from router.policy.model import Policy
+from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetSpec
 from router.policy.source import MAX_BYTES, Location, Path, Source, decode_source, dotted, read_source
 
 __all__ = ["load_policy", "parse_policy", "policy_json_schema", "reference_problems"]
@@ -180,13 +179,41 @@ def _is_text(value: str) -> bool:
     return True
 
 
+# The sections that may hold thousands of entries: validated one entry at a time, since one
+# validation of a large policy holds the GIL (and so stalls an event loop, see `Router.areload`)
+# for tens of milliseconds. The policy then takes the validated entries as they are.
+_ENTRIES: dict[str, type[BaseModel]] = {
+    "providers": ProviderSpec,
+    "targets": TargetSpec,
+    "routes": RouteSpec,
+    "budgets": BudgetSpec,
+}
+
+
 def _validate(data: Any) -> Policy | list[ErrorDetails]:
     # Raising PolicyError outside this handler keeps the ValidationError, whose text quotes
     # input values, out of the exception chain.
+    details: list[ErrorDetails] = []
+    if isinstance(data, dict):
+        data = dict(data)
+        for section, model in _ENTRIES.items():
+            entries = data.get(section)
+            if not isinstance(entries, dict):
+                continue  # reported by the policy's own validation
+            validated: dict[Any, Any] = {}
+            for name, entry in entries.items():
+                try:
+                    validated[name] = model.model_validate(entry)
+                except ValidationError as error:
+                    for detail in error.errors(include_url=False):
+                        detail["loc"] = (section, name, *detail["loc"])
+                        details.append(detail)
+            data[section] = validated
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as error:
-        return error.errors(include_url=False)
+        return details + error.errors(include_url=False)
+    return details or policy
 
 
 def _reference_problems(policy: Policy, source: Source) -> list[_Problem]:
@@ -315,8 +342,6 @@ def _choices(annotation: Any) -> list[Any]:
         return list(get_args(annotation))
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return [member.value for member in annotation]
-    if isinstance(annotation, type) and issubclass(annotation, RegisteredName):
-        return list(annotation.choices())
     return []
 
 
