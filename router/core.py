@@ -19,6 +19,8 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from pydantic import SecretStr
+
 from router.budgets import Budgets
 from router.clock import Clock, SystemClock
 from router.engine import Engine
@@ -29,7 +31,7 @@ from router.health import HealthChecker
 from router.logs import register_secrets
 from router.policy.compile import Plan, TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
-from router.policy.model import LatencyBudget, Policy, ProviderSpec, StateSpec
+from router.policy.model import LatencyBudget, Policy, ProviderSpec
 from router.providers import Provider, build_provider
 from router.providers.base import Message
 from router.quota import Quotas, buckets_of
@@ -39,7 +41,7 @@ from router.resilience.retry_budget import RetryBudget
 from router.results import Completion, TargetStatus
 from router.selection import Health, Request, TargetRuntime, estimate_tokens, order_candidates
 from router.state.base import StateStore
-from router.state.memory import MemoryStore
+from router.state.registry import STORES
 
 __all__ = ["Router"]
 
@@ -86,7 +88,8 @@ class Router:
         if unknown:
             raise RouterError(f"providers given for names the policy does not define: {', '.join(unknown)}")
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-        self.store = store or _make_store(policy.state, self.worker, self._clock)
+        backend = STORES[policy.state.backend]
+        self.store = store or backend.build(policy.state, self.worker, self._clock)
         self._fleet = (
             Fleet(
                 self.store,
@@ -95,7 +98,7 @@ class Router:
                 probe_lease=max(policy.health.timeout, 10.0),
                 on_drain=self._drain_changed,
             )
-            if store is not None or policy.state.backend == "redis"
+            if store is not None or backend.shared
             else None
         )
         self._policy: Policy | None = None
@@ -611,12 +614,15 @@ class Router:
 
 
 def _secrets_of(policy: Policy) -> list[str]:
-    """Every secret value in the policy, for the log filter (`router.logs`)."""
-    values = [key for spec in policy.providers.values() for key in spec.api_key_values()]
-    for spec in policy.providers.values():
-        for secret in (spec.aws_access_key_id, spec.aws_secret_access_key, spec.aws_session_token):
-            if secret is not None:
-                values.append(secret.get_secret_value())
+    """Every secret value in the policy, for the log filter (`router.logs`): whichever fields of a
+    provider hold secrets (keys, AWS credentials), and the password of the state URL."""
+    values = [
+        secret.get_secret_value()
+        for spec in policy.providers.values()
+        for _, value in spec
+        for secret in (value if isinstance(value, list) else [value])
+        if isinstance(secret, SecretStr)
+    ]
     url = policy.state.url.get_secret_value() if policy.state.url else ""
     password = urllib.parse.urlsplit(url).password if url else None
     return [*values, *([password] if password else [])]
@@ -638,22 +644,6 @@ def _longest_request(plan: Plan) -> float:
     """How long a request on `plan` may go on starting calls: the longest total budget of its routes
     (a direct `provider:model` call has the default one)."""
     return max([LatencyBudget().total, *(route.total for route in plan.routes.values())])
-
-
-def _make_store(spec: StateSpec, worker: str, clock: Clock) -> StateStore:
-    if spec.backend == "redis":
-        from router.state.redis import RedisStore
-
-        assert spec.url is not None  # the policy model requires it for redis
-        return RedisStore(
-            spec.url.get_secret_value(),
-            spec.namespace,
-            worker=worker,
-            socket_timeout=spec.socket_timeout,
-            reconcile_interval=spec.reconcile_interval,
-            clock=clock,
-        )
-    return MemoryStore(clock)
 
 
 def _request(

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from router._registry import RegisteredName
 from router.errors import PolicyError, PolicyIssue
 from router.policy.interpolate import interpolate
 from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetSpec
@@ -342,6 +343,8 @@ def _choices(annotation: Any) -> list[Any]:
         return list(get_args(annotation))
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return [member.value for member in annotation]
+    if isinstance(annotation, type) and issubclass(annotation, RegisteredName):
+        return list(annotation.choices())
     return []
 
 
