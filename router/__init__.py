@@ -24,7 +24,7 @@ from router.policy.model import Policy, ProviderSpec, StateSpec
 from router.providers.base import Call, Chunk, Provider, Reply
 from router.providers.registry import ProviderType, register_provider
 from router.resilience.breaker import BreakerState, BreakerTransition
-from router.results import Attempt, Completion, Outcome, TargetStatus, ToolCall, Usage
+from router.results import Attempt, Completion, Outcome, StreamRestart, TargetStatus, ToolCall, Usage
 from router.selection import Health
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
@@ -62,6 +62,7 @@ __all__ = [
     "StoreUnavailable",
     "Strategy",
     "StreamBroken",
+    "StreamRestart",
     "SystemClock",
     "TargetStatus",
     "ToolCall",

@@ -25,7 +25,7 @@ from router.errors import AllTargetsFailed, PolicyError, ProviderError, RouterEr
 from router.policy.compile import compile_plan
 from router.policy.loader import load_policy, policy_json_schema
 from router.resilience.breaker import BreakerState
-from router.results import Completion, TargetStatus
+from router.results import Completion, StreamRestart, TargetStatus
 from router.selection import Health
 from router.state.registry import STORES
 from router.traffic import RouteTraffic, expected_traffic
@@ -163,14 +163,19 @@ def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int |
                 if isinstance(item, Completion):
                     click.echo()
                     return item
+                if isinstance(item, StreamRestart):
+                    click.echo()
+                    click.echo(f"[{item.broken} broke off; {item.target} starts the answer over]", err=True)
+                    continue
                 click.echo(item, nl=False)
         raise AssertionError("a stream always ends with its Completion")
 
     try:
         result = asyncio.run(run())
     except (AllTargetsFailed, ProviderError) as error:
-        kind = error.kind if isinstance(error, ProviderError) else "all_targets_failed"
-        click.echo(f"error: {kind}: {error}", err=True)
+        # A ProviderError's text names its kind already.
+        kind = "" if isinstance(error, ProviderError) else "all_targets_failed: "
+        click.echo(f"error: {kind}{error}", err=True)
         if verbose:
             _print_trail(error.attempts)
         sys.exit(1)

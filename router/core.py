@@ -38,7 +38,7 @@ from router.quota import Quotas, buckets_of
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
-from router.results import Completion, TargetStatus
+from router.results import Completion, StreamRestart, TargetStatus
 from router.selection import Health, Request, TargetRuntime, estimate_tokens, order_candidates
 from router.state.base import StateStore
 from router.state.registry import STORES
@@ -421,8 +421,14 @@ class Router:
         metadata: Mapping[str, Any] | None = None,
         deadline: float | None = None,
         **options: Any,
-    ) -> AsyncIterator[str | Completion]:
-        """Text deltas as they arrive, then the final `Completion`."""
+    ) -> AsyncIterator[str | StreamRestart | Completion]:
+        """Text deltas as they arrive, then the final `Completion`.
+
+        A stream that breaks after output began goes on as the route's `stream_recovery` says: by
+        default a target that declares prefill continues the text (seamless: the deltas just go on),
+        else the answer starts over on the next target, announced by a `StreamRestart` (clear what
+        was shown) before the new answer's deltas.
+        """
         request = _request(messages, max_tokens, temperature, options, streaming=True, metadata=metadata)
         if not self._engine.knows(route):
             self._address(route)
@@ -432,7 +438,7 @@ class Router:
 
     async def _stream_after_start(
         self, route: str, request: Request, deadline: float | None
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncIterator[str | StreamRestart | Completion]:
         await self.start()
         async with aclosing(self._engine.stream(route, request, deadline)) as items:
             async for item in items:

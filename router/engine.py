@@ -1,110 +1,53 @@
-"""One request: plan -> candidates -> attempts -> result (retry, failover, hedge, deadline).
+"""One request: plan -> candidates -> attempts -> result (retry, failover, hedge, deadline, stream recovery).
 
 Each request runs in a `_Run`, which walks the candidates in "lanes": one lane normally, a
 second one when `hedge_after` passes without an answer. A lane tries one target at a time:
-breaker gate, limiter, the call under `min(per_attempt, deadline)`, then retry, fail over or
-raise by the error's kind and the route's rules. Every step lands in the attempt trail.
+breaker gate, admission (`_admission`), the call under `min(per_attempt, deadline)`, then the
+verdict of `decide` (`_decide`): retry, fail over or raise. A stream (`_stream`) that breaks
+after output began is continued on a target that takes a prefill, or restarted there with a
+`StreamRestart` first, as the route's `stream_recovery` says. Every step lands in the trail,
+skips included.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
-from router.budgets import Budgets, Reservation
+from router._admission import Ticket, admit
+from router._decide import Failover, Raise, Retry, Verdict, decide
+from router._stream import OpenStream, adapter_failure, close, continuation, open_stream, read
+from router.budgets import Budgets
 from router.clock import Clock
 from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
 from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
 from router.policy.compile import Plan, RoutePlan
-from router.providers.base import Call, Chunk
-from router.resilience.backoff import backoff_delay
-from router.resilience.limiter import Limiter
+from router.providers.base import Call
 from router.resilience.retry_budget import RetryBudget
-from router.results import Attempt, Completion, Outcome, ToolCall, Usage
-from router.selection import Request, TargetRuntime, order_candidates, over_budget, unavailable
+from router.results import Attempt, Completion, Outcome, StreamRestart, ToolCall, Usage
+from router.selection import Request, TargetRuntime, misfit, order_candidates, over_budget, unavailable
 
 __all__ = ["Engine"]
 
-logger = logging.getLogger("router")
-
 _T = TypeVar("_T")
+_Invoke = Callable[[TargetRuntime, float], Awaitable[_T]]
 
 
-class _Ticket:
-    """What one call holds, given back once by `settle`: its place among the runtime's calls in
-    flight, a limiter slot, and the budgets' reserved dollars."""
-
-    __slots__ = ("budgets", "limiter", "reservation", "runtime", "tokens")
-
-    def __init__(
-        self,
-        runtime: TargetRuntime | None,
-        limiter: Limiter | None = None,
-        tokens: int = 0,
-        budgets: Budgets | None = None,
-        reservation: Reservation | None = None,
-    ) -> None:
-        self.runtime = runtime
-        self.limiter = limiter
-        self.tokens = tokens
-        self.budgets = budgets
-        self.reservation = reservation
-        if runtime is not None:
-            runtime.in_flight += 1
-
-    def settle(self, usage: Usage | None) -> None:
-        """The call is over; `usage` (None: it failed) corrects the estimates."""
-        runtime = self.runtime
-        if runtime is None:
-            return
-        runtime.in_flight -= 1
-        if usage is not None:
-            runtime.outputs.add(usage.output_tokens)  # what the next estimates learn from
-        if self.limiter is not None:
-            self.limiter.release(self.tokens, usage.total_tokens if usage else None)
-        if self.budgets is not None and self.reservation is not None:
-            cost = runtime.plan.cost(usage.input_tokens, usage.output_tokens) if usage else 0.0
-            self.budgets.settle(self.reservation, cost)
-
-
-_NO_TICKET = _Ticket(None)  # an open stream's until `_try_target` hands it the call's own
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Answer:
-    """A whole answer from one target, not yet turned into a Completion."""
+    """One target's share of an answer (the whole of it, or a part a continuation added to)."""
 
     runtime: TargetRuntime
     text: str
     usage: Usage
     finish_reason: str | None
     tool_calls: tuple[ToolCall, ...] = ()
-
-
-@dataclass(slots=True)
-class _OpenStream:
-    """A stream that has produced its first text: from here on, failover is no longer free."""
-
-    runtime: TargetRuntime
-    chunks: AsyncIterator[Chunk]
-    started: float
-    deadline: float
-    first: str
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    ended: bool = False
-    received: list[str] = field(default_factory=list)
-    ticket: _Ticket = _NO_TICKET
-    tool_calls: tuple[ToolCall, ...] = ()
-
-    def answer(self) -> _Answer:
-        text = "".join(self.received)
-        return _Answer(self.runtime, text, self.usage or Usage(), self.finish_reason, self.tool_calls)
+    estimated: bool = False  # the stream broke before its usage came: `usage` is an estimate
 
 
 class _Route:
@@ -133,7 +76,7 @@ class Engine:
         self.clock = clock
         self.rng = rng
         self.emit = emit
-        self._budgets = budgets
+        self.budgets = budgets
         budget = plan.retry_budget
         self.retry_budget = retry_budget or RetryBudget(
             ratio=budget.ratio, min_retries=budget.min_retries, window=budget.window, clock=clock
@@ -142,11 +85,6 @@ class Engine:
             name: _Route(route, tuple(runtimes[target.name] for target in route.targets))
             for name, route in plan.routes.items()
         }
-
-    @property
-    def budgets(self) -> Budgets:
-        assert self._budgets is not None  # a plan with budgets gets a Budgets (see Router)
-        return self._budgets
 
     def knows(self, route: str) -> bool:
         return route in self._routes
@@ -164,39 +102,33 @@ class Engine:
 
     async def complete(self, route: str, request: Request, deadline: float | None = None) -> Completion:
         run = self._start(route, request, deadline)
-        recovery = run.route.stream_recovery or "restart"
-        answer = await run.first(run.call_buffered if run.route.stream_upstream else run.call_reply, recovery)
-        return run.completion(answer)
+        # A broken stream always restarts here: nothing of it reached the caller.
+        answer = await run.first(run.call_buffered if run.route.stream_upstream else run.call_reply)
+        return run.completion([answer])
 
     async def stream(
         self, route: str, request: Request, deadline: float | None = None
-    ) -> AsyncGenerator[str | Completion, None]:
+    ) -> AsyncGenerator[str | StreamRestart | Completion, None]:
         run = self._start(route, request, deadline)
-        if (run.route.stream_recovery or "raise") == "restart":
-            # Restarting on another target after the caller saw text would repeat it: buffer instead.
-            answer = await run.first(run.call_buffered, "restart")
-            if answer.text:
-                yield answer.text
-            yield run.completion(answer)
-            return
-        opened = await run.first(run.open_stream, "raise")
-        async with aclosing(run.drain(opened)) as deltas:
-            async for delta in deltas:
-                yield delta
-        yield run.completion(run.finish_stream(opened))
+        async with aclosing(run.stream()) as items:
+            async for item in items:
+                yield item
 
 
 class _Run:
-    """The state of one request: its deadline, its trail, and the candidates left."""
+    """The state of one request: its deadline, its trail, and whose turn has come among the candidates."""
 
     __slots__ = (
+        "calls",
+        "candidates",
         "deadline",
         "engine",
         "min_window",
-        "plan_route",
-        "recovery",
+        "refused_prefill",
         "request",
         "route",
+        "runtimes",
+        "spent",
         "started",
         "trail",
         "warnings",
@@ -204,47 +136,68 @@ class _Run:
 
     def __init__(self, engine: Engine, route: _Route, request: Request, deadline: float | None) -> None:
         self.engine = engine
-        self.plan_route = route
         self.route = route.plan
+        self.runtimes = route.runtimes
         self.request = request
         self.started = engine.clock.monotonic()
         total = route.plan.total if deadline is None else min(route.plan.total, deadline)
         self.deadline = self.started + total
         self.trail: list[Attempt] = []
         self.warnings: list[str] = []
+        self.candidates: list[TargetRuntime] = []
+        self.spent: set[TargetRuntime] = set()  # whose turn has come
+        self.calls: dict[TargetRuntime, int] = {}
+        self.refused_prefill: set[TargetRuntime] = set()
+        # After a context_length error: the largest window known to be too small.
         self.min_window: int | None = None
-        self.recovery = "raise"
 
     # -- the walk over candidates ----------------------------------------------------------
 
-    async def first(self, invoke: Callable[[TargetRuntime, float], Awaitable[_T]], recovery: str) -> _T:
+    async def first(self, invoke: _Invoke[_T]) -> _T:
         """The first value a candidate produces, trying them in order (and hedging, if asked)."""
-        self.recovery = recovery
-        candidates = order_candidates(
-            self.route, self.plan_route.runtimes, self.request, self.engine.rng, self.started
-        )
-        if not candidates:
-            raise AllTargetsFailed(
-                self.route.name, (), "no target fits the request (capabilities, context window)"
-            )
-        pending = iter(candidates)
-        if self.route.hedge_after is None:
-            result = await self._lane(pending, invoke)
-        else:
-            result = await self._race(pending, invoke, self.route.hedge_after)
+        self._consider()
+        result = await self._walk(self._turns(), invoke)
         if result is None:
-            reason = "deadline exceeded" if self.engine.clock.monotonic() >= self.deadline else ""
+            reason = ""
+            if not self.candidates:
+                reason = "no target fits the request"
+            elif self.engine.clock.monotonic() >= self.deadline:
+                reason = "deadline exceeded"
             raise AllTargetsFailed(self.route.name, self.trail, reason)
         return result
 
+    def _consider(self) -> None:
+        """The candidates in the strategy's order; those that cannot take the request go in the trail."""
+        runtimes, request = self.runtimes, self.request
+        self.candidates = order_candidates(self.route, runtimes, request, self.engine.rng, self.started)
+        if len(self.candidates) < len(runtimes):
+            for runtime in runtimes:
+                why = misfit(runtime.plan, request)
+                if why is not None:
+                    self._skip(runtime, *why)
+
+    def _turns(self, wanted: Callable[[TargetRuntime], bool] | None = None) -> Iterator[TargetRuntime]:
+        """The candidates whose turn has not come (and that are `wanted`), each taken as a lane asks."""
+        for runtime in self.candidates:
+            if runtime not in self.spent and (wanted is None or wanted(runtime)):
+                self.spent.add(runtime)
+                yield runtime
+
+    def _takes_prefill(self, runtime: TargetRuntime) -> bool:
+        return runtime.plan.prefill and runtime not in self.refused_prefill
+
+    async def _walk(
+        self, pending: Iterator[TargetRuntime], invoke: _Invoke[_T], *, prefilled: bool = False
+    ) -> _T | None:
+        if self.route.hedge_after is None:
+            return await self._lane(pending, invoke, prefilled)
+        return await self._race(pending, invoke, self.route.hedge_after, prefilled)
+
     async def _race(
-        self,
-        pending: Iterator[TargetRuntime],
-        invoke: Callable[[TargetRuntime, float], Awaitable[_T]],
-        after: float,
+        self, pending: Iterator[TargetRuntime], invoke: _Invoke[_T], after: float, prefilled: bool
     ) -> _T | None:
         clock = self.engine.clock
-        lanes = {asyncio.ensure_future(self._lane(pending, invoke))}
+        lanes = {asyncio.ensure_future(self._lane(pending, invoke, prefilled))}
         hedge: asyncio.Future[None] | None = asyncio.ensure_future(clock.sleep(after))
         won: _T | None = None
         try:
@@ -259,7 +212,7 @@ class _Run:
                         return won
                 if hedge is not None and hedge in done:
                     hedge = None
-                    lanes.add(asyncio.ensure_future(self._lane(pending, invoke)))
+                    lanes.add(asyncio.ensure_future(self._lane(pending, invoke, prefilled)))
             return None
         finally:
             await self._call_off([*lanes, *([hedge] if hedge else [])], won)
@@ -274,7 +227,7 @@ class _Run:
             task.cancel()
         cancelled = await _wait_out(leftovers)
         unread = [opened for lane in leftovers if (opened := _stream_of(lane)) is not None]
-        if cancelled and isinstance(won, _OpenStream):
+        if cancelled and isinstance(won, OpenStream):
             unread.append(won)
         for opened in unread:
             await self._abandon(opened)
@@ -282,154 +235,284 @@ class _Run:
             raise asyncio.CancelledError
 
     async def _lane(
-        self, pending: Iterator[TargetRuntime], invoke: Callable[[TargetRuntime, float], Awaitable[_T]]
+        self, pending: Iterator[TargetRuntime], invoke: _Invoke[_T], prefilled: bool
     ) -> _T | None:
         for runtime in pending:
-            window = runtime.plan.context_window
-            if self.min_window is not None and (window is None or window <= self.min_window):
-                continue  # only a larger window can help after a context_length error
-            if over_budget(self.route, runtime.plan, self.request):
-                self._skip(runtime, Outcome.OVER_BUDGET)
-                continue
-            why = unavailable(runtime, self.route, self.engine.clock.monotonic())
+            why = self._passed_over(runtime)
             if why is not None:
-                self._skip(runtime, why)
+                self._skip(runtime, *why)
                 continue
-            result = await self._try_target(runtime, invoke)
+            result = await self._try_target(runtime, invoke, prefilled)
             if result is not None:
                 return result
             if self.engine.clock.monotonic() >= self.deadline:
                 return None
         return None
 
-    async def _try_target(
-        self, runtime: TargetRuntime, invoke: Callable[[TargetRuntime, float], Awaitable[_T]]
-    ) -> _T | None:
+    def _passed_over(self, runtime: TargetRuntime) -> tuple[Outcome, str | None] | None:
+        """Why the candidate is skipped before its breaker is asked (an outcome and a detail), or None."""
+        window = runtime.plan.context_window
+        if self.min_window is not None and window is not None and window <= self.min_window:
+            return Outcome.WINDOW_TOO_SMALL, f"window {window}, not larger than one the prompt did not fit"
+        cost = over_budget(self.route, runtime.plan, self.request)
+        if cost is not None:
+            return Outcome.OVER_BUDGET, cost
+        why = unavailable(runtime, self.route, self.engine.clock.monotonic())
+        return None if why is None else (why, None)
+
+    # -- one target: calls until it answers, or the verdict moves on -------------------------
+
+    async def _try_target(self, runtime: TargetRuntime, invoke: _Invoke[_T], prefilled: bool) -> _T | None:
+        """The target's answer, or None to move on; raises what the verdict says to raise."""
         clock = self.engine.clock
-        breaker = runtime.breaker
-        tries = 0
         while True:
-            if not breaker.admit():
-                self._skip(runtime, Outcome.BREAKER_OPEN)
+            ticket = await self._gate(runtime)
+            if ticket is None:
                 return None
-            if clock.monotonic() >= self.deadline:
-                breaker.release()
-                self._skip(runtime, Outcome.DEADLINE)
-                return None
-            ticket = await self._admit_or_release(runtime)
-            if isinstance(ticket, Outcome):
-                breaker.release()
-                self._skip(runtime, ticket)
-                return None
-            tries += 1
             started = clock.monotonic()
+            self.calls[runtime] = self.calls.get(runtime, 0) + 1
             try:
                 value = await invoke(runtime, started)
             except ProviderError as error:
                 ticket.settle(None)
-                if not error.target:
-                    error.target = runtime.plan.name
+                error.target = error.target or runtime.plan.name
                 self._failed(runtime, error, started)
-                if (
-                    error.kind in self.route.retry_on
-                    and tries < self.route.attempts
-                    and not error.kind.blames_request  # whatever the policy says
-                ):
-                    delay = self._retry_delay(error, tries)
-                    if delay is not None:
-                        if self.engine.emit is not None:
-                            self.engine.emit(
-                                RetryEvent(self.route.name, runtime.plan.name, error.kind, delay)
-                            )
-                        await clock.sleep(delay)
-                        continue
-                if error.kind in self.route.failover_on and not self._handed_over(error):
-                    if error.kind is ErrorKind.CONTEXT_LENGTH:
-                        self.min_window = max(self.min_window or 0, runtime.plan.context_window or 0)
-                    if (emit := self.engine.emit) is not None:
-                        emit(FailoverEvent(self.route.name, runtime.plan.name, error.kind))
-                    return None
-                error.attempts = tuple(self.trail)
-                raise
+                verdict = self._verdict(runtime, error, prefilled=prefilled)
+                if isinstance(verdict, Raise):
+                    error.attempts = tuple(self.trail)
+                    raise
+                await self._carry_out(runtime, error, verdict)
+                if isinstance(verdict, Retry):
+                    continue
+                return None
             except BaseException:
                 ticket.settle(None)
-                breaker.release()
+                runtime.breaker.release()
                 self._record(runtime, Outcome.CANCELLED, started, "cancelled")
                 raise
-            if isinstance(value, _OpenStream):
+            if isinstance(value, OpenStream):
                 value.ticket = ticket
                 return value  # its outcome is recorded when the caller has read it to the end
             assert isinstance(value, _Answer)
             ticket.settle(value.usage)
-            breaker.record_success()
-            now = clock.monotonic()
-            runtime.observe(now - started)
-            runtime.outcome(True, now)
-            self._record(runtime, Outcome.OK, started)
+            self._succeeded(runtime, started)
             return value
 
-    async def _admit_or_release(self, runtime: TargetRuntime) -> _Ticket | Outcome:
-        """`_admit`, giving back the breaker's permit (maybe the one half-open probe) if it raises."""
+    async def _gate(self, runtime: TargetRuntime) -> Ticket | None:
+        """The breaker's permit, time left, and admission for one call; None (recorded) when one says no."""
+        breaker = runtime.breaker
+        if not breaker.admit():
+            self._skip(runtime, Outcome.BREAKER_OPEN)
+            return None
+        if self.engine.clock.monotonic() >= self.deadline:
+            breaker.release()
+            self._skip(runtime, Outcome.DEADLINE)
+            return None
         started = self.engine.clock.monotonic()
         try:
-            return await self._admit(runtime)
+            ticket = await admit(runtime, self.route, self.request, self.deadline, self.engine.budgets)
         except BaseException as error:
-            runtime.breaker.release()
+            breaker.release()  # maybe the one half-open probe
             if isinstance(error, asyncio.CancelledError):
                 self._record(runtime, Outcome.CANCELLED, started, "cancelled")
             raise
-
-    async def _admit(self, runtime: TargetRuntime) -> _Ticket | Outcome:
-        """Take the limiter's slot and the budgets' dollars for one call, or say why not (an outcome)."""
-        limiter = runtime.limiter
-        budgets = self.route.budgets
-        if limiter is None and not budgets:
-            return _Ticket(runtime)
-        request = self.request
-        output = runtime.output_estimate(request)
-        tokens = request.input_tokens + output
-        if limiter is not None and not await limiter.acquire(tokens, self.deadline):
-            return Outcome.LIMITED
-        reservation = None
-        if budgets:
-            estimate = runtime.plan.cost(request.input_tokens, output)
-            try:
-                reservation = await self.engine.budgets.reserve(self.route, runtime.plan, estimate)
-            finally:
-                if reservation is None and limiter is not None:
-                    limiter.release(tokens, 0)  # the call never goes out: every token goes back
-            if reservation is None:
-                return Outcome.OVER_BUDGET
-        return _Ticket(runtime, limiter, tokens, self.engine.budgets if reservation else None, reservation)
-
-    def _handed_over(self, error: ProviderError) -> bool:
-        """Did the caller ask to get a broken stream's partial text rather than a restart elsewhere?"""
-        return isinstance(error, StreamBroken) and bool(error.received) and self.recovery == "raise"
-
-    def _retry_delay(self, error: ProviderError, retry: int) -> float | None:
-        """How long to wait before retrying, or None to move on instead."""
-        route = self.route
-        if route.honor_retry_after and error.retry_after is not None:
-            # A long Retry-After means "go elsewhere": the next target is better than waiting.
-            if error.retry_after > route.backoff_max:
-                return None
-            delay = error.retry_after
-        else:
-            delay = backoff_delay(
-                retry,
-                base=route.backoff_base,
-                cap=route.backoff_max,
-                jitter=route.jitter,
-                rand=self.engine.rng.random,
-            )
-        if self.engine.clock.monotonic() + delay >= self.deadline:
+        if isinstance(ticket, Outcome):
+            breaker.release()
+            spent = ticket is Outcome.OVER_BUDGET
+            self._skip(runtime, ticket, "a budget covering it is spent" if spent else None)
             return None
-        if not self.engine.retry_budget.try_retry():
+        return ticket
+
+    def _verdict(
+        self, runtime: TargetRuntime, error: ProviderError, *, surfaced: bool = False, prefilled: bool = False
+    ) -> Verdict:
+        """`decide` on this request's facts; the retry budget is asked only when a retry is the verdict."""
+        verdict = partial(
+            decide,
+            error,
+            self.route,
+            calls=self.calls.get(runtime, 1),
+            time_left=self.deadline - self.engine.clock.monotonic(),
+            rand=self.engine.rng.random,
+            surfaced=surfaced,
+            prefilled=prefilled,
+            window=runtime.plan.context_window,
+        )
+        decided = verdict()
+        if isinstance(decided, Retry) and not self.engine.retry_budget.try_retry():
             self.warnings.append("retry budget spent: moved on without retrying")
-            return None
-        return delay
+            decided = verdict(may_retry=False)
+        return decided
 
-    # -- the trail -------------------------------------------------------------------------
+    async def _carry_out(
+        self, runtime: TargetRuntime, error: ProviderError, verdict: Retry | Failover
+    ) -> None:
+        """Wait before a retry, or note what a failover teaches about the candidates left."""
+        emit, route, target = self.engine.emit, self.route.name, runtime.plan.name
+        if isinstance(verdict, Retry):
+            if emit is not None:
+                emit(RetryEvent(route, target, error.kind, verdict.delay))
+            await self.engine.clock.sleep(verdict.delay)
+            return
+        if verdict.window_at_most is not None:
+            self.min_window = max(self.min_window or 0, verdict.window_at_most)
+        if verdict.refused_prefill:
+            self.refused_prefill.add(runtime)
+            self.spent.discard(runtime)  # it may still start the answer over, without a prefill
+        if emit is not None:
+            emit(FailoverEvent(route, target, error.kind))
+
+    def _final(self, error: ProviderError) -> ProviderError:
+        error.attempts = tuple(self.trail)
+        return error
+
+    # -- a stream, recovered after a break -------------------------------------------------
+
+    async def stream(self) -> AsyncGenerator[str | StreamRestart | Completion, None]:
+        """The answer's text as it arrives, carried on past a break as the route says, then the Completion."""
+        recovery = self.route.stream_recovery or "continue"
+        opened = await self.first(self.open_stream)
+        pieces = [opened]  # the answer's parts: a continuation adds one, a restart starts over
+        while True:
+            try:
+                async with aclosing(self._deliver(opened)) as deltas:
+                    async for delta in deltas:
+                        yield delta
+                break
+            except StreamBroken as error:
+                broken = error
+            shown = "".join(piece.text for piece in pieces)
+            opened, continues = await self._take_over(pieces[-1], broken, shown, recovery)
+            if continues:
+                pieces.append(opened)
+            else:
+                yield StreamRestart(broken.target, shown, opened.runtime.plan.name, broken.message)
+                pieces = [opened]
+        yield self.completion([_piece(piece, broken=piece is not pieces[-1]) for piece in pieces])
+
+    async def _take_over(
+        self, broken: OpenStream, error: StreamBroken, shown: str, recovery: str
+    ) -> tuple[OpenStream, bool]:
+        """The stream that goes on after `broken` broke with `shown` delivered, and whether it continues
+        the text (True) or starts the answer over (False); raises `error` when nobody can."""
+        runtime = broken.runtime
+        error.received = shown
+        verdict = self._verdict(runtime, error, surfaced=recovery == "raise")
+        if isinstance(verdict, Raise):
+            raise self._final(error)
+        await self._carry_out(runtime, error, verdict)
+        if isinstance(verdict, Retry):
+            self.spent.discard(runtime)  # its turn comes again
+        if recovery == "continue" and shown:
+            ask = partial(self.open_stream, request=continuation(self.request, shown))
+            opened = await self._walk(self._turns(self._takes_prefill), ask, prefilled=True)
+            if opened is not None:
+                _drop_repeated_space(opened, shown)
+                return opened, True
+        opened = await self._walk(self._turns(), self.open_stream)
+        if opened is None:
+            raise self._final(error)
+        return opened, False
+
+    async def _deliver(self, opened: OpenStream) -> AsyncGenerator[str, None]:
+        """The stream's text for the caller; the attempt is recorded however the stream ends."""
+        try:
+            async with aclosing(read(opened, self.engine.clock, self.route.idle)) as texts:
+                async for text in texts:
+                    if text:
+                        yield text
+        except ProviderError as error:  # broken, or withheld by a content filter at the end
+            self._end_stream(opened, error)
+            error.attempts = tuple(self.trail)
+            raise
+        except BaseException:  # the caller walked away (or was cancelled): no verdict on the target
+            await self._abandon(opened)
+            raise
+        self._end_stream(opened, None)
+
+    async def _abandon(self, opened: OpenStream) -> None:
+        """Nobody will read this stream: give back its permits, record a cancellation, close it."""
+        runtime = opened.runtime
+        opened.ticket.settle(None)
+        runtime.breaker.release()
+        self._record(runtime, Outcome.CANCELLED, opened.started, "cancelled")
+        await close(opened.chunks)  # last: a second cancellation may cut it short
+
+    def _end_stream(self, opened: OpenStream, error: ProviderError | None) -> None:
+        opened.ticket.settle(opened.spent())
+        if error is None:
+            self._succeeded(opened.runtime, opened.started)
+        else:
+            error.target = error.target or opened.runtime.plan.name
+            self._failed(opened.runtime, error, opened.started)
+
+    # -- the calls -------------------------------------------------------------------------
+
+    def _call(self, runtime: TargetRuntime, started: float, request: Request) -> tuple[Call, float]:
+        per_attempt = self.route.per_attempt
+        deadline = self.deadline if per_attempt is None else min(self.deadline, started + per_attempt)
+        call = Call(
+            runtime.plan.model,
+            request.messages,
+            deadline - started,
+            request.max_tokens,
+            request.temperature,
+            request.options,
+        )
+        return call, deadline
+
+    async def call_reply(self, runtime: TargetRuntime, started: float) -> _Answer:
+        call, deadline = self._call(runtime, started, self.request)
+        try:
+            async with self.engine.clock.timeout_at(deadline):
+                reply = await runtime.provider.complete(call)
+        except TimeoutError:
+            raise ProviderError(
+                ErrorKind.TIMEOUT,
+                f"no answer within {call.timeout * 1000:.0f} ms",
+                provider=runtime.plan.provider,
+            ) from None
+        except RouterError:
+            raise
+        except Exception as error:
+            raise adapter_failure(runtime, error) from error
+        return _Answer(runtime, reply.text, reply.usage, reply.finish_reason, reply.tool_calls)
+
+    async def call_buffered(self, runtime: TargetRuntime, started: float) -> _Answer:
+        """A whole answer read from a stream, so the first token and the gaps can be timed."""
+        if not runtime.plan.streaming:
+            return await self.call_reply(runtime, started)
+        opened = await self.open_stream(runtime, started)
+        try:
+            async for _ in read(opened, self.engine.clock, self.route.idle):
+                pass
+        except StreamBroken:
+            raise  # closed by `read`
+        except BaseException:
+            await close(opened.chunks)
+            raise
+        return _piece(opened)
+
+    async def open_stream(
+        self, runtime: TargetRuntime, started: float, request: Request | None = None
+    ) -> OpenStream:
+        """Start a stream (of `request`, default the run's) and wait for its first text or its end."""
+        request = request or self.request
+        call, deadline = self._call(runtime, started, request)
+        first_token = self.route.first_token
+        return await open_stream(
+            runtime,
+            call,
+            started=started,
+            deadline=deadline,
+            first_deadline=deadline if first_token is None else min(deadline, started + first_token),
+            idle=self.route.idle,
+            clock=self.engine.clock,
+            input_tokens=request.input_tokens,
+            warnings=self.warnings,
+        )
+
+    # -- the trail and the result ----------------------------------------------------------
 
     def _record(
         self,
@@ -447,211 +530,63 @@ class _Run:
             route, metadata = self.route.name, self.request.metadata
             emit(AttemptEvent(route, plan.name, plan.provider, plan.model, outcome, latency, error, metadata))
 
-    def _skip(self, runtime: TargetRuntime, outcome: Outcome) -> None:
-        self._record(runtime, outcome, self.engine.clock.monotonic())
+    def _skip(self, runtime: TargetRuntime, outcome: Outcome, detail: str | None = None) -> None:
+        self._record(runtime, outcome, self.engine.clock.monotonic(), detail)
 
     def _failed(self, runtime: TargetRuntime, error: ProviderError, started: float) -> None:
-        if not error.kind.counts_against_breaker:
-            runtime.breaker.release()
-        else:
+        if error.kind.counts_against_breaker:
             runtime.breaker.record_failure(error)
             runtime.outcome(False, self.engine.clock.monotonic())
+        else:
+            runtime.breaker.release()
         self._record(runtime, error.kind, started, error.message, error.status)
 
-    # -- one call --------------------------------------------------------------------------
+    def _succeeded(self, runtime: TargetRuntime, started: float) -> None:
+        runtime.breaker.record_success()
+        now = self.engine.clock.monotonic()
+        runtime.observe(now - started)
+        runtime.outcome(True, now)
+        self._record(runtime, Outcome.OK, started)
 
-    def _call(self, runtime: TargetRuntime, started: float) -> tuple[Call, float]:
-        per_attempt = self.route.per_attempt
-        deadline = self.deadline if per_attempt is None else min(self.deadline, started + per_attempt)
-        request = self.request
-        call = Call(
-            runtime.plan.model,
-            request.messages,
-            deadline - started,
-            request.max_tokens,
-            request.temperature,
-            request.options,
-        )
-        return call, deadline
-
-    async def call_reply(self, runtime: TargetRuntime, started: float) -> _Answer:
-        call, deadline = self._call(runtime, started)
-        try:
-            async with self.engine.clock.timeout_at(deadline):
-                reply = await runtime.provider.complete(call)
-        except TimeoutError:
-            raise ProviderError(
-                ErrorKind.TIMEOUT,
-                f"no answer within {call.timeout * 1000:.0f} ms",
-                provider=runtime.plan.provider,
-            ) from None
-        except RouterError:
-            raise
-        except Exception as error:
-            raise _adapter_failure(runtime, error) from error
-        return _Answer(runtime, reply.text, reply.usage, reply.finish_reason, reply.tool_calls)
-
-    async def call_buffered(self, runtime: TargetRuntime, started: float) -> _Answer:
-        """A whole answer read from a stream, so the first token and the gaps can be timed."""
-        if not runtime.plan.streaming:
-            return await self.call_reply(runtime, started)
-        opened = await self.open_stream(runtime, started)
-        async for _ in self.drain(opened, record=False):
-            pass
-        return opened.answer()
-
-    async def open_stream(self, runtime: TargetRuntime, started: float) -> _OpenStream:
-        """Start a stream and wait for its first text (or its end), under the first-token budget."""
-        call, deadline = self._call(runtime, started)
-        first_token = self.route.first_token
-        first_deadline = deadline if first_token is None else min(deadline, started + first_token)
-        idle = self.route.idle
-        clock = self.engine.clock
-        chunks = runtime.provider.stream(call)
-        opened = _OpenStream(runtime, chunks, started, deadline, "")
-        try:
-            while True:
-                # Silence between events counts even before the first text (role-only deltas, pings).
-                wait_until = first_deadline if idle is None else min(first_deadline, clock.monotonic() + idle)
-                try:
-                    async with clock.timeout_at(wait_until):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    opened.ended = True
-                    break
-                self._absorb(opened, chunk)
-                if chunk.text:
-                    opened.first = chunk.text
-                    opened.received.append(chunk.text)
-                    break
-        except TimeoutError:
-            await _close(chunks)
-            waited = (clock.monotonic() - started) * 1000
-            raise ProviderError(
-                ErrorKind.TIMEOUT, f"no first token after {waited:.0f} ms", provider=runtime.plan.provider
-            ) from None
-        except RouterError:
-            await _close(chunks)
-            raise
-        except BaseException as error:
-            await _close(chunks)
-            if isinstance(error, Exception):
-                raise _adapter_failure(runtime, error) from error
-            raise
-        if opened.ended:
-            self._check_end(opened)
-        return opened
-
-    def _absorb(self, opened: _OpenStream, chunk: Chunk) -> None:
-        if chunk.warning:
-            self.warnings.append(f"{opened.runtime.plan.name}: {chunk.warning}")
-        if chunk.finish_reason:
-            opened.finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            opened.usage = chunk.usage
-        if chunk.tool_calls:
-            opened.tool_calls = chunk.tool_calls
-
-    def _check_end(self, opened: _OpenStream) -> None:
-        if opened.finish_reason is None:
-            # Success is judged by a proper end: an answer without a finish reason may be cut short.
-            raise _broken(opened, "the stream ended without a finish reason")
-        if opened.finish_reason == "content_filter":
-            raise ProviderError(
-                ErrorKind.CONTENT_FILTER,
-                "the answer was withheld by the provider's content filter",
-                provider=opened.runtime.plan.provider,
-            )
-
-    async def drain(self, opened: _OpenStream, record: bool = True) -> AsyncGenerator[str, None]:
-        """The stream's text from the first token on; a cut, a stall or a bad end raises StreamBroken."""
-        clock = self.engine.clock
-        idle = self.route.idle
-        chunks = opened.chunks
-        try:
-            if opened.first and record:
-                yield opened.first
-            while not opened.ended:
-                next_deadline = (
-                    opened.deadline if idle is None else min(opened.deadline, clock.monotonic() + idle)
-                )
-                try:
-                    async with clock.timeout_at(next_deadline):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    opened.ended = True
-                    self._check_end(opened)
-                    break
-                except TimeoutError:
-                    why = "stalled" if next_deadline < opened.deadline else "ran past its deadline"
-                    raise _broken(opened, f"the stream {why} after output began") from None
-                except ProviderError as error:
-                    raise _broken(
-                        opened, f"the stream broke after output began: {error.kind}: {error.message}"
-                    ) from None
-                except Exception as error:
-                    raise _broken(
-                        opened, f"the stream broke after output began: {type(error).__name__}"
-                    ) from error
-                self._absorb(opened, chunk)
-                if chunk.text:
-                    opened.received.append(chunk.text)
-                    if record:
-                        yield chunk.text
-        except StreamBroken as error:
-            await _close(chunks)
-            if record:
-                # Handed to the caller: the attempt ends here, and so does the request.
-                self._end_stream_attempt(opened, error)
-                error.attempts = tuple(self.trail)
-            raise
-        except BaseException:
-            if record:  # the caller walked away (or was cancelled): no verdict on the target
-                await self._abandon(opened)
-            else:
-                await _close(chunks)
-            raise
-
-    async def _abandon(self, opened: _OpenStream) -> None:
-        """Nobody will read this stream: give back its permits, record a cancellation, close it."""
-        runtime = opened.runtime
-        opened.ticket.settle(None)
-        runtime.breaker.release()
-        self._record(runtime, Outcome.CANCELLED, opened.started, "cancelled")
-        await _close(opened.chunks)  # last: a second cancellation may cut it short
-
-    def _end_stream_attempt(self, opened: _OpenStream, error: ProviderError | None) -> None:
-        runtime = opened.runtime
-        opened.ticket.settle(opened.usage)
-        if error is None:
-            runtime.breaker.record_success()
-            now = self.engine.clock.monotonic()
-            runtime.observe(now - opened.started)
-            runtime.outcome(True, now)
-            self._record(runtime, Outcome.OK, opened.started)
-        else:
-            self._failed(runtime, error, opened.started)
-
-    def finish_stream(self, opened: _OpenStream) -> _Answer:
-        self._end_stream_attempt(opened, None)
-        return opened.answer()
-
-    def completion(self, answer: _Answer) -> Completion:
-        plan = answer.runtime.plan
-        usage = answer.usage
+    def completion(self, answers: Sequence[_Answer]) -> Completion:
+        """The Completion of an answer in one or more parts: the last part's target answered it,
+        and the usage and cost are every part's."""
+        last = answers[-1]
+        plan = last.runtime.plan
+        usage = Usage(sum(a.usage.input_tokens for a in answers), sum(a.usage.output_tokens for a in answers))
+        for answer in answers:
+            if answer.estimated:
+                self.warnings.append(f"{answer.runtime.plan.name}: the broken stream's usage is estimated")
         return Completion(
-            text=answer.text,
+            text="".join(answer.text for answer in answers),
             target=plan.name,
             provider=plan.provider,
             model=plan.model,
             usage=usage,
-            cost_usd=plan.cost(usage.input_tokens, usage.output_tokens),
+            cost_usd=sum(a.runtime.plan.cost(a.usage.input_tokens, a.usage.output_tokens) for a in answers),
             latency_s=self.engine.clock.monotonic() - self.started,
             attempts=tuple(self.trail),
-            finish_reason=answer.finish_reason,
+            finish_reason=last.finish_reason,
             warnings=tuple(self.warnings),
-            tool_calls=answer.tool_calls,
+            tool_calls=last.tool_calls,
         )
+
+
+def _drop_repeated_space(opened: OpenStream, shown: str) -> None:
+    """Some wires send a prefill without its trailing whitespace (Anthropic's API refuses it), so the
+    model writes it again: the caller has it already."""
+    tail = shown[len(shown.rstrip()) :]
+    if tail and opened.received and opened.received[0].startswith(tail):
+        opened.received[0] = opened.received[0][len(tail) :]
+
+
+def _piece(opened: OpenStream, *, broken: bool = False) -> _Answer:
+    """What a stream contributed to the answer; a broken one's usage is the provider's or an estimate."""
+    usage = opened.spent() if broken else opened.usage
+    estimated = broken and opened.usage is None and usage is not None
+    return _Answer(
+        opened.runtime, opened.text, usage or Usage(), opened.finish_reason, opened.tool_calls, estimated
+    )
 
 
 async def _wait_out(tasks: list[asyncio.Future[Any]]) -> bool:
@@ -666,35 +601,9 @@ async def _wait_out(tasks: list[asyncio.Future[Any]]) -> bool:
     return cancelled
 
 
-def _stream_of(lane: asyncio.Future[Any]) -> _OpenStream | None:
+def _stream_of(lane: asyncio.Future[Any]) -> OpenStream | None:
     """The open stream a finished lane holds, if it holds one."""
     if lane.cancelled() or lane.exception() is not None:
         return None
     result = lane.result()
-    return result if isinstance(result, _OpenStream) else None
-
-
-def _broken(opened: _OpenStream, message: str) -> StreamBroken:
-    plan = opened.runtime.plan
-    return StreamBroken(message, received="".join(opened.received), provider=plan.provider, target=plan.name)
-
-
-def _adapter_failure(runtime: TargetRuntime, error: Exception) -> ProviderError:
-    # A provider that sends garbage must cost a failover, not the caller's request.
-    logger.warning(
-        "provider %s raised %s; counted as server_error", runtime.plan.provider, type(error).__name__
-    )
-    return ProviderError(
-        ErrorKind.SERVER_ERROR,
-        f"unexpected {type(error).__name__} from the adapter",
-        provider=runtime.plan.provider,
-    )
-
-
-async def _close(chunks: AsyncIterator[Chunk]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:  # closing a broken stream may fail again; the first error is the one to report
-            logger.debug("closing a broken stream failed", exc_info=True)
+    return result if isinstance(result, OpenStream) else None

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from router.resilience.breaker import BreakerState
     from router.selection import Health
 
-__all__ = ["SKIPS", "Attempt", "Completion", "Outcome", "TargetStatus", "ToolCall", "Usage"]
+__all__ = ["SKIPS", "Attempt", "Completion", "Outcome", "StreamRestart", "TargetStatus", "ToolCall", "Usage"]
 
 
 class Outcome(StrEnum):
@@ -22,11 +22,13 @@ class Outcome(StrEnum):
     LIMITED = "limited"  # the limiter could not admit the call before the deadline
     BREAKER_OPEN = "breaker_open"  # skipped without a call
     CANCELLED = "cancelled"  # lost a hedge race
-    OVER_BUDGET = "over_budget"  # the estimated cost exceeds the route's max_cost
+    OVER_BUDGET = "over_budget"  # the estimate exceeds the route's max_cost, or a budget is spent
     DEADLINE = "deadline"  # no time left to try it
     DRAINED = "drained"  # taken out of service by an operator
     UNHEALTHY = "unhealthy"  # failing its health probes
     RECOVERING = "recovering"  # back, but the route's failback rule wants more proof first
+    UNSUPPORTED = "unsupported"  # lacks a capability the request needs (streaming, tools, prefill)
+    WINDOW_TOO_SMALL = "window_too_small"  # the prompt does not fit, or a larger window already refused it
 
 
 # The outcomes of a target skipped: nothing was sent to it.
@@ -39,6 +41,8 @@ SKIPS = frozenset(
         Outcome.DRAINED,
         Outcome.UNHEALTHY,
         Outcome.RECOVERING,
+        Outcome.UNSUPPORTED,
+        Outcome.WINDOW_TOO_SMALL,
     }
 )
 
@@ -95,6 +99,21 @@ class Completion:
     finish_reason: str | None = None
     warnings: tuple[str, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRestart:
+    """Yielded by `stream()` when the answer starts over on another target: clear what was shown.
+
+    The stream of `broken` failed after output began and no candidate could continue its text;
+    `replaced` is the text of the answer the caller has received so far, which the deltas after
+    this event (a whole new answer from `target`) replace. `reason` says how the stream broke.
+    """
+
+    broken: str
+    replaced: str
+    target: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

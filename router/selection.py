@@ -21,6 +21,7 @@ __all__ = [
     "Request",
     "TargetRuntime",
     "estimate_tokens",
+    "misfit",
     "order_candidates",
     "over_budget",
     "unavailable",
@@ -162,15 +163,18 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
     return chars // 4 + 4 * len(messages) + 1
 
 
-def _fits(plan: TargetPlan, request: Request) -> bool:
+def misfit(plan: TargetPlan, request: Request) -> tuple[Outcome, str] | None:
+    """Why the target cannot take the request at all (an attempt outcome and a detail), or None."""
     if request.streaming and not plan.streaming:
-        return False
+        return Outcome.UNSUPPORTED, "does not stream"
     if request.wants_tools and not plan.tools:
-        return False
+        return Outcome.UNSUPPORTED, "takes no tools"
     if request.prefill and not plan.prefill:
-        return False
-    window = plan.context_window
-    return window is None or request.input_tokens + (request.max_tokens or 0) <= window
+        return Outcome.UNSUPPORTED, "takes no assistant prefill"
+    window, needed = plan.context_window, request.input_tokens + (request.max_tokens or 0)
+    if window is not None and needed > window:
+        return Outcome.WINDOW_TOO_SMALL, f"needs about {needed} tokens, its window is {window}"
+    return None
 
 
 def order_candidates(
@@ -187,7 +191,7 @@ def order_candidates(
         for position, (runtime, weight) in enumerate(zip(runtimes, route.weights, strict=True))
     ]
     ordered = [runtimes[candidate.position] for candidate in route.strategy.order(candidates, rng)]
-    fitting = [runtime for runtime in ordered if _fits(runtime.plan, request)]
+    fitting = [runtime for runtime in ordered if misfit(runtime.plan, request) is None]
     if route.failback_mode == "ramp":
         demoted = [r for r in fitting if _ramp_demotes(r, route, now, rng)]
         if demoted:
@@ -227,8 +231,9 @@ def _closed_since_verdict(runtime: TargetRuntime) -> bool:
     return recovered is not None and since is not None and recovered > since
 
 
-def over_budget(route: RoutePlan, plan: TargetPlan, request: Request) -> bool:
-    return (
-        route.max_cost is not None
-        and plan.cost(request.input_tokens, request.output_estimate) > route.max_cost
-    )
+def over_budget(route: RoutePlan, plan: TargetPlan, request: Request) -> str | None:
+    """What the request is estimated to cost on the target, when that is over the route's max_cost."""
+    estimate = plan.cost(request.input_tokens, request.output_estimate)
+    if route.max_cost is None or estimate <= route.max_cost:
+        return None
+    return f"estimated ${estimate:.6f}, over max_cost ${route.max_cost:g}"

@@ -25,7 +25,7 @@ def test_public_names_are_exactly_the_documented_ones():
             "Chunk", "Clock", "Completion", "ErrorKind", "Health", "MemoryStore", "Outcome", "Policy",
             "PolicyError", "PolicyIssue", "Provider", "ProviderError", "Reply", "Router", "RouterError",
             "StateStore", "StoreUnavailable", "StreamBroken", "SystemClock", "TargetStatus", "ToolCall",
-            "Usage", "load_policy", "parse_policy", "policy_json_schema",
+            "StreamRestart", "Usage", "load_policy", "parse_policy", "policy_json_schema",
             "Candidate", "ProviderSpec", "ProviderType", "StateSpec", "StoreType", "Strategy",
             "register_provider", "register_store", "register_strategy",
         ]

@@ -19,7 +19,7 @@ from router.errors import AllTargetsFailed, ProviderError, RouterError
 from router.policy.model import Policy
 from router.providers.base import Message, Provider
 from router.resilience.breaker import BreakerTransition
-from router.results import Attempt, Completion
+from router.results import Attempt, Completion, StreamRestart
 from router.state.base import StateStore
 
 __all__ = ["CONTENDERS", "RouterContender", "build_contender"]
@@ -70,9 +70,10 @@ class RouterContender:
 
     async def send(self, load: Load) -> Answer:
         messages: list[Message] = [{"role": "user", "content": load.prompt}]
+        restarted = False
         try:
             if load.stream:
-                text, completion = await self._read_stream(load, messages)
+                text, completion, restarted = await self._read_stream(load, messages)
             else:
                 completion = await self.router.complete(load.route, messages, max_tokens=load.max_tokens)
                 text = completion.text
@@ -83,19 +84,29 @@ class RouterContender:
         except RouterError as error:
             return Answer(None, type(error).__name__)
         trail = _trail(completion.attempts)
-        if text != reply_for(completion.model):
+        # A continued answer is the reply of the model that began it: the fake upstream continues
+        # a prefill with the rest of the reply it begins.
+        began = next((a.model for a in completion.attempts if reply_for(a.model) == text), None)
+        if began is None:
             return Answer(None, "wrong_answer", attempts=trail)
-        return Answer(completion.target, None, completion.cost_usd, trail)
+        recovery = "restarted" if restarted else "continued" if began != completion.model else None
+        return Answer(completion.target, None, completion.cost_usd, trail, recovery)
 
-    async def _read_stream(self, load: Load, messages: list[Message]) -> tuple[str, Completion]:
-        """The text as the caller receives it, delta by delta, and the final Completion."""
+    async def _read_stream(self, load: Load, messages: list[Message]) -> tuple[str, Completion, bool]:
+        """The text as the caller keeps it, delta by delta, the final Completion, and whether the
+        answer started over (a `StreamRestart`)."""
         parts: list[str] = []
+        restarted = False
         items = self.router.stream(load.route, messages, max_tokens=load.max_tokens)
         try:
             async for item in items:
                 if isinstance(item, Completion):
-                    return "".join(parts), item
-                parts.append(item)
+                    return "".join(parts), item, restarted
+                if isinstance(item, StreamRestart):
+                    parts.clear()  # as a UI clears what it showed: the new answer replaces it
+                    restarted = True
+                else:
+                    parts.append(item)
         finally:
             aclose = getattr(items, "aclose", None)
             if aclose is not None:  # cancelled mid-stream: close it here, not in the garbage collector

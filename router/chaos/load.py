@@ -25,12 +25,17 @@ STATUS_INTERVAL = 0.25
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """How one request ended: `target` answered it, or `error` says why nobody did."""
+    """How one request ended: `target` answered it, or `error` says why nobody did.
+
+    `recovery`: how a streamed answer outlived a stream that broke after output began, as its caller
+    saw it: "continued" (the text just went on), "restarted" (a `StreamRestart` came first), or None.
+    """
 
     target: str | None
     error: str | None = None
     cost_usd: float = 0.0
     attempts: tuple[tuple[str, str], ...] = ()
+    recovery: str | None = None
 
 
 class Contender(Protocol):
@@ -81,7 +86,16 @@ async def drive(
             sink.request(RequestEvent(worker, start, now(), None, "unfinished"))
             raise
         sink.request(
-            RequestEvent(worker, start, now(), answer.target, answer.error, answer.cost_usd, answer.attempts)
+            RequestEvent(
+                worker,
+                start,
+                now(),
+                answer.target,
+                answer.error,
+                answer.cost_usd,
+                answer.attempts,
+                answer.recovery,
+            )
         )
 
     async def closed_loop() -> None:

@@ -36,6 +36,7 @@ class RequestEvent:
     error: str | None = None
     cost_usd: float = 0.0
     attempts: tuple[tuple[str, str], ...] = ()
+    recovery: str | None = None  # a streamed answer that outlived a broken stream: "continued", "restarted"
 
     @property
     def ok(self) -> bool:

@@ -48,6 +48,7 @@ _ROWS: tuple[tuple[str, Callable[[Report], str]], ...] = (
     ("requests", lambda r: f"{r.requests} ({r.throughput:.1f}/s, {r.workers} worker{'s' * (r.workers > 1)})"),
     ("success rate", lambda r: f"{r.success_rate:.2%}"),
     ("requests lost", _lost),
+    ("broken streams that went on", lambda r: _counts(r.stream_recoveries)),
     ("latency p50", lambda r: ms(r.latency.p50 if r.latency else None)),
     ("latency p99", lambda r: ms(r.latency.p99 if r.latency else None)),
     ("latency max", lambda r: ms(r.latency.max if r.latency else None)),

@@ -71,6 +71,7 @@ class Report:
     success_rate: float
     throughput: float  # requests per second of load
     errors: dict[str, int]  # how the lost requests ended
+    stream_recoveries: dict[str, int]  # answered streams that outlived a break: continued, restarted
     attempts: dict[str, dict[str, int]]  # target -> attempt outcome -> count, from the trails
     latency: Latency | None
     served_by: dict[str, int]
@@ -156,6 +157,7 @@ def build_report(recording: Recording) -> Report:
         success_rate=len(answered) / total if total else 1.0,
         throughput=total / recording.duration if recording.duration else 0.0,
         errors=dict(sorted(Counter(str(event.error) for event in requests if not event.ok).items())),
+        stream_recoveries=dict(sorted(Counter(e.recovery for e in answered if e.recovery).items())),
         attempts={target: dict(sorted(counts.items())) for target, counts in sorted(attempts.items())},
         latency=latency,
         served_by=dict(sorted(Counter(str(event.target) for event in answered).items())),

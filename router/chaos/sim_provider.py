@@ -60,7 +60,7 @@ from router.testing.faults import (
     Stall,
     Truncated,
 )
-from router.testing.wires.base import estimate_tokens, split_words
+from router.testing.wires.base import continuation, estimate_tokens, split_words
 from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
 
 __all__ = ["CALL_LATENCY", "SimulatedProvider", "SimulatedUpstream"]
@@ -207,7 +207,7 @@ class SimulatedProvider:
                 return Reply("", Usage(prompt, 0), "stop")
             case ContentFilter():  # in band (Bedrock's guardrail): an answer stopped by the filter
                 raise self._error(ErrorKind.CONTENT_FILTER, "the answer was withheld by a guardrail")
-        pieces, finish = _pieces(call.model, fault)
+        pieces, finish = _pieces(call.model, fault, _prefill_text(call), self._upstream.models)
         text = "".join(pieces)
         return Reply(text, Usage(prompt, estimate_tokens(text)), finish)
 
@@ -222,7 +222,7 @@ class SimulatedProvider:
                 raise self._error(ErrorKind.SERVER_ERROR, "malformed response (no event stream came)")
             return  # no `data:` line in it: a stream that says nothing
         prompt = _prompt_tokens(call)
-        pieces, finish = _pieces(call.model, fault)
+        pieces, finish = _pieces(call.model, fault, _prefill_text(call), self._upstream.models)
         empty = isinstance(fault, EmptyChoices)
         usage = Usage(prompt, 0 if empty else estimate_tokens("".join(pieces)))
         events, finish_index = _events(wire, pieces, empty=empty)
@@ -329,11 +329,17 @@ def _events(wire: _Wire, pieces: list[str], *, empty: bool) -> tuple[list[str], 
     return [*lead, *chunks, *usage], len(lead) + max(0, len(chunks) - 1)
 
 
-def _pieces(model: str, fault: Fault | None) -> tuple[list[str], str]:
-    """The answer's words as the fake upstream sends them, and why it finished."""
+def _pieces(
+    model: str, fault: Fault | None, prefill: str = "", models: Iterable[str] = ()
+) -> tuple[list[str], str]:
+    """The answer's words as the fake upstream sends them (after a `prefill`, the rest of the reply it
+    begins), and why it finished."""
     if isinstance(fault, ContentFilter):
         return split_words(GUARDRAIL_MESSAGE), "content_filter"
-    pieces = split_words(reply_for(model))
+    reply = reply_for(model)
+    if prefill:
+        reply = continuation(prefill, reply, (reply_for(other) for other in models))
+    pieces = split_words(reply)
     if isinstance(fault, Truncated):
         return pieces[: len(pieces) // 2], "length"
     return pieces, "stop"
@@ -353,6 +359,10 @@ def _wait(strike: _Strike) -> float:
 
 def _prefill(call: Call) -> bool:
     return bool(call.messages) and call.messages[-1].get("role") == "assistant"
+
+
+def _prefill_text(call: Call) -> str:
+    return _text(call.messages[-1].get("content")) if _prefill(call) else ""
 
 
 def _prompt_tokens(call: Call) -> int:

@@ -38,8 +38,12 @@ class Endpoints:
 
 
 def reply_for(model: str) -> str:
-    """What the fake upstream answers for `model` in a chaos run: several words, so streams can break."""
-    return f"Hello from {model}: this answer came through whole, word by word."
+    """What the fake upstream answers for `model` in a chaos run: several words, so streams can break.
+
+    It begins with the model's name, so a stream that another model continued from its first words
+    is told apart from one that model answered itself (the text is the first model's reply).
+    """
+    return f"{model} says hello: this answer came through whole, word by word."
 
 
 def serve_models(upstream: FakeUpstream, models: Iterable[str]) -> None:

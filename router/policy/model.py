@@ -371,7 +371,7 @@ class StrategyName(RegisteredName):
         return STRATEGIES
 
 
-StreamRecovery = Literal["restart", "raise"]
+StreamRecovery = Literal["continue", "restart", "raise"]
 
 
 class FailbackSpec(_Spec):
@@ -396,8 +396,9 @@ class RouteSpec(_Spec):
     )
     stream_recovery: StreamRecovery | None = Field(
         None,
-        description="After output began: restart on the next target, or raise. "
-        "Default: restart for complete(), raise for stream().",
+        description="stream(), after output began: continue the text on the next target that declares "
+        "prefill (else restart, announced by a StreamRestart), restart on the next target, or raise "
+        "StreamBroken. Default: continue. complete() always restarts: its caller saw nothing.",
     )
 
 

@@ -22,7 +22,9 @@ This module is the wire-agnostic core: it reads the request through its wire
 (`router.testing.wires`), picks the fault, logs, and carries out the faults that are the same
 everywhere (reset, hang, delays, where a stream breaks); the wire renders every body and event.
 Replies are deterministic (`"Hello from <model>."` unless `set_reply` or `set_tool_call` says
-otherwise), and so is every random choice (error rates, latency), from the `seed`.
+otherwise), and so is every random choice (error rates, latency), from the `seed`. A request
+ending with an assistant message (a prefill) is answered with the rest of the reply it begins
+(the model's own, else another model's): a stream another model began can be continued.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ from router.testing.wires import (
     OpenAIWire,
     Wire,
 )
-from router.testing.wires.base import Finish, split_words
+from router.testing.wires.base import Finish, continuation, split_words
 from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
 
 __all__ = ["FakeUpstream", "RequestRecord", "client_url", "run_forever", "serve"]
@@ -414,6 +416,9 @@ class FakeUpstream:
                 chat.model, stream=chat.stream, prefill=chat.ends_with_assistant, elapsed=elapsed
             )
             reply = self._replies.get(chat.model, f"Hello from {chat.model}.")
+            if chat.prefill and isinstance(reply, str):
+                known = (text for text in self._replies.values() if isinstance(text, str))
+                reply = continuation(chat.prefill, reply, known)
             number = next(self._ids)
         fault_name = fault.name if fault else "ok"
 

@@ -380,7 +380,7 @@ def test_a_missing_file_is_refused_as_chaos_refuses_it(tmp_path: Path) -> None:
 # -- the simulated upstream, fault by fault -------------------------------------------------------
 
 CALL = Call("m", [{"role": "user", "content": "Say hello."}], timeout=5.0)
-REPLY = "Hello from m: this answer came through whole, word by word."
+REPLY = "m says hello: this answer came through whole, word by word."
 USAGE = Usage(len("Say hello.") // 4 + 1, len(REPLY) // 4 + 1)
 
 
@@ -446,6 +446,18 @@ async def test_a_cut_stream_breaks_after_the_words_sent(kind: str) -> None:
     assert raised.value.kind is ErrorKind.CONNECTION
     lead = {"openai": 1, "anthropic": 3, "bedrock": 1}[kind]  # events before the first word
     assert len([c for c in chunks if c.text]) == 5 - lead
+
+
+async def test_a_prefill_is_continued_with_the_rest_of_the_reply_it_begins() -> None:
+    # As on the fake upstream: the model carries on another model's answer from its first words.
+    clock = FakeClock()
+    upstream = SimulatedUpstream([], seed=0, clock=clock, models=["m", "n"])
+    provider = upstream.provider("p", ProviderSpec.model_validate({"type": "anthropic"}))
+    call = Call("n", [*CALL.messages, {"role": "assistant", "content": "m says"}], timeout=5.0)
+    chunks = await _read(provider.stream(call))
+    assert "m says" + "".join(c.text for c in chunks) == REPLY
+    reply = await provider.complete(call)
+    assert "m says" + reply.text == REPLY
 
 
 async def test_a_stream_without_its_terminator_loses_only_what_the_terminator_carries() -> None:

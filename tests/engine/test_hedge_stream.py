@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router import ErrorKind, StreamBroken
+from router import ErrorKind, StreamBroken, StreamRestart
 from router.results import Completion, Outcome
 from router.testing.scripted import Step
 
@@ -77,7 +77,7 @@ async def test_stream_first_token_timeout_fails_over(rig, clock):
 
 
 async def test_stream_cut_after_output_raises_with_what_was_received(rig):
-    r = rig()
+    r = rig({"stream_recovery": "raise"})
     r.script("a", Step.reply("one two three four", cut_after=2))
     received: list[str] = []
     with pytest.raises(StreamBroken) as caught:
@@ -89,7 +89,7 @@ async def test_stream_cut_after_output_raises_with_what_was_received(rig):
 
 
 async def test_stream_stall_past_idle_raises(rig, clock):
-    r = rig({"latency_budget": {"idle": "1s"}})
+    r = rig({"latency_budget": {"idle": "1s"}, "stream_recovery": "raise"})
     r.script("a", Step.reply("one two three", stall_after=1))
     with pytest.raises(StreamBroken, match="stalled"):
         async for _ in r.router.stream("chat", USER):
@@ -97,7 +97,7 @@ async def test_stream_stall_past_idle_raises(rig, clock):
 
 
 async def test_stream_without_finish_reason_is_not_a_success(rig):
-    r = rig()
+    r = rig({"stream_recovery": "raise"})
     r.script("a", Step.reply("one two", finish_reason=None))
     with pytest.raises(StreamBroken, match="without a finish reason"):
         async for _ in r.router.stream("chat", USER):
@@ -121,21 +121,24 @@ async def test_complete_restarts_a_broken_stream_on_the_next_target(rig):
     assert outcomes(result) == [("a", "stream_broken"), ("b", "ok")]
 
 
-async def test_complete_with_raise_recovery_surfaces_the_break(rig):
+async def test_complete_restarts_a_broken_stream_even_on_a_raise_route(rig):
+    # `raise` is for a caller who saw part of the answer; complete()'s caller saw nothing.
     r = rig({"latency_budget": {"idle": "1s"}, "stream_recovery": "raise"})
     r.script("a", Step.reply("partial answer that breaks", cut_after=2))
-    with pytest.raises(StreamBroken) as caught:
-        await r.router.complete("chat", USER)
-    assert caught.value.received == "partial answer"
-    assert r.p2.count() == 0
+    r.script("b", Step.reply("a whole answer"))
+    result = await r.router.complete("chat", USER)
+    assert result.text == "a whole answer"
+    assert outcomes(result) == [("a", "stream_broken"), ("b", "ok")]
 
 
-async def test_stream_with_restart_recovery_gives_one_whole_answer(rig):
+async def test_stream_with_restart_recovery_says_so_then_gives_a_whole_answer(rig):
     r = rig({"stream_recovery": "restart"})
     r.script("a", Step.fail(ErrorKind.CONNECTION, text="broken answer here", after_chunks=2))
     r.script("b", Step.reply("whole answer"))
-    deltas, final = await collect(r.router.stream("chat", USER))
-    assert "".join(deltas) == "whole answer" and final.target == "b"
+    items = [item async for item in r.router.stream("chat", USER)]
+    assert items[:2] == ["broken", " answer"]
+    assert items[2] == StreamRestart("a", "broken answer", "b", items[2].reason)
+    assert items[3:-1] == ["whole", " answer"] and items[-1].text == "whole answer"
 
 
 async def test_hedged_stream_first_token_wins(rig, clock):

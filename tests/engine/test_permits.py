@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -103,6 +104,8 @@ def make_case(
     b: tuple[Step, ...] = (),
     cluster: bool = False,
     keys: int = 1,
+    targets: dict[str, Any] = TARGETS,
+    breaker: dict[str, Any] = BREAKER,
 ) -> Case:
     clock = FakeClock()
     p1_members = [ScriptedProvider(f"p1-{i}", clock=clock) for i in range(keys)]
@@ -114,7 +117,7 @@ def make_case(
         pool = p1 = KeyPool("p1", [(f"key-{i}", m) for i, m in enumerate(p1_members)], clock, max_rest=20.0)
     p2 = ScriptedProvider("p2", clock=clock)
     p2.script("b", *b)
-    policy = build_policy(route, targets=TARGETS, breaker=BREAKER, limits=LIMITS, budgets=BUDGETS)
+    policy = build_policy(route, targets=targets, breaker=breaker, limits=LIMITS, budgets=BUDGETS)
     router = Router(policy, clock=clock, providers={"p1": p1, "p2": p2}, seed=7)
     case = Case(clock, router, {"a": p1_members, "b": [p2]}, pool=pool)
     if cluster:
@@ -204,6 +207,23 @@ async def test_hedged_stream_whose_lanes_start_in_the_same_turn():
 async def test_hedged_buffered_stream():
     route = HEDGE | {"stream_recovery": "restart"}
     assert await sweep(lambda: make_case(route, a=(HEDGED_A,), b=(HEDGED_B,)), stream) > 50
+
+
+# a breaks after its first word; b takes over (a continuation where b takes a prefill, else a restart).
+# One break must not open a's breaker: an open one would not admit the check's call.
+BREAKS = Step.reply("one two three", delay=0.5, chunk_delay=0.5, cut_after=2)
+GOES_ON = Step.reply(" two three", delay=0.5, chunk_delay=0.5)
+PREFILL_B = {**TARGETS, "b": {**TARGETS["b"], "capabilities": {"prefill": True}}}
+PATIENT = {"fail_max": 5}
+
+
+async def test_stream_restarted_after_a_break():
+    assert await sweep(lambda: make_case(a=(BREAKS,), b=(GOES_ON,), breaker=PATIENT), stream) > 50
+
+
+async def test_stream_continued_after_a_break():
+    build = partial(make_case, a=(BREAKS,), b=(GOES_ON,), targets=PREFILL_B, breaker=PATIENT)
+    assert await sweep(build, stream) > 50
 
 
 async def test_stream_through_a_key_pool():

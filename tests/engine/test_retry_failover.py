@@ -108,8 +108,36 @@ async def test_context_length_fails_over_only_to_a_larger_window(rig):
     r = rig({"targets": ["a", "b", "c"]}, targets=targets)
     r.script("a", Step.fail(ErrorKind.CONTEXT_LENGTH, status=400))
     result = await r.router.complete("chat", USER)
-    assert outcomes(result) == [("a", "context_length"), ("c", "ok")]
+    assert outcomes(result) == [("a", "context_length"), ("b", Outcome.WINDOW_TOO_SMALL), ("c", "ok")]
     assert r.p2.count("b") == 0
+    assert "window 500" in (result.attempts[1].error or "")
+
+
+async def test_context_length_tries_a_target_whose_window_is_unknown(rig):
+    # An undeclared window may be the larger one: with none declared, the fallback is still tried.
+    targets = {"a": {"provider": "p1", "model": "a"}, "b": {"provider": "p2", "model": "b"}}
+    r = rig(targets=targets)
+    r.script("a", Step.fail(ErrorKind.CONTEXT_LENGTH, status=400))
+    result = await r.router.complete("chat", USER)
+    assert outcomes(result) == [("a", "context_length"), ("b", "ok")]
+
+
+async def test_context_length_on_an_unknown_window_still_skips_windows_known_too_small(rig):
+    targets = {
+        "a": {"provider": "p1", "model": "a", "context_window": 8000},
+        "b": {"provider": "p2", "model": "b"},
+        "c": {"provider": "p2", "model": "c", "context_window": 4000},
+    }
+    r = rig({"targets": ["a", "b", "c"]}, targets=targets)
+    r.script("a", Step.fail(ErrorKind.CONTEXT_LENGTH, status=400))
+    r.script("b", Step.fail(ErrorKind.CONTEXT_LENGTH, status=400))
+    with pytest.raises(AllTargetsFailed) as caught:
+        await r.router.complete("chat", USER)
+    assert outcomes(caught.value) == [
+        ("a", "context_length"),
+        ("b", "context_length"),
+        ("c", Outcome.WINDOW_TOO_SMALL),
+    ]
 
 
 async def test_a_prompt_too_long_for_a_window_skips_that_target(rig):
@@ -120,6 +148,8 @@ async def test_a_prompt_too_long_for_a_window_skips_that_target(rig):
     r = rig(targets=targets)
     result = await r.router.complete("chat", [{"role": "user", "content": "x" * 400}])
     assert result.target == "b" and r.p1.count() == 0
+    assert outcomes(result) == [("a", Outcome.WINDOW_TOO_SMALL), ("b", "ok")]
+    assert "its window is 50" in (result.attempts[0].error or "")
 
 
 async def test_content_filter_is_not_retried_and_its_reason_reaches_the_caller(rig):
@@ -196,6 +226,7 @@ async def test_max_cost_skips_targets_whose_estimate_is_over(rig):
     # a: 1 000 output tokens x $2/M = $0.002 > max; b: $0.001.
     result = await r.router.complete("chat", USER, max_tokens=1000)
     assert outcomes(result) == [("a", Outcome.OVER_BUDGET), ("b", "ok")]
+    assert "over max_cost $0.0015" in (result.attempts[0].error or "")
 
 
 async def test_cost_comes_from_usage_and_price(rig):
@@ -215,13 +246,37 @@ async def test_prefill_is_never_sent_to_a_target_that_rejects_it(rig):
     messages = [*USER, {"role": "assistant", "content": "Sure, "}]
     result = await r.router.complete("chat", messages)
     assert result.target == "b" and r.p1.count() == 0
+    assert outcomes(result) == [("a", Outcome.UNSUPPORTED), ("b", "ok")]
+    assert result.attempts[0].error == "takes no assistant prefill"
 
 
 async def test_no_fitting_target_is_a_clear_error(rig):
     targets = {"a": {"provider": "p1", "model": "a"}, "b": {"provider": "p2", "model": "b"}}
     r = rig(targets=targets)
-    with pytest.raises(AllTargetsFailed, match="no target fits"):
+    with pytest.raises(AllTargetsFailed, match="no target fits") as caught:
         await r.router.complete("chat", [*USER, {"role": "assistant", "content": "Sure"}])
+    # Every target considered is in the trail, with why it could not take the request.
+    assert outcomes(caught.value) == [("a", Outcome.UNSUPPORTED), ("b", Outcome.UNSUPPORTED)]
+    assert str(caught.value).endswith("a: unsupported; b: unsupported")
+
+
+async def test_a_target_without_tools_or_streaming_is_in_the_trail_with_why(rig):
+    targets = {
+        "a": {"provider": "p1", "model": "a", "capabilities": {"tools": False, "streaming": False}},
+        "b": {"provider": "p2", "model": "b", "capabilities": {"tools": True}},
+    }
+    r = rig(targets=targets)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    result = await r.router.complete("chat", USER, tools=tools)
+    assert [(a.target, a.outcome, a.error) for a in result.attempts] == [
+        ("a", Outcome.UNSUPPORTED, "takes no tools"),
+        ("b", "ok", None),
+    ]
+    items = [item async for item in r.router.stream("chat", USER)]
+    assert [(a.target, a.outcome, a.error) for a in items[-1].attempts] == [
+        ("a", Outcome.UNSUPPORTED, "does not stream"),
+        ("b", "ok", None),
+    ]
 
 
 async def test_unknown_route_names_the_known_ones(rig):

@@ -414,7 +414,7 @@ async def test_overloaded_in_stream_before_output_is_retried(fake_upstream):
 async def test_overloaded_in_stream_after_output_is_never_a_success(fake_upstream):
     fake_upstream.set_reply("claude-primary", "one two three four five six")
     fake_upstream.add_fault("claude-primary", Fault.overloaded_in_stream(5))
-    async with make_router(fake_upstream) as router:
+    async with make_router(fake_upstream, {"stream_recovery": "raise"}) as router:
         with pytest.raises(StreamBroken, match=r"server_error.*overloaded_error") as caught:
             await stream_all(router)
     assert caught.value.received and caught.value.received != "one two three four five six"
@@ -467,7 +467,7 @@ async def test_slow_first_token_fails_over_while_it_is_free(fake_upstream):
 async def test_stream_cut_raises_with_the_partial_text(fake_upstream):
     fake_upstream.set_reply("claude-primary", "one two three four five six")
     fake_upstream.add_fault("claude-primary", Fault.cut(5))  # start, ping, block start, two words
-    async with make_router(fake_upstream) as router:
+    async with make_router(fake_upstream, {"stream_recovery": "raise"}) as router:
         with pytest.raises(StreamBroken) as caught:
             await stream_all(router)
     assert caught.value.received == "one two"
@@ -484,7 +484,9 @@ async def test_complete_restarts_a_cut_stream_elsewhere(fake_upstream):
 
 async def test_stream_stall_after_output_raises(fake_upstream):
     fake_upstream.add_fault("claude-primary", Fault.stall(4, 5.0))  # after the first word
-    async with make_router(fake_upstream, {"latency_budget": {"idle": "200ms"}}) as router:
+    async with make_router(
+        fake_upstream, {"stream_recovery": "raise", "latency_budget": {"idle": "200ms"}}
+    ) as router:
         with pytest.raises(StreamBroken, match="stalled") as caught:
             await stream_all(router)
     assert caught.value.received

@@ -816,7 +816,9 @@ async def test_cut_stream_is_never_a_success(fake_upstream):
     fake_upstream.set_reply("primary-model", "one two three four five six")
     fake_upstream.add_fault("primary-model", Fault.cut(3))  # messageStart, two words, then the cut
     # An idle budget makes complete() stream from the upstream too.
-    async with make_router(fake_upstream, {"latency_budget": {"idle": "1s"}}) as router:
+    async with make_router(
+        fake_upstream, {"stream_recovery": "raise", "latency_budget": {"idle": "1s"}}
+    ) as router:
         with pytest.raises(StreamBroken) as raised:
             await stream_all(router)
         restarted = await router.complete("chat", USER)
@@ -828,7 +830,9 @@ async def test_stalled_stream_is_broken_and_gives_its_thread_back(fake_upstream)
     fake_upstream.add_fault("primary-model", Fault.stall(2, 10.0), times=1)  # after the first word
     # One pool thread: the next call can only run once the stalled read was woken and closed.
     async with make_router(
-        fake_upstream, {"latency_budget": {"idle": "150ms"}}, limits={"max_concurrency": 1}
+        fake_upstream,
+        {"stream_recovery": "raise", "latency_budget": {"idle": "150ms"}},
+        limits={"max_concurrency": 1},
     ) as router:
         started = time.monotonic()
         with pytest.raises(StreamBroken, match="stalled") as raised:
@@ -871,7 +875,9 @@ async def test_exception_in_stream_before_output_is_typed(fake_upstream, excepti
 async def test_exception_in_stream_after_output(fake_upstream):
     fake_upstream.set_reply("primary-model", "one two three")
     fake_upstream.add_fault("primary-model", Fault.exception_in_stream("ModelStreamErrorException", 2))
-    async with make_router(fake_upstream, {"latency_budget": {"idle": "1s"}}) as router:
+    async with make_router(
+        fake_upstream, {"stream_recovery": "raise", "latency_budget": {"idle": "1s"}}
+    ) as router:
         with pytest.raises(StreamBroken, match="server_error") as raised:
             await stream_all(router)
         restarted = await router.complete("chat", USER)

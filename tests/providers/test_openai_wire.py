@@ -146,7 +146,7 @@ async def test_slow_first_token_fails_over_while_it_is_free(fake_upstream):
 async def test_stream_cut_raises_with_the_partial_text(fake_upstream):
     fake_upstream.set_reply("primary-model", "one two three four five six")
     fake_upstream.add_fault("primary-model", Fault.cut(2))
-    async with make_router(fake_upstream) as router:
+    async with make_router(fake_upstream, {"stream_recovery": "raise"}) as router:
         with pytest.raises(StreamBroken) as caught:
             await stream_all(router)
     assert caught.value.received and "one two three four five six".startswith(caught.value.received)
@@ -166,7 +166,9 @@ async def test_complete_restarts_a_cut_stream_elsewhere(fake_upstream):
 
 async def test_stream_stall_after_output_raises(fake_upstream):
     fake_upstream.add_fault("primary-model", Fault.stall(2, 5.0))  # after the role chunk and the first text
-    async with make_router(fake_upstream, {"latency_budget": {"idle": "200ms"}}) as router:
+    async with make_router(
+        fake_upstream, {"stream_recovery": "raise", "latency_budget": {"idle": "200ms"}}
+    ) as router:
         with pytest.raises(StreamBroken, match="stalled") as caught:
             await stream_all(router)
     assert caught.value.received
@@ -265,7 +267,7 @@ async def test_an_error_event_inside_the_stream_is_classified_not_skipped(fake_u
 
 async def test_an_error_event_after_output_breaks_the_stream(fake_upstream):
     fake_upstream.add_fault("primary-model", Fault.overloaded_in_stream(3))
-    async with make_router(fake_upstream) as router:
+    async with make_router(fake_upstream, {"stream_recovery": "raise"}) as router:
         with pytest.raises(StreamBroken, match="error event"):
             await stream_all(router)
 

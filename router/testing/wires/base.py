@@ -12,6 +12,7 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -19,7 +20,17 @@ from aiohttp import web
 
 from router.testing.faults import InStreamError, Rejection
 
-__all__ = ["Answer", "BadRequest", "Chat", "Finish", "Stream", "Wire", "estimate_tokens", "split_words"]
+__all__ = [
+    "Answer",
+    "BadRequest",
+    "Chat",
+    "Finish",
+    "Stream",
+    "Wire",
+    "continuation",
+    "estimate_tokens",
+    "split_words",
+]
 
 # How an answer ended, in OpenAI's words; each wire translates (`end_turn`, `max_tokens`, ...).
 Finish = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -38,6 +49,7 @@ class Chat:
     """What a chat request asked for, as far as the fake needs to know.
 
     `include_usage` is OpenAI's `stream_options.include_usage`; other wires always send usage.
+    `prefill` is the text of a trailing assistant message (the answer to continue), when there is one.
     """
 
     model: str
@@ -45,6 +57,7 @@ class Chat:
     prompt_tokens: int
     ends_with_assistant: bool
     include_usage: bool = False
+    prefill: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +158,19 @@ class Wire(ABC):
     @abstractmethod
     def models(self, models: list[str]) -> dict[str, Any]:
         """The body of the models listing."""
+
+
+def continuation(prefill: str, reply: str, known: Iterable[str] = ()) -> str:
+    """What a model answering `reply` writes after the assistant prefill `prefill`.
+
+    The rest of its own reply when that begins with the prefill; else the rest of a `known` reply
+    that does (another model's answer to the same question, which this one carries on); else its
+    whole reply, as a model that ignores the prefill would.
+    """
+    for whole in (reply, *known):
+        if prefill and whole.startswith(prefill):
+            return whole[len(prefill) :]
+    return reply
 
 
 def estimate_tokens(text: str) -> int:

@@ -98,6 +98,7 @@ class BedrockWire(Wire):
             stream=request.path.endswith("/converse-stream"),
             prompt_tokens=estimate_tokens("".join(texts)),
             ends_with_assistant=messages[-1]["role"] == "assistant",
+            prefill=_text(messages[-1]["content"]) if messages[-1]["role"] == "assistant" else "",
         )
 
     def reject(self, fault: Rejection, model: str) -> web.Response:

@@ -113,6 +113,7 @@ class OpenAIWire(Wire):
             prompt_tokens=estimate_tokens("".join(_message_text(m) for m in messages)),
             ends_with_assistant=messages[-1].get("role") == "assistant",
             include_usage=isinstance(stream_options, dict) and bool(stream_options.get("include_usage")),
+            prefill=_message_text(messages[-1]) if messages[-1].get("role") == "assistant" else "",
         )
 
     # --- errors ------------------------------------------------------------------------------
