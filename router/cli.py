@@ -40,7 +40,8 @@ def _console(stderr: bool = False) -> Console:
 
 def _load_router(path: str) -> Router:
     with _unloadable_exits(path):
-        return Router.from_file(path)
+        # Every missing key is reported at once, at its provider, before any client is built.
+        return Router(load_policy(path, environment=True), source=path)
 
 
 @contextlib.contextmanager
@@ -65,12 +66,17 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate(files: tuple[str, ...]) -> None:
-    """Check policy files; print file:line:col: message for every problem."""
+@click.option(
+    "--structure-only",
+    is_flag=True,
+    help="Check the files alone, not whether the environment holds every API key and AWS credential.",
+)
+def validate(files: tuple[str, ...], structure_only: bool) -> None:
+    """Check policy files and the environment they need; print file:line:col: message for every problem."""
     failed = False
     for path in files:
         try:
-            load_policy(path)
+            load_policy(path, environment=not structure_only)
         except PolicyError as error:
             failed = True
             for issue in error.issues:

@@ -48,25 +48,36 @@ _EXPECTED = {
 }
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
+def load_policy(path: str | os.PathLike[str], *, environment: bool = False) -> Policy:
     """Read and validate a policy file; `${VAR}` references are taken from `os.environ`.
 
-    Raises `PolicyError` for a file that is too large or not UTF-8, `OSError` if it cannot be read.
+    `environment`: also check that the environment holds what every provider needs to
+    authenticate (see `parse_policy`). Raises `PolicyError` for a file that is too large or not
+    UTF-8 as for any other issue, `OSError` if it cannot be read.
     """
     with open(path, "rb") as file:
         data = file.read(MAX_BYTES + 1)  # enough to tell that it is too large
-    return parse_policy(decode_source(data, os.fspath(path)), os.fspath(path))
+    return parse_policy(decode_source(data, os.fspath(path)), os.fspath(path), environment=environment)
 
 
-def parse_policy(text: str, filename: str = "<policy>", env: Mapping[str, str] | None = None) -> Policy:
-    """Validate a policy given as YAML text; raise `PolicyError` listing every issue found."""
+def parse_policy(
+    text: str, filename: str = "<policy>", env: Mapping[str, str] | None = None, *, environment: bool = False
+) -> Policy:
+    """Validate a policy given as YAML text; raise `PolicyError` listing every issue found.
+
+    `environment`: also report every API key and AWS credential that neither the policy nor `env`
+    provides, each at its provider; otherwise they are looked for when the router starts.
+    """
+    env = os.environ if env is None else env
     source = read_source(text, filename)
-    data, secrets, problems = _interpolate(source, os.environ if env is None else env)
+    data, secrets, problems = _interpolate(source, env)
     # A value already reported (unresolved, not text, unreadable) is not reported again by validation.
     unresolved = [*(problem.path for problem in problems), *source.invalid]
     validated = _validate(data)
     if isinstance(validated, Policy):
         problems += _reference_problems(validated, source)
+        if environment:
+            problems += _environment_problems(validated, source, env)
     else:
         # A value whose reference could not be resolved has already been reported.
         problems += [p for p in _validation_problems(validated, source) if not _under_any(p.path, unresolved)]
@@ -215,6 +226,19 @@ def _validate(data: Any) -> Policy | list[ErrorDetails]:
     except ValidationError as error:
         return details + error.errors(include_url=False)
     return details or policy
+
+
+def _environment_problems(policy: Policy, source: Source, env: Mapping[str, str]) -> list[_Problem]:
+    # Imported here: the providers import the policy's models.
+    from router.providers.credentials import missing_credentials
+
+    problems = []
+    for name, spec in policy.providers.items():
+        for field, message in missing_credentials(spec, env):
+            path: Path = ("providers", name, field)
+            where = source.keys.get(path) or source.keys[("providers", name)]
+            problems.append(_Problem(path, where, message))
+    return problems
 
 
 def _reference_problems(policy: Policy, source: Source) -> list[_Problem]:

@@ -1,0 +1,45 @@
+"""What a provider needs from the environment to authenticate, checked before any client is built.
+
+`router validate` reports every missing piece at once, each at its provider in the file, instead
+of the first one failing when the router starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from router.policy.model import ProviderSpec
+from router.providers.registry import PROVIDER_TYPES
+
+__all__ = ["missing_credentials"]
+
+_AWS_PAIR = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def missing_credentials(spec: ProviderSpec, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What `environ` lacks for this provider, as (field of the provider, message) pairs.
+
+    An API key the policy does not give must be in the type's variable; AWS credentials taken from
+    the environment must come as a pair (the rest of the AWS chain, a profile or an instance role,
+    cannot be judged from here). Messages name variables, never values.
+    """
+    entry = PROVIDER_TYPES[spec.type]
+    problems: list[tuple[str, str]] = []
+    variable = entry.key_variable
+    if variable and not spec.api_key_values() and not environ.get(variable):
+        problems.append(
+            ("api_key", f"no API key: set api_key in the policy or {variable} in the environment")
+        )
+    takes_aws = "aws_access_key_id" in entry.takes
+    if takes_aws and not (spec.aws_access_key_id or spec.aws_secret_access_key):
+        present = [name for name in _AWS_PAIR if environ.get(name)]
+        if len(present) == 1:
+            [absent] = [name for name in _AWS_PAIR if name not in present]
+            problems.append(
+                (
+                    "aws_secret_access_key" if absent == _AWS_PAIR[1] else "aws_access_key_id",
+                    f"half a set of AWS credentials: {present[0]} is set in the environment but {absent} "
+                    "is not",
+                )
+            )
+    return problems

@@ -1,0 +1,67 @@
+"""`router validate` checks the environment as well as the file (issue 11); `--structure-only` the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from router.cli import main
+
+POLICY = """\
+providers:
+  openai: {type: openai}
+  claude: {type: anthropic}
+  aws: {type: bedrock, region: us-east-1}
+targets:
+  a: {provider: openai, model: m}
+routes:
+  chat: {targets: [a]}
+"""
+KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@pytest.fixture
+def policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in KEYS:
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def test_validate_names_every_missing_key_and_credential_with_its_line(
+    policy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-NOT-SHOWN")
+    result = CliRunner().invoke(main, ["validate", str(policy)])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"{policy}:2:3: no API key: set api_key in the policy or OPENAI_API_KEY in the environment "
+        "(providers.openai.api_key)",
+        f"{policy}:3:3: no API key: set api_key in the policy or ANTHROPIC_API_KEY in the environment "
+        "(providers.claude.api_key)",
+        f"{policy}:4:3: half a set of AWS credentials: AWS_ACCESS_KEY_ID is set in the environment but "
+        "AWS_SECRET_ACCESS_KEY is not (providers.aws.aws_secret_access_key)",
+    ]
+    assert "AKIA-NOT-SHOWN" not in result.output
+
+
+def test_validate_passes_once_the_environment_has_them(policy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-1")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-2")
+    result = CliRunner().invoke(main, ["validate", str(policy)])
+    assert (result.exit_code, result.output) == (0, f"{policy}: ok\n")
+
+
+def test_structure_only_checks_the_file_alone(policy: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", "--structure-only", str(policy)])
+    assert (result.exit_code, result.output) == (0, f"{policy}: ok\n")
+
+
+def test_commands_that_start_a_router_report_every_missing_key_where_it_belongs(policy: Path) -> None:
+    result = CliRunner().invoke(main, ["explain", str(policy)])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [f"{policy}:2:3", f"{policy}:3:3"]
