@@ -81,7 +81,7 @@ def policy(url: str | None, namespace: str, *, fail_max: int = 5, reconcile: str
                 # The rate rule stays out of the way: only `fail_max` in a row trips.
                 "breaker": {
                     "fail_max": fail_max,
-                    "min_calls": 10**9,
+                    "min_calls": 10**6,
                     "reset_timeout": "60s",
                     "window": "60s",
                 },

@@ -174,7 +174,7 @@ def _policy(base_url: str, transport: str, models: Sequence[str] = (MODEL,), att
         "providers": {"bench": {
             "type": "openai_compatible", "base_url": base_url, "api_key": "x", "transport": transport,
             # the failing primary must stay in play: neither rule may trip
-            "breaker": {"fail_max": 1_000_000_000, "min_calls": 1_000_000_000},
+            "breaker": {"fail_max": 1_000_000, "min_calls": 1_000_000},
         }},
         "targets": {n: {"provider": "bench", "model": m} for n, m in zip(names, models, strict=True)},
         "routes": {"chat": {"targets": names, "retry": {"attempts": attempts}}},
