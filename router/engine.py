@@ -289,6 +289,7 @@ class _Run:
                 ticket.settle(None)
                 runtime.breaker.release()
                 self._record(runtime, Outcome.CANCELLED, started, "cancelled")
+                self.spent.discard(runtime)  # a hedge that lost did not fail: a recovery may use it
                 raise
             if isinstance(value, OpenStream):
                 value.ticket = ticket
@@ -436,6 +437,7 @@ class _Run:
         opened.ticket.settle(None)
         runtime.breaker.release()
         self._record(runtime, Outcome.CANCELLED, opened.started, "cancelled")
+        self.spent.discard(runtime)  # as a lost hedge: not a failure
         await close(opened.chunks)  # last: a second cancellation may cut it short
 
     def _end_stream(self, opened: OpenStream, error: ProviderError | None) -> None:

@@ -272,3 +272,12 @@ async def test_hooks_hear_of_the_failover(clock):
     assert [(type(e).__name__, e.target) for e in events if type(e).__name__ != "AttemptEvent"] == [
         ("FailoverEvent", "a")
     ]
+
+
+async def test_the_hedge_that_lost_may_continue_the_stream_that_won(rig):
+    r = rig({"hedge_after": "100ms"}, targets=targets(b=True))
+    r.script("a", Step.reply("one two three four", delay=0.3, cut_after=2))
+    r.script("b", Step.reply("from b", delay=0.5), Step(text=" three four"))
+    items = await items_of(r.router.stream("chat", USER))
+    assert items[-1].text == "one two three four" and items[-1].target == "b"
+    assert trail(items[-1]) == [("b", "cancelled"), ("a", "stream_broken"), ("b", "ok")]
