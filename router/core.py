@@ -29,6 +29,7 @@ from router.events import Event, ReloadEvent
 from router.fleet import Fleet, SharedBuckets
 from router.health import HealthChecker
 from router.logs import register_secrets
+from router.options import checked_call
 from router.policy.compile import Plan, TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
 from router.policy.model import LatencyBudget, Policy, ProviderSpec
@@ -396,14 +397,21 @@ class Router:
         temperature: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         deadline: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Completion:
         """One whole answer from the route's best available target.
 
-        `deadline` (seconds) shortens the route's total latency budget; `options` (stop, tools,
-        response_format, ...) go to the provider as they are; `metadata` is never sent: it reaches
-        the `on_event` hook with each attempt (e.g. a tenant or user for metrics).
+        `deadline` (seconds) shortens the route's total latency budget; `options` are provider
+        options by their OpenAI names (tools, tool_choice, stop, response_format, top_p, seed, ...:
+        `router.options.PROVIDER_OPTIONS`), which each wire translates; `extra_body` goes into the
+        request body as given. Anything else, and the names the router owns (`model`, `stream`,
+        `timeout`, `fallbacks`, ...), raise `TypeError` before any call is made. `metadata` is never
+        sent: it reaches the `on_event` hook with each attempt (e.g. a tenant or user for metrics).
         """
+        options = checked_call(
+            "complete", messages, max_tokens, temperature, metadata, deadline, options, extra_body
+        )
         request = _request(messages, max_tokens, temperature, options, streaming=False, metadata=metadata)
         if not self._started:
             await self.start()
@@ -420,15 +428,19 @@ class Router:
         temperature: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         deadline: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncIterator[str | StreamRestart | Completion]:
-        """Text deltas as they arrive, then the final `Completion`.
+        """Text deltas as they arrive, then the final `Completion`; arguments as for `complete`.
 
         A stream that breaks after output began goes on as the route's `stream_recovery` says: by
         default a target that declares prefill continues the text (seamless: the deltas just go on),
         else the answer starts over on the next target, announced by a `StreamRestart` (clear what
         was shown) before the new answer's deltas.
         """
+        options = checked_call(
+            "stream", messages, max_tokens, temperature, metadata, deadline, options, extra_body
+        )
         request = _request(messages, max_tokens, temperature, options, streaming=True, metadata=metadata)
         if not self._engine.knows(route):
             self._address(route)

@@ -214,11 +214,13 @@ class AnthropicProvider:
         user = options.get("user")
         if isinstance(user, str) and user:
             params["metadata"] = {"user_id": user}
+        extra: dict[str, Any] = {}
         if self._sampling:
             sampling = {"temperature": call.temperature, "top_p": options.get("top_p")}
             extra = {key: value for key, value in sampling.items() if value is not None}
-            if extra:
-                params["extra_body"] = extra
+        extra.update(options.get("extra_body") or {})  # the caller's pass-through, sent as given
+        if extra:
+            params["extra_body"] = extra
         return params
 
     # -- answers ---------------------------------------------------------------------------

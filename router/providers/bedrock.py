@@ -478,6 +478,10 @@ def converse_request(call: Call) -> dict[str, Any]:
     )
     if tool_config:
         request["toolConfig"] = tool_config
+    extra = options.get("extra_body")
+    if extra:
+        # The caller's pass-through: fields of the model's own request body.
+        request["additionalModelRequestFields"] = dict(extra)
     return request
 
 
