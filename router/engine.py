@@ -478,6 +478,13 @@ class _Run:
             raise
         except Exception as error:
             raise adapter_failure(runtime, error) from error
+        if reply.finish_reason is None:
+            # As for a stream: an answer that does not say how it ended may be cut short.
+            raise ProviderError(
+                ErrorKind.SERVER_ERROR,
+                "the answer came without a finish reason",
+                provider=runtime.plan.provider,
+            )
         return _Answer(runtime, reply.text, reply.usage, reply.finish_reason, reply.tool_calls)
 
     async def call_buffered(self, runtime: TargetRuntime, started: float) -> _Answer:

@@ -275,6 +275,13 @@ class ProviderSpec(_Spec):
     aws_session_token: SecretStr | None = None
     headers: Headers = Field(default_factory=dict)
     connect_timeout: Period = 5.0
+    max_response_bytes: Count = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        le=2**31,
+        description="The most bytes one answer may hold, decompressed, streams included: more ends the "
+        "call as a server_error (a failover), having used no more memory than this.",
+    )
     transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
         description="HTTP transport under the openai/anthropic SDK: aiohttp (about 1.4x the calls/s at "

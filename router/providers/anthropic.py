@@ -51,7 +51,7 @@ from router.providers._translate import (
 )
 from router.providers.base import Call, Chunk, Reply
 from router.providers.kinds import ANTHROPIC_ERROR_TYPES, anthropic_kind, kind_for_request_error
-from router.providers.transport import sdk_http_client
+from router.providers.transport import ResponseTooLarge, sdk_http_client
 from router.results import ToolCall, Usage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider"]
@@ -93,7 +93,7 @@ class AnthropicProvider:
             default_headers=spec.headers or None,
             max_retries=0,
             timeout=httpx2.Timeout(60.0, connect=spec.connect_timeout),
-            http_client=sdk_http_client(spec.transport),  # None: the SDK's own (see transport.py)
+            http_client=sdk_http_client(spec.transport, spec.max_response_bytes),
         )
         client = self._client
         self._has_credentials = bool(client.api_key or client.auth_token or client.credentials)
@@ -283,6 +283,8 @@ class AnthropicProvider:
     def _classify(self, error: anthropic.APIError) -> ProviderError:
         if isinstance(error, anthropic.APITimeoutError):
             return ProviderError(ErrorKind.TIMEOUT, "no response before the timeout", provider=self.name)
+        if isinstance(error.__cause__, ResponseTooLarge):  # read whole by the SDK, which wraps the error
+            return self._transport_error(error.__cause__)
         if isinstance(error, anthropic.APIConnectionError):
             cause = type(error.__cause__).__name__ if error.__cause__ else "connection failed"
             return ProviderError(ErrorKind.CONNECTION, cause, provider=self.name)
@@ -327,6 +329,8 @@ class AnthropicProvider:
         )  # fmt: skip
 
     def _transport_error(self, error: httpx2.TransportError) -> ProviderError:
+        if isinstance(error, ResponseTooLarge):  # a hostile or broken upstream: fail over, count it
+            return ProviderError(ErrorKind.SERVER_ERROR, str(error), provider=self.name)
         kind = ErrorKind.TIMEOUT if isinstance(error, httpx2.TimeoutException) else ErrorKind.CONNECTION
         return ProviderError(kind, type(error).__name__, provider=self.name)
 

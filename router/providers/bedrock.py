@@ -47,6 +47,7 @@ from router.providers._translate import (
 )
 from router.providers.base import Call, Chunk, Reply
 from router.providers.kinds import bedrock_kind
+from router.providers.transport import ResponseTooLarge
 from router.results import ToolCall, Usage
 
 __all__ = ["BedrockProvider"]
@@ -118,6 +119,9 @@ class BedrockProvider:
         # One connection per pool thread, so no call waits for, or discards, a connection.
         self._runtime = client("bedrock-runtime", size)
         self._control = client("bedrock", 2)
+        self._max_bytes = spec.max_response_bytes
+        for made in (self._runtime, self._control):
+            _bound_bodies(made, self._max_bytes)
 
     async def _run(self, function: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, function)
@@ -128,6 +132,8 @@ class BedrockProvider:
             response = await self._run(functools.partial(self._runtime.converse, **request))
         except _SDK_ERRORS as error:
             raise self._classify(error) from None
+        except ResponseTooLarge as error:
+            raise ProviderError(ErrorKind.SERVER_ERROR, str(error), provider=self.name) from None
         return self._parse_reply(response)
 
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
@@ -157,6 +163,10 @@ class BedrockProvider:
                     upstream.ended = True
                     break
                 chunk = state.feed(event)
+                if state.received > self._max_bytes:
+                    raise ProviderError(
+                        ErrorKind.SERVER_ERROR, str(ResponseTooLarge(self._max_bytes)), provider=self.name
+                    )
                 if chunk is not None:
                     yield chunk
             final = state.final()
@@ -296,6 +306,32 @@ class _Upstream:
             _release(events)
 
 
+def _bound_bodies(client: Any, limit: int) -> None:
+    """Read each answer of `client` (but event streams, bounded event by event) up to `limit` bytes.
+
+    botocore reads a whole body before parsing it, however large; this reads it instead, from the
+    same connection pool, and stops at the bound (`ResponseTooLarge`). Bodies are not decompressed:
+    botocore reads them as sent.
+    """
+    session = client._endpoint.http_session
+
+    def send(request: Any, **_: Any) -> Any:
+        if request.stream_output:
+            return None  # an event stream: botocore sends it, `BedrockProvider.stream` bounds it
+        request.stream_output = True  # so that the body is left for us to read
+        response = session.send(request)
+        body = bytearray()
+        for piece in response.raw.stream(64 * 1024, decode_content=False):
+            body += piece
+            if len(body) > limit:
+                response.raw.close()  # the rest is not read: the connection cannot be reused
+                raise ResponseTooLarge(limit)
+        response._content = bytes(body)
+        return response
+
+    client.meta.events.register_first(f"before-send.{client.meta.service_model.service_id.hyphenize()}", send)
+
+
 class _Abandoned(Exception):
     """The stream was closed before its response arrived; nobody awaits this."""
 
@@ -325,7 +361,7 @@ def _release(events: Any) -> None:
 class _StreamState:
     """ConverseStream events -> Chunks; the finish is held back until the usage that follows it."""
 
-    __slots__ = ("_done", "_finish", "_provider", "_tools", "_usage", "stopped")
+    __slots__ = ("_done", "_finish", "_provider", "_tools", "_usage", "received", "stopped")
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
@@ -334,6 +370,7 @@ class _StreamState:
         self._usage: Usage | None = None
         self._done = False
         self.stopped = False  # messageStop seen: the answer is whole
+        self.received = 0  # bytes of text and tool input so far, which the bound is checked against
 
     def feed(self, event: Any) -> Chunk | None:
         try:
@@ -362,11 +399,13 @@ class _StreamState:
         if "text" in delta:
             if not isinstance(delta["text"], str):
                 raise TypeError("text is not a string")
+            self.received += len(delta["text"])
             return Chunk(text=delta["text"]) if delta["text"] else None
         if "toolUse" in delta:
             piece = delta["toolUse"]["input"]
             if not isinstance(piece, str):
                 raise TypeError("tool input is not a string")
+            self.received += len(piece)
             self._tools[int(index)][2].append(piece)
         return None  # reasoning, citations: not part of the answer's text
 

@@ -22,7 +22,7 @@ from router.providers._http import redact, retry_after
 from router.providers.base import Call, Chunk, Reply
 from router.providers.kinds import kind_for_status
 from router.providers.presets import Preset
-from router.providers.transport import sdk_http_client
+from router.providers.transport import ResponseTooLarge, sdk_http_client
 from router.results import ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
@@ -45,7 +45,7 @@ class OpenAIProvider:
         timeout = httpx2.Timeout(60.0, connect=spec.connect_timeout)
         # A local server needs no key, but the SDK insists on one.
         api_key = key or ("unused" if not official else None)
-        http_client = sdk_http_client(spec.transport)  # None: the SDK's own (see transport.py)
+        http_client = sdk_http_client(spec.transport, spec.max_response_bytes)
         self._client: openai.AsyncOpenAI
         if spec.type == "azure_openai":
             # The target's model is the deployment name; the SDK puts it in the path.
@@ -160,12 +160,16 @@ class OpenAIProvider:
         return Reply(text, usage, finish, tool_calls)
 
     def _transport_error(self, error: httpx2.TransportError) -> ProviderError:
+        if isinstance(error, ResponseTooLarge):  # a hostile or broken upstream: fail over, count it
+            return ProviderError(ErrorKind.SERVER_ERROR, str(error), provider=self.name)
         kind = ErrorKind.TIMEOUT if isinstance(error, httpx2.TimeoutException) else ErrorKind.CONNECTION
         return ProviderError(kind, type(error).__name__, provider=self.name)
 
     def _classify(self, error: openai.APIError) -> ProviderError:
         if isinstance(error, openai.APITimeoutError):
             return ProviderError(ErrorKind.TIMEOUT, "no response before the timeout", provider=self.name)
+        if isinstance(error.__cause__, ResponseTooLarge):  # read whole by the SDK, which wraps the error
+            return self._transport_error(error.__cause__)
         if isinstance(error, openai.APIConnectionError):
             cause = type(error.__cause__).__name__ if error.__cause__ else "connection failed"
             return ProviderError(ErrorKind.CONNECTION, cause, provider=self.name)

@@ -26,7 +26,8 @@ import concurrent.futures
 import functools
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import aiohttp
@@ -34,12 +35,26 @@ import httpx2
 from aiohttp import client_exceptions as aio_errors
 from yarl import URL
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "AiohttpTransport", "TransportName", "sdk_http_client"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "AiohttpTransport",
+    "ResponseTooLarge",
+    "TransportName",
+    "sdk_http_client",
+]
 
 TransportName = Literal["aiohttp", "httpx"]
 
 DEFAULT_MAX_CONNECTIONS = 1000
 """Connections per transport, as the SDKs' default pool; more requests than this wait for one."""
+
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The most bytes one answer may hold, decompressed, streams included (a policy may say otherwise)."""
+
+# Only encodings that can be inflated a piece at a time, and so stopped at the bound, are asked for.
+_ACCEPT_ENCODING = "gzip, deflate"
+_PIECE = 64 * 1024  # the most one inflating step makes: memory and time per step stay small
 
 _KEEPALIVE_EXPIRY = 5.0  # httpx2's default: an idle connection is dropped after this long
 _PROXY_SCHEMES = {"http", "https", "all"}  # the *_PROXY variables httpx2 honours (NO_PROXY alone is none)
@@ -239,14 +254,101 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 future.add_done_callback(self._closing.discard)
 
 
-def sdk_http_client(transport: TransportName) -> httpx2.AsyncClient | None:
-    """The httpx2 client for an SDK (`http_client=`): None keeps the SDK's own default client.
+def sdk_http_client(
+    transport: TransportName, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> httpx2.AsyncClient:
+    """The httpx2 client for an SDK (`http_client=`), whose answers are bounded by `max_response_bytes`.
 
     "aiohttp" gives a client on `AiohttpTransport` with the SDKs' defaults (redirects followed;
-    the SDK passes its timeouts with every request). With a proxy in the environment
-    (HTTP(S)_PROXY, ALL_PROXY) the default client is kept: it honours them, this transport
-    does not.
+    the SDK passes its timeouts with every request). "httpx", or a proxy in the environment
+    (HTTP(S)_PROXY, ALL_PROXY), gives httpx2's own transport, with the SDKs' pool size: it honours
+    proxies, `AiohttpTransport` does not. Either way every answer's body is read through
+    `ResponseTooLarge`'s bound, decompressed here a piece at a time (see `bound_responses`).
     """
+    hooks = bound_responses(max_response_bytes)
     if transport == "httpx" or _PROXY_SCHEMES & urllib.request.getproxies().keys():
-        return None
-    return httpx2.AsyncClient(transport=AiohttpTransport(), follow_redirects=True)
+        limits = httpx2.Limits(max_connections=DEFAULT_MAX_CONNECTIONS, max_keepalive_connections=100)
+        return httpx2.AsyncClient(follow_redirects=True, limits=limits, event_hooks=hooks)
+    return httpx2.AsyncClient(transport=AiohttpTransport(), follow_redirects=True, event_hooks=hooks)
+
+
+class ResponseTooLarge(httpx2.RemoteProtocolError):
+    """An answer that passed its provider's `max_response_bytes`, counted decompressed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer passed max_response_bytes ({limit:,} bytes, decompressed)")
+        self.limit = limit
+
+
+def bound_responses(limit: int) -> dict[str, list[Any]]:
+    """httpx2 event hooks that bound every answer's body to `limit` bytes, decompressed.
+
+    The request asks only for encodings that can be inflated a piece at a time; the answer's body
+    is inflated here (httpx2 then sees it unencoded), never more than `_PIECE` bytes in one step,
+    and reading it raises `ResponseTooLarge` once `limit` bytes have come: a gzip bomb costs at
+    most `limit` bytes of memory and a few milliseconds, an endless stream ends there.
+    """
+
+    async def on_request(request: httpx2.Request) -> None:
+        request.headers["Accept-Encoding"] = _ACCEPT_ENCODING
+
+    async def on_response(response: httpx2.Response) -> None:
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            raise httpx2.RemoteProtocolError(
+                f"an answer in content-encoding {encoding!r}, which was not asked for"
+            )
+        response.stream = _BoundedBody(response.stream, limit, encoding)
+        for header in ("content-encoding", "content-length"):
+            response.headers.pop(header, None)
+
+    return {"request": [on_request], "response": [on_response]}
+
+
+class _BoundedBody(httpx2.AsyncByteStream):
+    __slots__ = ("_encoding", "_inner", "_limit")
+
+    def __init__(self, inner: Any, limit: int, encoding: str) -> None:
+        self._inner, self._limit, self._encoding = inner, limit, encoding
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        inflate = _Inflater(self._encoding) if self._encoding not in ("", "identity") else None
+        total = 0
+        async for data in self._inner:
+            pieces: Iterable[bytes] = inflate.feed(data) if inflate is not None else (data,)
+            for piece in pieces:
+                total += len(piece)
+                if total > self._limit:
+                    raise ResponseTooLarge(self._limit)
+                yield piece
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Inflater:
+    """gzip or deflate, inflated `_PIECE` bytes at a time (whatever one compressed chunk stands for)."""
+
+    __slots__ = ("_raw", "_zlib")
+
+    def __init__(self, encoding: str) -> None:
+        # deflate is zlib-wrapped by the RFC, raw in practice too (as httpx2, try both).
+        self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16 if "gzip" in encoding else zlib.MAX_WBITS)
+        self._raw = encoding == "deflate"
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The inflated pieces of `data`, one step at a time: the reader may stop after any of them."""
+        while data:
+            try:
+                piece = self._zlib.decompress(data, _PIECE)
+            except zlib.error as error:
+                if not self._raw:
+                    raise httpx2.RemoteProtocolError(f"the compressed answer is damaged ({error})") from None
+                self._zlib, self._raw = zlib.decompressobj(-zlib.MAX_WBITS), False
+                continue
+            self._raw = False  # the first bytes decided the format
+            if piece:
+                yield piece
+            if self._zlib.eof:
+                return  # what follows the end (another gzip member) is ignored, as httpx2 does
+            data = self._zlib.unconsumed_tail

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import random
@@ -39,6 +40,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -51,17 +53,21 @@ from router.testing.faults import (
     Cut,
     Delay,
     EmptyChoices,
+    Endless,
     Fault,
     FaultRule,
     FaultSchedule,
+    GzipBomb,
     Hang,
     Html,
     HttpError,
+    Huge,
     InStreamError,
     InvalidJson,
     Latency,
     Malformed,
     NoDone,
+    NoFinish,
     Rejection,
     Reset,
     SlowFirstToken,
@@ -79,7 +85,7 @@ from router.testing.wires import (
     OpenAIWire,
     Wire,
 )
-from router.testing.wires.base import Finish, continuation, split_words
+from router.testing.wires.base import Finish, Stream, continuation, split_words
 from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
 
 __all__ = ["FakeUpstream", "RequestRecord", "client_url", "run_forever", "serve"]
@@ -451,6 +457,10 @@ class FakeUpstream:
             case InvalidJson():
                 text = json.dumps(wire.body(answer))
                 return web.Response(status=200, text=text[: len(text) // 2], content_type="application/json")
+            case GzipBomb(size=size):
+                return await self._gzip_bomb(request, wire, answer, size)
+            case Endless(every=every) if not chat.stream:
+                return await self._endless_body(request, every)
         if chat.stream:
             return await self._stream(request, wire, answer, fault)
         return web.json_response(wire.body(answer), headers=wire.headers(answer))
@@ -470,6 +480,10 @@ class FakeUpstream:
         strike = -1
         if isinstance(fault, Cut):
             strike = min(fault.after_chunks, stream.finish)
+        elif isinstance(fault, NoFinish):
+            strike = stream.finish
+        elif isinstance(fault, Endless):
+            return await self._endless_stream(request, response, stream, fault.every)
         elif isinstance(fault, Stall | Malformed | InStreamError):
             strike = min(fault.after_chunks, len(events))
         if isinstance(fault, SlowFirstToken) and await self._pause(fault.seconds):
@@ -481,6 +495,9 @@ class FakeUpstream:
                         # Close (FIN after what was sent), not reset: the client must see the events.
                         assert request.transport is not None
                         request.transport.close()
+                        return response
+                    case NoFinish():
+                        await response.write_eof()  # a proper end, of an answer that never finished
                         return response
                     case Stall(seconds=seconds):
                         if await self._pause(seconds):
@@ -499,6 +516,65 @@ class FakeUpstream:
         await response.write_eof()
         return response
 
+    async def _gzip_bomb(
+        self, request: web.Request, wire: Wire, answer: Answer, size: int
+    ) -> web.StreamResponse:
+        if answer.chat.stream:
+            content, content_type = b"".join([*wire.stream(answer).events]), wire.stream_content_type
+        else:
+            content, content_type = json.dumps(wire.body(answer)).encode(), "application/json"
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": content_type, "Content-Encoding": "gzip"}
+        )
+        await response.prepare(request)
+        try:
+            for start in range(0, len(bomb := _gzip_of_blanks(size, content)), _WRITE):
+                await response.write(bomb[start : start + _WRITE])
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading, as it should
+        return response
+
+    async def _endless_body(self, request: web.Request, every: float) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"id": "endless", "choices": [{"message": {"content": "')
+        piece = b"x" * _WRITE
+        try:
+            while not await self._pause(every):
+                await response.write(piece)
+        except ConnectionError:
+            pass  # the client stopped reading, as it should
+        return _abort(request, response)
+
+    async def _endless_stream(
+        self, request: web.Request, response: web.StreamResponse, stream: Stream, every: float
+    ) -> web.StreamResponse:
+        # The answer has two equal content pieces, so one event repeats: it is sent forever.
+        events = stream.events
+        again = next(index for index, event in enumerate(events) if events.count(event) > 1)
+        try:
+            for event in events[:again]:
+                await response.write(event)
+            while not await self._pause(every):
+                await response.write(events[again])
+        except ConnectionError:
+            pass  # the client stopped reading, as it should
+        return _abort(request, response)
+
+
+_WRITE = 64 * 1024
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_of_blanks(size: int, content: bytes) -> bytes:
+    """gzip of `size` blanks then `content`: whitespace before JSON (or SSE lines) leaves it valid."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = b" " * (1 << 20)
+    parts = [compressor.compress(block) for _ in range(size // len(block))]
+    parts += [compressor.compress(b" " * (size % len(block)) + b"\n" + content), compressor.flush()]
+    return b"".join(parts)
+
 
 def client_url(root: str, wire: str) -> str:
     """The base URL a client of `wire` takes for the fake upstream at `root` (the root itself for a
@@ -511,10 +587,16 @@ def _answer(chat: Chat, reply: str | _ToolReply, number: int, fault: Fault | Non
     """The reply to `chat` as `fault` shapes it (half of it, none of it, a guardrail's refusal)."""
     tool = reply.name if isinstance(reply, _ToolReply) else None
     pieces = split_words(reply.arguments if isinstance(reply, _ToolReply) else reply)
-    finish: Finish = "stop" if tool is None else "tool_calls"
+    finish: Finish | None = "stop" if tool is None else "tool_calls"
     match fault:
         case Truncated():
             pieces, finish = pieces[: len(pieces) // 2], "length"
+        case NoFinish():
+            pieces, finish = pieces[: len(pieces) // 2], None
+        case Huge(size=size):
+            pieces = [*(["x" * _WRITE] * (size // _WRITE)), "x" * (size % _WRITE)]
+        case Endless(chunk=chunk):
+            pieces = ["x" * chunk] * 2
         case ContentFilter():
             tool, pieces, finish = None, split_words(GUARDRAIL_MESSAGE), "content_filter"
     return Answer(

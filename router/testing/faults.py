@@ -22,7 +22,8 @@ served normally and counts towards neither the rule's `after` nor its `times`.
     │   ├── OverloadedInStream
     │   └── ExceptionInStream
     └── Reset, Hang, Delay, Latency, SlowFirstToken, Cut, Stall, Malformed, NoDone,
-        Html, InvalidJson, EmptyChoices, Truncated
+        Html, InvalidJson, EmptyChoices, Truncated, NoFinish,
+        GzipBomb, Huge, Endless       hostile bodies: what a bounded reader must stop
 """
 
 from __future__ import annotations
@@ -40,18 +41,22 @@ __all__ = [
     "Cut",
     "Delay",
     "EmptyChoices",
+    "Endless",
     "ExceptionInStream",
     "Fault",
     "FaultRule",
     "FaultSchedule",
+    "GzipBomb",
     "Hang",
     "Html",
     "HttpError",
+    "Huge",
     "InStreamError",
     "InvalidJson",
     "Latency",
     "Malformed",
     "NoDone",
+    "NoFinish",
     "OverloadedInStream",
     "RejectPrefill",
     "Rejection",
@@ -264,6 +269,28 @@ class Fault:
         """200 with half the reply, finished for length (`length`, `max_tokens`)."""
         return Truncated()
 
+    @staticmethod
+    def no_finish() -> NoFinish:
+        """200 with half the reply and no finish reason (a stream: no finish event, then a clean end)."""
+        return NoFinish()
+
+    @staticmethod
+    def gzip_bomb(size: int = 1 << 30) -> GzipBomb:
+        """200 `Content-Encoding: gzip` whose body inflates to the reply after `size` bytes of
+        whitespace: about a thousandth of `size` on the wire (a valid answer, if read whole)."""
+        return GzipBomb(_count("size", size))
+
+    @staticmethod
+    def huge(size: int) -> Huge:
+        """200 with a well-formed reply of `size` bytes of text (streams: in 64 KB content events)."""
+        return Huge(_count("size", size))
+
+    @staticmethod
+    def endless(chunk: int = 64 * 1024, every: float = 0.0) -> Endless:
+        """200 that never ends: content events of `chunk` bytes, one each `every` seconds, forever (a
+        non-streamed answer: a body that never closes)."""
+        return Endless(_count("chunk", chunk), _non_negative("every", every))
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection(Fault):
@@ -400,6 +427,27 @@ class EmptyChoices(Fault):
 @dataclass(frozen=True, slots=True)
 class Truncated(Fault):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class NoFinish(Fault):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GzipBomb(Fault):
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Huge(Fault):
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Endless(Fault):
+    chunk: int
+    every: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,7 +597,8 @@ def parse_fault_spec(text: str) -> FaultRule:
         rate_limited / server_error / unavailable / overloaded / unauthorized / forbidden
                                       429 / 500 / 503 / 529 / 401 / 403 (same arguments as above)
         outage:DUR                    503 for DUR from `start` (default 0), then healthy
-        reset, hang, no_done, reject_prefill, html, invalid_json, empty_choices, truncated
+        reset, hang, no_done, reject_prefill, html, invalid_json, empty_choices, truncated, no_finish
+        gzip_bomb[:SIZE]              huge:SIZE                     endless[:CHUNK]      (bytes)
         delay:DUR                     slow_first_token:DUR          latency:MEAN[,JITTER]
         cut:N                         stall:N,DUR                   malformed:N
         context_length[:LIMIT]        content_filter[:CATEGORY]
@@ -651,6 +700,7 @@ _NO_ARGS = {
     "invalid_json": Fault.invalid_json,
     "empty_choices": Fault.empty_choices,
     "truncated": Fault.truncated,
+    "no_finish": Fault.no_finish,
 }
 
 
@@ -694,6 +744,11 @@ def _build_fault(kind: str, positional: list[str], named: dict[str, str]) -> tup
     if kind in _NO_ARGS:
         take((), positional_ok=0)
         return _NO_ARGS[kind](), None
+    if kind in ("gzip_bomb", "huge", "endless"):
+        required = 1 if kind == "huge" else 0
+        (amount,) = take(("chunk" if kind == "endless" else "size",), positional_ok=1, required=required)
+        build = {"gzip_bomb": Fault.gzip_bomb, "huge": Fault.huge, "endless": Fault.endless}[kind]
+        return (build(_parse_int(amount, "size")) if amount else build()), None  # type: ignore[operator]
     if kind == "outage":
         (length,) = take(("for",), positional_ok=1, required=1)
         assert length is not None

@@ -506,15 +506,18 @@ async def test_aiohttp_is_the_default_and_httpx_the_switch_back(kind):
     assert transports == {None: AiohttpTransport, "httpx": httpx2.AsyncHTTPTransport}
 
 
-def test_a_proxy_in_the_environment_keeps_the_default_client(monkeypatch):
+def test_a_proxy_in_the_environment_keeps_the_default_transport(monkeypatch):
+    def transport(name: Any) -> type:
+        return type(sdk_http_client(name)._transport)
+
     for variable in _PROXY_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    assert isinstance(sdk_http_client("aiohttp"), httpx2.AsyncClient)
+    assert transport("aiohttp") is AiohttpTransport
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # names no proxy to go through
-    assert isinstance(sdk_http_client("aiohttp"), httpx2.AsyncClient)
+    assert transport("aiohttp") is AiohttpTransport
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-    assert sdk_http_client("aiohttp") is None
-    assert sdk_http_client("httpx") is None
+    assert transport("aiohttp") is httpx2.AsyncHTTPTransport
+    assert transport("httpx") is httpx2.AsyncHTTPTransport
 
 
 def test_the_policy_accepts_the_two_transports_only():

@@ -134,7 +134,7 @@ class AnthropicWire(Wire):
     def body(self, answer: Answer) -> dict[str, Any]:
         return self._message(answer) | {
             "content": [] if answer.empty else [self._block(answer, whole=True)],
-            "stop_reason": _FINISH[answer.finish],
+            "stop_reason": _FINISH.get(answer.finish or ""),
             "usage": {"input_tokens": answer.chat.prompt_tokens, "output_tokens": answer.completion_tokens},
         }
 
@@ -192,7 +192,7 @@ class AnthropicWire(Wire):
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": _FINISH[answer.finish], "stop_sequence": None},
+                    "delta": {"stop_reason": _FINISH.get(answer.finish or ""), "stop_sequence": None},
                     "usage": {"output_tokens": answer.completion_tokens},
                 },
             )

@@ -71,7 +71,7 @@ class Answer:
     chat: Chat
     number: int
     pieces: tuple[str, ...]
-    finish: Finish
+    finish: Finish | None  # None: the answer does not say how it ended (`no_finish`)
     tool: str | None = None
     empty: bool = False
     created: int = 0

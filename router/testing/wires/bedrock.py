@@ -153,7 +153,7 @@ class BedrockWire(Wire):
             content = [{"text": answer.text}]
         return {
             "output": {"message": {"role": "assistant", "content": content}},
-            "stopReason": _FINISH[answer.finish],
+            "stopReason": _FINISH.get(answer.finish or ""),
             "usage": self._usage(answer),
             "metrics": {"latencyMs": answer.latency_ms()},
         }
@@ -169,7 +169,7 @@ class BedrockWire(Wire):
                 events.append(("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta}))
             events.append(("contentBlockStop", {"contentBlockIndex": 0}))
         finish = len(events)
-        events.append(("messageStop", {"stopReason": _FINISH[answer.finish]}))
+        events.append(("messageStop", {"stopReason": _FINISH.get(answer.finish or "")}))
         metadata = {"usage": self._usage(answer), "metrics": {"latencyMs": answer.latency_ms()}}
         return Stream(
             events=[_event(name, json.dumps(data).encode()) for name, data in events],
