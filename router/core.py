@@ -34,6 +34,7 @@ from router.policy.compile import Plan, TargetPlan, compile_plan, single_target_
 from router.policy.loader import load_policy
 from router.policy.model import LatencyBudget, Policy, ProviderSpec
 from router.providers import Provider, build_provider
+from router.providers._http import secrets_of
 from router.providers.base import Message
 from router.quota import Quotas, buckets_of
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
@@ -491,6 +492,11 @@ class Router:
             return ProviderError(ErrorKind.TIMEOUT, f"no answer within {within:g} s", provider=provider)
         except ProviderError as error:
             return error
+        except Exception as error:  # an adapter's or a library's bug: a failed listing, not a traceback
+            logger.warning("listing the models of %s failed", provider, exc_info=True)
+            return ProviderError(
+                ErrorKind.CONNECTION, f"the listing failed ({type(error).__name__})", provider=provider
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -633,7 +639,8 @@ class Router:
 
 def _secrets_of(policy: Policy) -> list[str]:
     """Every secret value in the policy, for the log filter (`router.logs`): whichever fields of a
-    provider hold secrets (keys, AWS credentials), and the password of the state URL."""
+    provider hold secrets (keys, AWS credentials), its header values and base URL password, and the
+    password of the state URL."""
     values = [
         secret.get_secret_value()
         for spec in policy.providers.values()
@@ -641,6 +648,7 @@ def _secrets_of(policy: Policy) -> list[str]:
         for secret in (value if isinstance(value, list) else [value])
         if isinstance(secret, SecretStr)
     ]
+    values += [value for spec in policy.providers.values() for value in secrets_of(spec, None)]
     url = policy.state.url.get_secret_value() if policy.state.url else ""
     password = urllib.parse.urlsplit(url).password if url else None
     return [*values, *([password] if password else [])]

@@ -204,9 +204,15 @@ class Fleet:
     async def _rejoin(self) -> None:
         """Knock until the store answers again (breakers stop asking it while it is away)."""
         delay = 0.1
+        failed: type[BaseException] | None = None
         while not self.connected:
             await self._clock.sleep(delay)
-            await self.call(self.store.snapshot())
+            try:
+                await self.call(self.store.snapshot())
+            except Exception as error:  # not the store's absence: a bug, which must not end the knocking
+                if type(error) is not failed:
+                    logger.exception("rejoining the shared state failed; trying again")
+                failed = type(error)
             delay = min(delay * 2, 5.0)
 
     def _back(self, reconciling: bool = False) -> None:

@@ -58,17 +58,36 @@ class HealthChecker:
         self._ttl = spec.ttl if spec.ttl is not None else 3 * spec.interval
 
     async def run(self) -> None:
-        """Check and refresh every interval, until cancelled."""
+        """Check and refresh every interval, until cancelled; whatever fails, the next round comes."""
+        failed: type[BaseException] | None = None
         while True:
             try:
                 await self.check_all()
                 await self.refresh()
+                failed = None
             except StoreUnavailable:
                 pass  # the breakers still protect every call; verdicts resume with the store
+            except Exception as error:
+                if type(error) is not failed:  # once while it goes on failing the same way
+                    logger.exception("a round of health checks failed; the next comes in an interval")
+                failed = type(error)
             await self._clock.sleep(self._spec.interval)
 
     async def check_all(self) -> None:
-        await asyncio.gather(*(self._check(runtime) for runtime in self._runtimes.values()))
+        """One round of probes; one target's failure is logged and leaves the others' verdicts be."""
+        runtimes = list(self._runtimes.values())
+        outcomes = await asyncio.gather(
+            *(self._check(runtime) for runtime in runtimes), return_exceptions=True
+        )
+        for runtime, outcome in zip(runtimes, outcomes, strict=True):
+            if isinstance(outcome, StoreUnavailable):
+                raise outcome
+            if isinstance(outcome, Exception):
+                logger.warning(
+                    "checking the health of %s failed (%s)", runtime.plan.name, type(outcome).__name__
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome  # a cancellation
 
     async def _check(self, runtime: TargetRuntime) -> None:
         name = runtime.plan.name

@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 
 from router._registry import RegisteredName
 from router.errors import PolicyError, PolicyIssue
+from router.logs import register_secrets
 from router.policy.interpolate import interpolate
 from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetSpec
 from router.policy.source import MAX_BYTES, Location, Path, Source, decode_source, dotted, read_source
@@ -71,6 +72,8 @@ def parse_policy(
     env = os.environ if env is None else env
     source = read_source(text, filename)
     data, secrets, problems = _interpolate(source, env)
+    # Whatever came from the environment may be a secret: the log filter hides it from here on.
+    register_secrets(value for values in secrets.values() for value in values)
     # A value already reported (unresolved, not text, unreadable) is not reported again by validation.
     unresolved = [*(problem.path for problem in problems), *source.invalid]
     validated = _validate(data)

@@ -145,13 +145,40 @@ def _not_blank(text: str) -> str:
     return text
 
 
+class Masked(str):
+    """A string that is, or holds, a secret: itself to every use but `repr`, which shows `shown`
+    (so does the repr of a model or a dict holding it), and a model's JSON dump, which shows it too."""
+
+    shown: str
+
+    def __new__(cls, value: str, shown: str = "***") -> Masked:
+        masked = super().__new__(cls, value)
+        masked.shown = shown
+        return masked
+
+    def __repr__(self) -> str:
+        return repr(self.shown)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Masked, (str(self), self.shown))
+
+
+def _without_password(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def _http_url(url: str) -> str:
     """An http(s) URL with a host; the message never quotes it (it may hold a password)."""
     if not _is_url(url, ("http", "https"), needs_host=True):
         raise ValueError(
             "expected an http:// or https:// URL with a host, such as https://api.example.com/v1"
         )
-    return url
+    shown = _without_password(url)
+    return url if shown == url else Masked(url, shown)
 
 
 def _redis_url(url: SecretStr) -> SecretStr:
@@ -177,18 +204,26 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _headers(headers: dict[str, str]) -> dict[str, str]:
-    """Header names are HTTP tokens; a value never holds a line break (it would start a header of its own)."""
+    """Header names are HTTP tokens; a value never holds a line break (it would start a header of its
+    own). Values are secrets (an `x-api-key`, a bearer token): `Masked`."""
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name):
             raise ValueError(f"header {name!r}: a header name is letters, digits and !#$%&'*+-.^_`|~")
         if any(char in value for char in "\r\n\x00"):
             raise ValueError(f"header {name!r}: a value must not contain a line break or NUL")
-    return headers
+    return {name: Masked(value) for name, value in headers.items()}
 
 
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+def _shown(value: Any) -> Any:
+    """What a JSON dump shows of a value that may be `Masked`."""
+    if isinstance(value, dict):
+        return {name: _shown(item) for name, item in value.items()}
+    return value.shown if isinstance(value, Masked) else value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url), PlainSerializer(_shown, when_used="json")]
 RedisUrl = Annotated[SecretStr, AfterValidator(_redis_url)]
-Headers = Annotated[dict[str, str], AfterValidator(_headers)]
+Headers = Annotated[dict[str, str], AfterValidator(_headers), PlainSerializer(_shown, when_used="json")]
 ModelName = Annotated[str, AfterValidator(_not_blank)]
 
 

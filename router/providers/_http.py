@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 
-__all__ = ["redact", "retry_after"]
+from router.policy.model import ProviderSpec
+
+__all__ = ["redact", "retry_after", "secrets_of"]
 
 _MAX_DETAIL = 300
 
@@ -33,9 +36,17 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def secrets_of(spec: ProviderSpec, key: str | None) -> tuple[str, ...]:
+    """What an adapter's errors must never repeat (an upstream may echo a request back): the key,
+    every header value, the password in the base URL."""
+    password = urllib.parse.urlsplit(spec.base_url).password if spec.base_url else None
+    values = (key, *spec.headers.values(), password)
+    return tuple(str(value) for value in values if value)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Trim a provider's error text and blank out any secret it echoes back."""
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # a secret holding another goes whole
         if secret:
             text = text.replace(secret, "***")
     return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."

@@ -34,7 +34,7 @@ import httpx2
 
 from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
-from router.providers._http import redact, retry_after
+from router.providers._http import redact, retry_after, secrets_of
 from router.providers._translate import (
     Block,
     Conversation,
@@ -83,7 +83,7 @@ class AnthropicProvider:
 
     def __init__(self, name: str, spec: ProviderSpec, key: str | None) -> None:
         self.name = name
-        self._secrets = (key,) if key else ()
+        self._secrets = secrets_of(spec, key)
         self._connect_timeout = spec.connect_timeout
         pinned = {k.lower(): v for k, v in spec.headers.items()}.get("anthropic-version")
         self._sampling = pinned is not None and pinned < _SAMPLING_REMOVED

@@ -18,7 +18,7 @@ import openai
 
 from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
-from router.providers._http import redact, retry_after
+from router.providers._http import redact, retry_after, secrets_of
 from router.providers.base import Call, Chunk, Reply
 from router.providers.kinds import kind_for_status
 from router.providers.presets import Preset
@@ -35,7 +35,7 @@ class OpenAIProvider:
 
     def __init__(self, name: str, spec: ProviderSpec, key: str | None, preset: Preset | None = None) -> None:
         self.name = name
-        self._secrets = (key,) if key else ()
+        self._secrets = secrets_of(spec, key)
         # The official endpoints take max_completion_tokens (reasoning models refuse max_tokens);
         # compatible servers mostly know only max_tokens.
         official = spec.type in ("openai", "azure_openai")

@@ -184,9 +184,14 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             except httpx2.RequestNotRead:
                 body = request.stream  # an upload read as it is sent: aiohttp chooses the framing
                 request.headers.pop("transfer-encoding", None)
+            url = URL(str(request.url), encoded=True)  # httpx2 has already percent-encoded it
+            if url.user is not None:
+                # httpx2 has made it the Authorization header, as its own transport sends it; aiohttp
+                # refuses a URL with credentials beside that header.
+                url = url.with_user(None)
             response = await pool.session.request(
                 request.method,
-                URL(str(request.url), encoded=True),  # httpx2 has already percent-encoded it
+                url,
                 headers=request.headers.multi_items(),
                 data=body,
                 allow_redirects=False,  # httpx2 follows redirects itself, when asked to
