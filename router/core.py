@@ -137,6 +137,7 @@ class Router:
         self._sync_thread: threading.Thread | None = None
         self._background: list[asyncio.Task[None]] = []
         self._started = False
+        self._joining: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
 
     def _install(self, policy: Policy, plan: Plan | None = None) -> None:
@@ -414,8 +415,7 @@ class Router:
             "complete", messages, max_tokens, temperature, metadata, deadline, options, extra_body
         )
         request = _request(messages, max_tokens, temperature, options, streaming=False, metadata=metadata)
-        if not self._started:
-            await self.start()
+        await self._start_within(self.policy.state.socket_timeout)
         if not self._engine.knows(route):
             self._address(route)
         return await self._engine.complete(route, request, deadline)
@@ -452,7 +452,7 @@ class Router:
     async def _stream_after_start(
         self, route: str, request: Request, deadline: float | None
     ) -> AsyncIterator[str | StreamRestart | Completion]:
-        await self.start()
+        await self._start_within(self.policy.state.socket_timeout)
         async with aclosing(self._engine.stream(route, request, deadline)) as items:
             async for item in items:
                 yield item
@@ -502,9 +502,27 @@ class Router:
 
     async def start(self) -> None:
         """Join the fleet and start the health checker; the first request does it if you do not."""
-        if self._started:
-            return
-        self._started = True
+        await self._start_within(None)
+
+    async def _start_within(self, seconds: float | None) -> None:
+        """`start`, waiting for the join at most `seconds`: a store that does not answer costs a
+        request no more than its socket timeout, and the join goes on in the background."""
+        if not self._started:
+            self._started = True
+            self._joining = asyncio.get_running_loop().create_task(self._join())
+            self._background.append(self._joining)
+        joining = self._joining
+        if joining is not None and not joining.done():
+            try:
+                async with asyncio.timeout(seconds):
+                    await asyncio.shield(joining)
+            except TimeoutError:
+                # No answer in time: the join goes on without anyone waiting for it, and limits
+                # and budgets go on their shares until the store answers.
+                self._joining = None
+                self._quotas.lost()
+
+    async def _join(self) -> None:
         if self._fleet is not None:
             await self._fleet.start()
         if self._health is not None:

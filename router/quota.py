@@ -20,7 +20,10 @@ and never more than the bucket allows for requests.
 When the store does not answer (or a refill takes longer than `patience`), a worker spends
 what its lease holds, then a *local share*: a token bucket at its last known fraction of the
 fleet (1 / live workers) of the bucket's rate and capacity, starting empty, so an outage adds
-no burst. What it spent of its share is debited from the fleet's bucket once the store answers.
+no burst (a token or dollar lease may run one call ahead of its share). What it spent of its
+share is debited from the fleet's bucket once the store answers. Nothing on the request path
+waits for the store: a call that finds its lease empty waits (within its limiter's bound) for
+the refill under way, and no longer than `patience` if the store does not answer.
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ from router.state.base import Grant, StateStore, StoreUnavailable
 __all__ = ["Lease", "Quotas", "buckets_of"]
 
 MAX_SHARE = 0.1  # no lease holds more than this fraction of its bucket's capacity
-RATE_TAU = 5.0  # seconds over which a worker's rate of use decays (an exponential average)
+# A worker's rate of use: the larger of two decaying averages, so that a lease grows within a
+# fraction of a second when traffic picks up and shrinks over several seconds when it drops.
+RATE_TAU = 5.0
+RATE_TAU_FAST = 0.5
 HORIZON = 2.0  # a lease covers at least this many seconds of the worker's use
 LIVE_TTL = 15.0  # a worker counts as live this long after its last lease
 HEARTBEAT = LIVE_TTL / 3  # how often a worker with a lease says it is still there
@@ -120,6 +126,8 @@ class Quotas:
         lease = self._leases.get(bucket)
         if lease is None:
             lease = self._leases[bucket] = Lease(self, bucket, capacity, per_second, credit)
+            if not self.reachable:
+                lease.cut_off()
         elif (lease.capacity, lease.per_second) != (capacity, per_second):
             lease.capacity, lease.per_second = capacity, per_second
             lease.ahead = min(lease.ahead, MAX_SHARE * capacity)
@@ -201,6 +209,7 @@ class Lease:
         "_quotas",
         "_rate",
         "_rate_at",
+        "_rate_fast",
         "_share",
         "_stopped",
         "_unit",
@@ -232,6 +241,7 @@ class Lease:
         # at the last grant, at most a full lease (and that until the store first answers).
         self.ahead = MAX_SHARE * capacity
         self._rate = 0.0  # units per second this worker uses, decaying over RATE_TAU
+        self._rate_fast = 0.0  # the same over RATE_TAU_FAST
         self._rate_at = quotas.clock.monotonic()
         self._unit = 0.0  # a typical call's amount (a decaying average)
         self._wanted = 0.0  # what calls waiting for a refill want
@@ -328,10 +338,13 @@ class Lease:
             share = self._share
             if share is None:
                 return None
-            reserved = share.reserve(short, max_wait)
-            if reserved is None:
-                return None
-            wait = reserved
+            if self.credit and share.level() >= 0:
+                share.adjust(short)  # one call ahead of the share, as of the fleet's bucket
+            else:
+                reserved = share.reserve(short, max_wait)
+                if reserved is None:
+                    return None
+                wait = reserved
             self._owed += short
             self.held += short
         self.held -= amount
@@ -339,7 +352,9 @@ class Lease:
 
     def _use(self, amount: float) -> None:
         now = self._quotas.clock.monotonic()
-        self._rate = self._rate * math.exp(-(now - self._rate_at) / RATE_TAU) + amount / RATE_TAU
+        elapsed = now - self._rate_at
+        self._rate = self._rate * math.exp(-elapsed / RATE_TAU) + amount / RATE_TAU
+        self._rate_fast = self._rate_fast * math.exp(-elapsed / RATE_TAU_FAST) + amount / RATE_TAU_FAST
         self._rate_at = now
         self._unit = amount if not self._unit else self._unit + 0.2 * (amount - self._unit)
 
@@ -347,10 +362,11 @@ class Lease:
 
     def _target(self) -> float:
         """What to hold: the worker's use over the horizon (capped), one call at least; none when idle."""
-        now = self._quotas.clock.monotonic()
-        rate = self._rate * math.exp(-(now - self._rate_at) / RATE_TAU)
+        elapsed = self._quotas.clock.monotonic() - self._rate_at
+        rate = self._rate * math.exp(-elapsed / RATE_TAU)
         if rate * RATE_TAU < 0.5 * self._unit:  # not even half a call over the last RATE_TAU
             return 0.0
+        rate = max(rate, self._rate_fast * math.exp(-elapsed / RATE_TAU_FAST))
         size = min(rate * self._quotas.horizon, MAX_SHARE * self.capacity)
         return max(size, min(self._unit, self.capacity))
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -93,6 +94,16 @@ class DedicatedRedis:
         if process is not None:
             process.kill()
             process.wait(5)
+
+    def freeze(self) -> None:
+        """Hang it (SIGSTOP): connections stay open and nothing answers, as a stuck server does."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server go on (SIGCONT)."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGCONT)
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)

@@ -192,7 +192,11 @@ class RedisStore:
     async def aclose(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.cancel()
+            # A cancellation that lands as redis-py's read times out can be taken for the
+            # timeout and swallowed: cancel until the listener is gone.
+            while not listener.done():
+                listener.cancel()
+                await asyncio.wait({listener}, timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
         self._callbacks.clear()
