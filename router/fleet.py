@@ -22,6 +22,7 @@ from router.clock import Clock
 from router.quota import Lease, Quotas, rpm_bucket, tpm_bucket
 from router.resilience.breaker import Breaker, BreakerState
 from router.state.base import BreakerRecord, Change, DrainRecord, Snapshot, StateStore, StoreUnavailable
+from router.state.outages import Outages
 
 __all__ = ["Fleet", "SharedBuckets"]
 
@@ -48,6 +49,7 @@ class Fleet:
         self._probe_lease = probe_lease
         self._on_drain = on_drain
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._outages = Outages(clock)
         self._probing: set[tuple[str, int]] = set()  # (target, generation) with a lease attempt under way
 
     def add(self, breaker: Breaker) -> None:
@@ -198,7 +200,8 @@ class Fleet:
     def _lost(self) -> None:
         if self.connected:
             self.connected = False
-            logger.warning("shared state unreachable: this worker carries on with its local breakers")
+            if self._outages.lost():  # once per outage, however often the store flaps
+                logger.warning("shared state unreachable: this worker carries on with its local breakers")
             self.spawn(self._rejoin())
 
     async def _rejoin(self) -> None:
@@ -218,7 +221,8 @@ class Fleet:
     def _back(self, reconciling: bool = False) -> None:
         if not self.connected:
             self.connected = True
-            logger.warning("shared state reachable again: following the fleet's breakers")
+            if self._outages.back():
+                logger.warning("shared state reachable again: following the fleet's breakers")
             if not reconciling:
                 self.spawn(self._reconcile())
 

@@ -65,6 +65,7 @@ from router.state.base import (
     StateStore,
     StoreUnavailable,
 )
+from router.state.outages import SETTLE, Outages
 
 __all__ = ["RedisStore"]
 
@@ -164,6 +165,7 @@ class RedisStore:
         self._first_attempt = asyncio.Event()
         self._reachable: bool | None = None
         self._refusals_logged: set[str] = set()
+        self._outages = Outages(self._clock)
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r}, namespace={self.namespace!r}, worker={self.worker!r})"
@@ -391,14 +393,20 @@ class RedisStore:
         return text
 
     def _answered(self) -> None:
-        if self._reachable is False:
-            log.info("redis back: %s (namespace %s, worker %s)", self._where, self.namespace, self.worker)
+        if self._reachable is False and self._outages.back():
+            log.info(
+                "redis back: %s (namespace %s, worker %s); failures within %gs count as this outage",
+                self._where,
+                self.namespace,
+                self.worker,
+                SETTLE,
+            )
         self._reachable = True
         self._refusals_logged.clear()
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, _UNREACHABLE):
-            if self._reachable is not False:
+            if self._reachable is not False and self._outages.lost():
                 log.warning(
                     "redis unreachable: %s (namespace %s, worker %s): %s; carrying on with local state",
                     self._where,
