@@ -12,7 +12,7 @@ Three measurements, each against a `redis-server` this script starts on a free l
   A successful call should send Redis nothing. As a check that the count sees what it should,
   a burst of 100 failed calls follows: each is reported (one script call).
 - propagation: this process trips a breaker (one failed call, `fail_max: 1`); a worker in a
-  child process, a `Router` on the same namespace, notes when its `on_transition` sees it.
+  child process, a `Router` on the same namespace, notes when its `on_event` hook sees it.
   Both sides read `time.time()` on the same host, so no clock skew enters. Between trips the
   breaker is closed again through the store, and both sides wait until they see it closed.
 - overhead: the router's cost over the bare provider call (`ScriptedProvider.complete`), with
@@ -186,10 +186,13 @@ def observer_main(url: str, namespace: str, conn: Connection) -> None:
     """A worker in its own process: reports each breaker transition it sees, with `time.time()`."""
 
     async def serve() -> None:
-        def note(event: Any) -> None:
-            conn.send((event.new, event.generation, time.time()))
+        from router import BreakerTransition
 
-        router, _ = build_router(policy(url, namespace, fail_max=1), "bench-observer", on_transition=note)
+        def note(event: Any) -> None:
+            if isinstance(event, BreakerTransition):
+                conn.send((event.new, event.generation, time.time()))
+
+        router, _ = build_router(policy(url, namespace, fail_max=1), "bench-observer", on_event=note)
         await router.start()
         conn.send(("ready", 0, time.time()))
         loop = asyncio.get_running_loop()
@@ -215,7 +218,7 @@ async def receive(conn: Connection, state: str, within: float = 5.0) -> tuple[st
 
 
 async def propagation(url: str, namespace: str, trips: int) -> dict[str, Any]:
-    from router import ErrorKind, RouterError
+    from router import BreakerTransition, ErrorKind, RouterError
     from router.testing.scripted import Step
 
     context = multiprocessing.get_context("spawn")
@@ -226,10 +229,10 @@ async def propagation(url: str, namespace: str, trips: int) -> dict[str, Any]:
     closed = asyncio.Event()
 
     def note(event: Any) -> None:
-        if event.new == "closed":
+        if isinstance(event, BreakerTransition) and event.new == "closed":
             closed.set()
 
-    router, provider = build_router(policy(url, namespace, fail_max=1), "bench-tripper", on_transition=note)
+    router, provider = build_router(policy(url, namespace, fail_max=1), "bench-tripper", on_event=note)
     delays: list[float] = []
     try:
         await router.start()
@@ -414,7 +417,7 @@ async def measure(url: str, calls: int, trips: int, iterations: int, rounds: int
         "propagation_max_ms": round(spread["max_ms"], 3),
         "propagation_method": (
             "time.time() before the request whose failure trips the breaker (this process) to "
-            "time.time() in the observer's on_transition (another process, same host)"
+            "time.time() in the observer's on_event hook (another process, same host)"
         ),
         "trips": spread["trips"],
         "overhead_p50_us_memory": us(cost["overhead_memory"]),

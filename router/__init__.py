@@ -19,6 +19,7 @@ from router.errors import (
     StoreUnavailable,
     StreamBroken,
 )
+from router.events import AttemptEvent, Event, FailoverEvent, HealthEvent, ReloadEvent, RetryEvent
 from router.policy.loader import load_policy, parse_policy, policy_json_schema
 from router.policy.model import Policy, ProviderSpec, StateSpec
 from router.providers.base import Call, Chunk, Provider, Reply
@@ -34,6 +35,7 @@ from router.strategies import Candidate, Strategy, register_strategy
 __all__ = [
     "AllTargetsFailed",
     "Attempt",
+    "AttemptEvent",
     "BreakerState",
     "BreakerTransition",
     "BudgetExceeded",
@@ -43,7 +45,10 @@ __all__ = [
     "Clock",
     "Completion",
     "ErrorKind",
+    "Event",
+    "FailoverEvent",
     "Health",
+    "HealthEvent",
     "MemoryStore",
     "Outcome",
     "Policy",
@@ -53,7 +58,9 @@ __all__ = [
     "ProviderError",
     "ProviderSpec",
     "ProviderType",
+    "ReloadEvent",
     "Reply",
+    "RetryEvent",
     "Router",
     "RouterError",
     "StateSpec",

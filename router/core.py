@@ -74,7 +74,6 @@ class Router:
         clock: Clock | None = None,
         providers: Mapping[str, Provider] | None = None,
         seed: int | None = None,
-        on_transition: Callable[[BreakerTransition], None] | None = None,
         on_event: Callable[[Event], None] | None = None,
         store: StateStore | None = None,
         worker: str | None = None,
@@ -83,7 +82,6 @@ class Router:
         self.version = 0
         self._clock = clock or SystemClock()
         self._rng = random.Random(seed)
-        self._on_transition = on_transition
         self._on_event = on_event
         self._overrides = dict(providers or {})
         unknown = sorted(set(self._overrides) - set(policy.providers))
@@ -384,8 +382,6 @@ class Router:
             runtime = self._runtimes.get(event.target)
             if runtime is not None:
                 runtime.recovered_at = event.at
-        if self._on_transition is not None:
-            self._on_transition(event)
         self._emit(event)
 
     # -- requests --------------------------------------------------------------------------

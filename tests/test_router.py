@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 import router
@@ -28,10 +30,19 @@ def test_public_names_are_exactly_the_documented_ones():
             "StreamRestart", "Usage", "load_policy", "parse_policy", "policy_json_schema",
             "Candidate", "ProviderSpec", "ProviderType", "StateSpec", "StoreType", "Strategy",
             "register_provider", "register_store", "register_strategy",
+            "Event", "AttemptEvent", "RetryEvent", "FailoverEvent", "HealthEvent", "ReloadEvent",
         ]
     )  # fmt: skip
-    for name in router.__all__:
-        assert getattr(router, name) is not None
+
+
+def test_all_is_every_public_name_the_package_defines():
+    """Nothing public is left out of `__all__`, and nothing in it is missing from the package."""
+    public = {
+        name
+        for name, value in vars(router).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(router.__all__)
 
 
 def test_from_file_and_complete_sync(tmp_path):

@@ -16,6 +16,7 @@ from router.chaos.upstream import reply_for
 from router.clock import Clock
 from router.core import Router
 from router.errors import AllTargetsFailed, ProviderError, RouterError
+from router.events import Event
 from router.policy.model import Policy
 from router.providers.base import Message, Provider
 from router.resilience.breaker import BreakerTransition
@@ -54,13 +55,15 @@ class RouterContender:
             policy,
             seed=seed + worker,
             worker=f"chaos-{worker}",
-            on_transition=self._transition,
+            on_event=self._event,
             clock=clock,
             providers=providers,
             store=store,
         )
 
-    def _transition(self, event: BreakerTransition) -> None:
+    def _event(self, event: Event) -> None:
+        if not isinstance(event, BreakerTransition):
+            return
         # The breaker stamps transitions on the router's clock, which the load's origin is on.
         at = event.at - self.origin
         self._sink.transition(TransitionEvent(self._worker, at, event.target, event.old, event.new))

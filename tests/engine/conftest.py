@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from router import Policy, Router
+from router import BreakerTransition, Event, Policy, Router
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider
 
@@ -43,6 +44,16 @@ def build_policy(
     return Policy.model_validate(data | sections)
 
 
+def transitions_into(transitions: list[Any]) -> Callable[[Event], None]:
+    """An `on_event` hook that keeps the breaker transitions."""
+
+    def hook(event: Event) -> None:
+        if isinstance(event, BreakerTransition):
+            transitions.append(event)
+
+    return hook
+
+
 class Rig:
     def __init__(self, policy: Policy, clock: FakeClock, **kwargs: Any) -> None:
         self.clock = clock
@@ -54,7 +65,7 @@ class Rig:
             clock=clock,
             providers={"p1": self.p1, "p2": self.p2},
             seed=7,
-            on_transition=self.transitions.append,
+            on_event=transitions_into(self.transitions),
             **kwargs,
         )
 

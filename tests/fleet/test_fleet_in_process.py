@@ -15,7 +15,7 @@ from router.state.memory import MemoryStore
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider, Step
 
-from ..engine.conftest import USER, build_policy
+from ..engine.conftest import USER, build_policy, transitions_into
 
 
 class Worker:
@@ -31,7 +31,7 @@ class Worker:
             seed=sum(map(ord, name)),
             store=store,
             worker=name,
-            on_transition=self.transitions.append,
+            on_event=transitions_into(self.transitions),
         )
 
     async def ask(self) -> Any:

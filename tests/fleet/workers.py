@@ -91,6 +91,10 @@ class _Worker:
             await self._close_router()
 
     def _note(self, event: Any) -> None:
+        from router import BreakerTransition
+
+        if not isinstance(event, BreakerTransition):
+            return
         self.events.put(
             {
                 "worker": self.name,
@@ -119,9 +123,7 @@ class _Worker:
         await self._close_router()
         self.log.lines.clear()
         self.tag = tag
-        self.router = Router(
-            Policy.model_validate(policy), worker=self.name, seed=seed, on_transition=self._note
-        )
+        self.router = Router(Policy.model_validate(policy), worker=self.name, seed=seed, on_event=self._note)
         await self.router.start()
         return str(self.router.worker)
 
@@ -142,6 +144,7 @@ class _Worker:
                 "target": None,
                 "attempts": trail,
                 "error": str(error),
+                "cost": 0.0,
             }
         trail = [(a.target, str(a.outcome)) for a in result.attempts]
         return {
@@ -150,6 +153,7 @@ class _Worker:
             "target": result.target,
             "attempts": trail,
             "error": None,
+            "cost": result.cost_usd,
         }
 
     async def do_ask(
