@@ -398,7 +398,13 @@ class FakeUpstream:
 
     def _chat_handler(self, wire: Wire) -> _Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await self._chat(wire, request)
+            try:
+                return await self._chat(wire, request)
+            except ConnectionError:
+                # The client walked away mid-response (a cancelled stream, a closed connection):
+                # nothing left to answer, and nothing wrong here, so no traceback. A cancellation
+                # (aiohttp's handler_cancellation) passes through: aiohttp ends it quietly.
+                return _abort(request)
 
         return handle
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import logging
 import os
 import socket
 import threading
@@ -683,3 +685,42 @@ def test_fixed_port() -> None:
         port = probe.getsockname()[1]
     with FakeUpstream(port=port) as upstream:
         assert upstream.port == port
+
+
+# --- clients that walk away ------------------------------------------------------------------
+
+
+async def test_a_client_that_walks_away_mid_stream_leaves_no_traceback(
+    fake_upstream: FakeUpstream,
+    client: openai.AsyncOpenAI,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A long answer, so the server is still writing (its socket buffers full) when the client goes.
+    fake_upstream.set_reply("gpt-4o", "word " * 50_000)
+    caplog.set_level(logging.DEBUG)
+    capfd.readouterr()
+
+    async def read_a_little(received: asyncio.Event) -> None:
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=MESSAGES, stream=True
+        ) as response:
+            async for line in response.iter_lines():
+                if line:
+                    received.set()
+
+    for _ in range(3):
+        received = asyncio.Event()
+        reading = asyncio.create_task(read_a_little(received))
+        await asyncio.wait_for(received.wait(), 5)
+        await asyncio.sleep(0.05)
+        reading.cancel()  # the caller gives up mid-answer: the connection closes under the server
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+    await asyncio.sleep(0.1)
+    fake_upstream.stop()  # waits for every handler to end
+
+    assert fake_upstream.count() == 3
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert loud == [], [r.getMessage() for r in loud]
+    assert capfd.readouterr().err == ""
