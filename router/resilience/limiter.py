@@ -9,6 +9,7 @@ this worker's leases (`router.quota`) and wait only for a refill, never on the s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
@@ -16,7 +17,7 @@ from aiolimiter import AsyncLimiter
 from router.clock import Clock
 from router.policy.model import LimitsSpec
 
-__all__ = ["ClusterBuckets", "Limiter", "TokenBucket", "latest_start"]
+__all__ = ["Bucket", "ClusterBuckets", "Limiter", "TokenBucket", "latest_start"]
 
 
 def latest_start(now: float, deadline: float) -> float:
@@ -40,6 +41,40 @@ class ClusterBuckets(Protocol):
         """Give back a whole reservation (the request and its tokens) of a call that never went out."""
 
 
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket's arithmetic, pure: `level` tokens at `stamp`, refilled at `per_second` up to
+    `capacity`. The level may go below zero (taken on credit); the taker waits for the refill.
+
+    `TokenBucket` keeps one on a clock, `MemoryStore` one per fleet bucket (as the Lua scripts do).
+    """
+
+    level: float
+    stamp: float
+
+    def refilled(self, now: float, capacity: float, per_second: float) -> float:
+        return min(capacity, self.level + max(0.0, now - self.stamp) * per_second)
+
+    def take(
+        self, now: float, amount: float, capacity: float, per_second: float, max_wait: float
+    ) -> tuple[Bucket, float] | None:
+        """The bucket with `amount` taken and the wait until it is covered; None if over `max_wait`
+        (or never covered, with no refill)."""
+        level = self.refilled(now, capacity, per_second)
+        wait = 0.0
+        if amount > level:
+            if per_second <= 0:
+                return None
+            wait = (amount - level) / per_second
+            if wait > max_wait:
+                return None
+        return Bucket(level - amount, now), wait
+
+    def adjust(self, now: float, delta: float, capacity: float, per_second: float) -> Bucket:
+        """Correct an earlier take: positive takes more, negative gives back (up to `capacity`)."""
+        return Bucket(min(capacity, self.refilled(now, capacity, per_second) - delta), now)
+
+
 class TokenBucket:
     """A token bucket that may be debited on an estimate and corrected afterwards.
 
@@ -47,39 +82,29 @@ class TokenBucket:
     here. Reservations may take the level below zero; the reserver then waits for the refill.
     """
 
-    __slots__ = ("_clock", "_level", "_rate", "_stamp", "capacity")
+    __slots__ = ("_bucket", "_clock", "_rate", "capacity")
 
     def __init__(self, capacity: float, period: float, clock: Clock, *, level: float | None = None) -> None:
         """`capacity` refilled over `period` seconds; it starts full unless `level` says otherwise."""
         self.capacity = capacity
         self._rate = capacity / period
         self._clock = clock
-        self._level = capacity if level is None else level
-        self._stamp = clock.monotonic()
-
-    def _refill(self) -> float:
-        now = self._clock.monotonic()
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self._rate)
-        self._stamp = now
-        return now
+        self._bucket = Bucket(capacity if level is None else level, clock.monotonic())
 
     def level(self) -> float:
-        self._refill()
-        return self._level
+        return self._bucket.refilled(self._clock.monotonic(), self.capacity, self._rate)
 
     def reserve(self, amount: float, max_wait: float) -> float | None:
         """Take `amount`; return the wait until it is covered, or None (taking nothing) if over `max_wait`."""
-        self._refill()
-        wait = max(0.0, (amount - self._level) / self._rate)
-        if wait > max_wait:
+        taken = self._bucket.take(self._clock.monotonic(), amount, self.capacity, self._rate, max_wait)
+        if taken is None:
             return None
-        self._level -= amount
+        self._bucket, wait = taken
         return wait
 
     def adjust(self, delta: float) -> None:
         """Correct an earlier reservation: positive takes more, negative gives back."""
-        self._refill()
-        self._level = min(self.capacity, self._level - delta)
+        self._bucket = self._bucket.adjust(self._clock.monotonic(), delta, self.capacity, self._rate)
 
 
 class Limiter:

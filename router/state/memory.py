@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from router.clock import Clock, SystemClock
 from router.resilience.breaker import BreakerState
+from router.resilience.limiter import Bucket
 from router.resilience.window import OutcomeWindow, TripRule, open_time
 from router.state.base import (
     BreakerRecord,
@@ -51,12 +52,6 @@ class _Health:
     detail: str
 
 
-@dataclass(slots=True)
-class _Bucket:
-    level: float
-    stamp: float
-
-
 class MemoryStore:
     """State for one process. Transitions reach the `start` callbacks synchronously, as an echo."""
 
@@ -70,7 +65,7 @@ class MemoryStore:
         self._leases: dict[str, tuple[str, float]] = {}
         self._health: dict[str, _Health] = {}
         self._drained: set[str] = set()
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, Bucket] = {}
         # bucket -> worker -> (live until, what it holds)
         self._holders: dict[str, dict[str, tuple[float, float]]] = {}
 
@@ -195,21 +190,15 @@ class MemoryStore:
         self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float
     ) -> float:
         now = self._clock.monotonic()
-        left = self._level(bucket, capacity, per_second, now) - amount
-        wait = 0.0
-        if left < 0:
-            if per_second <= 0:
-                return -1.0  # a debt nothing will ever pay off
-            wait = -left / per_second
-            if wait > max_wait:
-                return -1.0
-        self._buckets[bucket] = _Bucket(left, now)
+        taken = self._bucket(bucket, capacity, now).take(now, amount, capacity, per_second, max_wait)
+        if taken is None:
+            return -1.0
+        self._buckets[bucket], wait = taken
         return wait
 
     async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
         now = self._clock.monotonic()
-        level = min(capacity, self._level(bucket, capacity, per_second, now) - delta)
-        self._buckets[bucket] = _Bucket(level, now)
+        self._buckets[bucket] = self._bucket(bucket, capacity, now).adjust(now, delta, capacity, per_second)
 
     async def lease(
         self,
@@ -223,10 +212,10 @@ class MemoryStore:
         ttl: float = 10.0,
     ) -> Grant:
         now = self._clock.monotonic()
-        level = self._level(bucket, capacity, per_second, now)
+        level = self._bucket(bucket, capacity, now).refilled(now, capacity, per_second)
         granted = min(amount, max(0.0, level)) if amount >= 0 else max(amount, level - capacity)
         if granted:
-            self._buckets[bucket] = _Bucket(level - granted, now)
+            self._buckets[bucket] = Bucket(level - granted, now)
         holders = self._holders.setdefault(bucket, {})
         for who in [who for who, (until, _) in holders.items() if until <= now]:
             del holders[who]
@@ -239,11 +228,8 @@ class MemoryStore:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _level(self, bucket: str, capacity: float, per_second: float, now: float) -> float:
-        b = self._buckets.get(bucket)
-        if b is None:
-            return capacity
-        return min(capacity, b.level + max(0.0, now - b.stamp) * per_second)
+    def _bucket(self, bucket: str, capacity: float, now: float) -> Bucket:
+        return self._buckets.get(bucket) or Bucket(capacity, now)
 
     def _live_health(self, target: str, now: float) -> _Health | None:
         h = self._health.get(target)
