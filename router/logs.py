@@ -4,6 +4,9 @@ Routers register their policy's secret values (API keys, AWS credentials, the Re
 password) here; a filter on the `router` logger replaces them with `***` in the message, its
 arguments and the traceback text. `JsonFormatter` writes one JSON object per line for log
 pipelines: `logging.getLogger("router").handlers[0].setFormatter(JsonFormatter())`.
+
+`hide` is the one way a secret is blanked out anywhere: in logs, in provider and store errors,
+in a policy's located issues.
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.parse
 from collections.abc import Iterable
 
-__all__ = ["JsonFormatter", "SecretFilter", "register_secrets", "scrub"]
+__all__ = ["HIDDEN", "JsonFormatter", "SecretFilter", "hide", "register_secrets", "scrub", "url_secrets"]
+
+HIDDEN = "***"
+"""What a secret is shown as."""
 
 _MIN_SECRET = 12  # real keys are longer; shorter values (placeholders) would blank out ordinary words
 _secrets: set[str] = set()
@@ -25,12 +32,26 @@ def register_secrets(values: Iterable[str]) -> None:
         _secrets.update(value for value in values if len(value) >= _MIN_SECRET)
 
 
+def hide(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each of `secrets` as `***`, longest first (a secret holding another goes whole)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and secret in text:
+            text = text.replace(secret, HIDDEN)
+    return text
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password of `url` as written and percent-decoded: what a message quoting it must not show."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return ()
+    return tuple(dict.fromkeys(s for s in (password, urllib.parse.unquote(password or "")) if s))
+
+
 def scrub(text: str) -> str:
     """`text` with every registered secret replaced by `***`."""
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    return hide(text, _secrets) if _secrets else text
 
 
 class SecretFilter(logging.Filter):

@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 
 from router._registry import RegisteredName
 from router.errors import PolicyError, PolicyIssue
-from router.logs import register_secrets
+from router.logs import hide, register_secrets
 from router.policy.interpolate import interpolate
 from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetSpec
 from router.policy.source import MAX_BYTES, Location, Path, Source, decode_source, dotted, read_source
@@ -140,11 +140,8 @@ class _Problem:
     message: str
 
     def issue(self, filename: str, secrets: Mapping[Path, tuple[str, ...]]) -> PolicyIssue:
-        message = self.message
         hidden = {secret for path, values in secrets.items() if _under(path, self.path) for secret in values}
-        # Longest first, so that a secret containing another is hidden whole.
-        for secret in sorted(hidden, key=len, reverse=True):
-            message = message.replace(secret, "<hidden>")
+        message = hide(self.message, hidden)
         return PolicyIssue(filename, self.where.line, self.where.column, dotted(self.path), message)
 
 

@@ -27,6 +27,7 @@ from pydantic import (
 
 from router._registry import RegisteredName, Registry
 from router.errors import ErrorKind
+from router.logs import HIDDEN
 from router.resilience.window import TripRule
 
 __all__ = [
@@ -151,7 +152,7 @@ class Masked(str):
 
     shown: str
 
-    def __new__(cls, value: str, shown: str = "***") -> Masked:
+    def __new__(cls, value: str, shown: str = HIDDEN) -> Masked:
         masked = super().__new__(cls, value)
         masked.shown = shown
         return masked
@@ -168,7 +169,7 @@ def _without_password(url: str) -> str:
     if parts.password is None:
         return url
     host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:{HIDDEN}@{host}"))
 
 
 def _http_url(url: str) -> str:

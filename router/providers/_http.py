@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import email.utils
 import time
-import urllib.parse
 from collections.abc import Iterable, Mapping
 
+from router.logs import hide, url_secrets
 from router.policy.model import ProviderSpec
 
 __all__ = ["redact", "retry_after", "secrets_of"]
@@ -39,14 +39,12 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 def secrets_of(spec: ProviderSpec, key: str | None) -> tuple[str, ...]:
     """What an adapter's errors must never repeat (an upstream may echo a request back): the key,
     every header value, the password in the base URL."""
-    password = urllib.parse.urlsplit(spec.base_url).password if spec.base_url else None
-    values = (key, *spec.headers.values(), password)
+    passwords = url_secrets(spec.base_url) if spec.base_url else ()
+    values = (key, *spec.headers.values(), *passwords)
     return tuple(str(value) for value in values if value)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Trim a provider's error text and blank out any secret it echoes back."""
-    for secret in sorted(secrets, key=len, reverse=True):  # a secret holding another goes whole
-        if secret:
-            text = text.replace(secret, "***")
+    text = hide(text, secrets)
     return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."

@@ -41,7 +41,7 @@ import random
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
@@ -53,6 +53,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.clock import Clock, SystemClock
+from router.logs import hide, url_secrets
 from router.resilience.breaker import BreakerState
 from router.resilience.window import TripRule
 from router.state.base import (
@@ -100,16 +101,15 @@ def _load_script(name: str) -> str:
     return (resources.files("router.state") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
-def _redacted(url: str) -> tuple[str, list[str]]:
+def _redacted(url: str) -> tuple[str, tuple[str, ...]]:
     """`url` without credentials, for messages; and the secrets that must never appear in one."""
     try:
         parts = urlsplit(url)
-        secrets = [s for s in (parts.password, unquote(parts.password or "")) if s]
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}", secrets
+        return f"{parts.scheme}://{host}{port}{parts.path}", url_secrets(url)
     except ValueError:
-        return "redis", []
+        return "redis", ()
 
 
 class RedisStore:
@@ -388,9 +388,7 @@ class RedisStore:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, TimeoutError) and not isinstance(exc, RedisError):
             text = f"no answer within {self._deadline:g}s"
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return hide(text, self._secrets)
 
     def _answered(self) -> None:
         if self._reachable is False and self._outages.back():
