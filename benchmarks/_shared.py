@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import signal
 import subprocess
@@ -14,17 +13,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from router.estimates import percentile
+
 Timed = Callable[[], Awaitable[Any]]
 
 # An instant provider never suspends, so without a yield now and then the loop never runs and
 # each call's cancelled deadline timer piles up in its heap. Real providers suspend every call.
 YIELD_EVERY = 64
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def percentile_us(samples_ns: Sequence[int], q: float) -> float:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
+from typing import TypeVar
 
-__all__ = ["DEFAULT_OUTPUT_ESTIMATE", "OutputTokens"]
+__all__ = ["DEFAULT_OUTPUT_ESTIMATE", "OutputTokens", "percentile"]
+
+_N = TypeVar("_N", int, float)
 
 # Output tokens assumed while a target has produced too few answers to learn from.
 DEFAULT_OUTPUT_ESTIMATE = 1024
@@ -49,6 +53,11 @@ class OutputTokens:
 
     def _refresh(self) -> None:
         self._since_sort = 0
-        ordered = sorted(self._tokens)
-        p90 = ordered[max(0, math.ceil(QUANTILE * len(ordered)) - 1)]
+        p90 = percentile(self._tokens, QUANTILE)
         self._estimate = max(p90, DEFAULT_OUTPUT_ESTIMATE) if self._seen < TRUSTED_AFTER else p90
+
+
+def percentile(values: Sequence[_N], q: float) -> _N:
+    """Nearest-rank percentile: the smallest value with at least `q` of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

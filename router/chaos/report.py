@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from router.chaos.recording import Recording, TransitionEvent
+from router.estimates import percentile
 
 __all__ = ["IncidentReport", "Latency", "Report", "Timeline", "build_report", "percentile"]
 
@@ -110,12 +111,6 @@ class Report:
 
 def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least `q` of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def build_report(recording: Recording) -> Report:
