@@ -59,6 +59,7 @@ from router.testing.faults import (
     SlowFirstToken,
     Stall,
     Truncated,
+    bedrock_error_name,
 )
 from router.testing.wires.base import continuation, estimate_tokens, split_words
 from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
@@ -71,19 +72,6 @@ call to the fake upstream on loopback, through the SDK, takes in a real chaos ru
 
 _FOREVER = 1e9
 
-# Bedrock's error names (as the fake upstream sends them for a status, or as `bedrock_error`
-# names them) and the kinds the Bedrock adapter reads from them.
-_BEDROCK_NAMES = {
-    400: "ValidationException",
-    401: "AccessDeniedException",
-    403: "AccessDeniedException",
-    404: "ResourceNotFoundException",
-    408: "ModelTimeoutException",
-    424: "ModelErrorException",
-    429: "ThrottlingException",
-    500: "InternalServerException",
-    503: "ServiceUnavailableException",
-}
 # The error types the fake upstream's Anthropic wire sends for each in-stream exception, as the
 # Anthropic adapter classifies them.
 _ANTHROPIC_IN_STREAM = {
@@ -380,9 +368,7 @@ def _text(content: object) -> str:
 def _status_kind(wire: _Wire, status: int, error_type: str | None) -> ErrorKind:
     """The kind the wire's adapter gives an error status (Bedrock: by the error's name)."""
     if wire.name == "bedrock":
-        name = error_type or _BEDROCK_NAMES.get(status)
-        name = name or ("InternalServerException" if status >= 500 else "ValidationException")
-        return bedrock_kind(name, status, "")
+        return bedrock_kind(error_type or bedrock_error_name(status), status, "")
     if wire.name == "anthropic":
         return anthropic_kind(status, error_type or "", "")
     return kind_for_status(status)

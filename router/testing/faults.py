@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "BEDROCK_ERRORS",
     "STREAM_EXCEPTIONS",
     "ContentFilter",
     "ContextLength",
@@ -64,6 +65,7 @@ __all__ = [
     "SlowFirstToken",
     "Stall",
     "Truncated",
+    "bedrock_error_name",
     "parse_fault_spec",
 ]
 
@@ -76,19 +78,42 @@ STREAM_EXCEPTIONS = (
     "validationException",
 )
 
-# Bedrock runtime's error names and the status each comes with.
-_BEDROCK_STATUS = {
-    "AccessDeniedException": 403,
-    "InternalServerException": 500,
-    "ModelErrorException": 424,
-    "ModelNotReadyException": 429,
-    "ModelTimeoutException": 408,
-    "ResourceNotFoundException": 404,
-    "ServiceQuotaExceededException": 400,
-    "ServiceUnavailableException": 503,
-    "ThrottlingException": 429,
-    "ValidationException": 400,
+BEDROCK_ERRORS: dict[str, tuple[int, str]] = {
+    "ValidationException": (400, "Malformed input request, please reformat your input and try again."),
+    "AccessDeniedException": (403, "You don't have access to the model with the specified model ID."),
+    "ResourceNotFoundException": (
+        404,
+        "Could not resolve the foundation model from the provided model identifier.",
+    ),
+    "ModelTimeoutException": (408, "Model has timed out in processing the request. Try your request again."),
+    "ModelErrorException": (424, "Received error from the model. Try your request again."),
+    "ThrottlingException": (429, "Too many requests, please wait before trying again."),
+    "InternalServerException": (
+        500,
+        "The system encountered an unexpected error during processing. Try your request again.",
+    ),
+    "ServiceUnavailableException": (503, "Bedrock is unable to process your request."),
+    # Sent only where a fault names them: a bare status gets the name above.
+    "ModelNotReadyException": (
+        429,
+        "Model is not ready to serve inference requests. Try your request again.",
+    ),
+    "ModelStreamErrorException": (424, "An error occurred while streaming the response. Retry your request."),
+    "ServiceQuotaExceededException": (400, "Your request exceeds the service quota for your account."),
 }
+"""Bedrock runtime's errors: each name with its status and the message it comes with. The one table
+of them: `Fault.bedrock_error`, the fake upstream's Bedrock wire and the simulation read it."""
+
+
+def bedrock_error_name(status: int) -> str:
+    """The error name Bedrock runtime sends with `status`; one it does not send is named for its
+    class (401 is access denied, as 403 is)."""
+    for name, (usual, _) in BEDROCK_ERRORS.items():
+        if usual == status:
+            return name
+    if status == 401:
+        return "AccessDeniedException"
+    return "InternalServerException" if status >= 500 else "ValidationException"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +189,11 @@ class Fault:
         """A Bedrock runtime error by name (`"ModelNotReadyException"`: 429, `"ModelErrorException"`:
         424, `"ModelTimeoutException"`: 408, ...), with its usual status unless `status` is given."""
         if status is None:
-            if name not in _BEDROCK_STATUS:
+            if name not in BEDROCK_ERRORS:
                 raise ValueError(
-                    f"unknown Bedrock error {name!r}: give its status (known: {sorted(_BEDROCK_STATUS)})"
+                    f"unknown Bedrock error {name!r}: give its status (known: {sorted(BEDROCK_ERRORS)})"
                 )
-            status = _BEDROCK_STATUS[name]
+            status = BEDROCK_ERRORS[name][0]
         return Fault.http(status, type=name)
 
     @staticmethod

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from router.testing import Fault, FaultRule, parse_fault_spec
-from router.testing.faults import HttpError, parse_duration
+from router.testing.faults import (
+    BEDROCK_ERRORS,
+    STREAM_EXCEPTIONS,
+    HttpError,
+    bedrock_error_name,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -175,3 +181,15 @@ def test_rules_reject_nonsense() -> None:
         FaultRule("", Fault.hang())
     with pytest.raises(ValueError, match="after"):
         FaultRule("m", Fault.hang(), after=-1)
+
+
+def test_one_bedrock_table_names_every_status_and_stream_exception() -> None:
+    assert [bedrock_error_name(status) for status in (400, 401, 403, 429, 502)] == [
+        "ValidationException",
+        "AccessDeniedException",
+        "AccessDeniedException",
+        "ThrottlingException",
+        "InternalServerException",
+    ]
+    assert all(name[:1].upper() + name[1:] in BEDROCK_ERRORS for name in STREAM_EXCEPTIONS)
+    assert Fault.bedrock_error("ModelStreamErrorException").status == 424

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from router.testing.faults import (
+    BEDROCK_ERRORS,
     ContentFilter,
     ContextLength,
     ExceptionInStream,
@@ -24,6 +25,7 @@ from router.testing.faults import (
     InStreamError,
     Rejection,
     RejectPrefill,
+    bedrock_error_name,
 )
 from router.testing.wires.base import Answer, BadRequest, Chat, Stream, Wire, estimate_tokens
 from router.testing.wires.eventstream import encode_frame
@@ -31,29 +33,6 @@ from router.testing.wires.eventstream import encode_frame
 __all__ = ["GUARDRAIL_MESSAGE", "BedrockWire"]
 
 GUARDRAIL_MESSAGE = "Sorry, the model cannot answer this question."
-
-# status -> (error name, message), what Bedrock runtime sends.
-_STATUS_DEFAULTS: dict[int, tuple[str, str]] = {
-    400: ("ValidationException", "Malformed input request, please reformat your input and try again."),
-    401: ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
-    403: ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
-    404: (
-        "ResourceNotFoundException",
-        "Could not resolve the foundation model from the provided model identifier.",
-    ),
-    408: ("ModelTimeoutException", "Model has timed out in processing the request. Try your request again."),
-    424: ("ModelErrorException", "Received error from the model. Try your request again."),
-    429: ("ThrottlingException", "Too many requests, please wait before trying again."),
-    500: (
-        "InternalServerException",
-        "The system encountered an unexpected error during processing. Try your request again.",
-    ),
-    503: ("ServiceUnavailableException", "Bedrock is unable to process your request."),
-}
-_MESSAGES_BY_NAME = {name: message for name, message in _STATUS_DEFAULTS.values()} | {
-    "ModelNotReadyException": "Model is not ready to serve inference requests. Try your request again.",
-    "ModelStreamErrorException": "An error occurred while streaming the response. Retry your request.",
-}
 
 _ERROR_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 
@@ -105,17 +84,9 @@ class BedrockWire(Wire):
         headers: dict[str, str] = {}
         match fault:
             case HttpError():
-                status = fault.status
-                name, message = _STATUS_DEFAULTS.get(
-                    status,
-                    (
-                        "InternalServerException" if status >= 500 else "ValidationException",
-                        f"Error {status}.",
-                    ),
-                )
-                if fault.type is not None:
-                    name, message = fault.type, _MESSAGES_BY_NAME.get(fault.type, message)
-                message = fault.message or message
+                status, usual = fault.status, bedrock_error_name(fault.status)
+                name = fault.type or usual
+                message = fault.message or BEDROCK_ERRORS.get(name, BEDROCK_ERRORS[usual])[1]
                 headers.update(fault.headers)
             case ContextLength():
                 status, name, message = 400, "ValidationException", "Input is too long for requested model."
@@ -185,7 +156,7 @@ class BedrockWire(Wire):
         payload: dict[str, Any]
         if isinstance(fault, ExceptionInStream):
             exception = fault.exception
-            payload = {"message": _MESSAGES_BY_NAME.get(exception[:1].upper() + exception[1:], "Error.")}
+            payload = {"message": BEDROCK_ERRORS[exception[:1].upper() + exception[1:]][1]}
         else:
             exception = "serviceUnavailableException"
             payload = {"message": "Model is overloaded. Try your request again."}
