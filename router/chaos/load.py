@@ -73,23 +73,70 @@ async def drive(
 ) -> None:
     """Send the load from `origin` (on `clock`, default the system's monotonic clock) for `duration`
     seconds, then wait up to `drain`."""
-    clock = clock or SystemClock()
+    run = _Drive(contender, load, sink, worker, origin, clock or SystemClock())
+    contender.origin = origin
+    reporter = asyncio.create_task(run.report_status())
+    await run.clock.sleep(max(0.0, -run.now()))
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        await run.start(tasks, duration)
+        await run.wait(tasks, duration, drain)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
 
-    def now() -> float:
-        return clock.monotonic() - origin
 
-    async def one() -> None:
-        start = now()
+@dataclass(frozen=True, slots=True)
+class _Drive:
+    """One worker's sending of the load: its requests, recorded in the sink, and its status reports."""
+
+    contender: Contender
+    load: Load
+    sink: Sink
+    worker: int
+    origin: float
+    clock: Clock
+
+    def now(self) -> float:
+        return self.clock.monotonic() - self.origin
+
+    async def start(self, tasks: set[asyncio.Task[None]], duration: float) -> None:
+        """Start the load's requests into `tasks`: at its rate (open loop) or its concurrency (closed)."""
+        load = self.load
+        if load.rate is not None:
+            number = 0
+            while (at := number / load.rate) < duration:
+                await self.clock.sleep(max(0.0, at - self.now()))
+                tasks.add(asyncio.create_task(self.one()))
+                number += 1
+        else:
+            assert load.concurrency is not None
+            tasks.update(asyncio.create_task(self.closed_loop(duration)) for _ in range(load.concurrency))
+
+    async def wait(self, tasks: set[asyncio.Task[None]], duration: float, drain: float) -> None:
+        """Wait for `tasks` until `drain` seconds after the load ends."""
+        if tasks:
+            clock = self.clock
+            with contextlib.suppress(TimeoutError):
+                async with clock.timeout_at(clock.monotonic() + max(0.0, duration - self.now()) + drain):
+                    await asyncio.wait(tasks)
+
+    async def one(self) -> None:
+        start = self.now()
         try:
-            answer = await contender.send(load)
+            answer = await self.contender.send(self.load)
         except asyncio.CancelledError:
-            sink.request(RequestEvent(worker, start, now(), None, "unfinished"))
+            self.sink.request(RequestEvent(self.worker, start, self.now(), None, "unfinished"))
             raise
-        sink.request(
+        self.sink.request(
             RequestEvent(
-                worker,
+                self.worker,
                 start,
-                now(),
+                self.now(),
                 answer.target,
                 answer.error,
                 answer.cost_usd,
@@ -98,42 +145,16 @@ async def drive(
             )
         )
 
-    async def closed_loop() -> None:
-        while now() < duration:
-            await one()
+    async def closed_loop(self, duration: float) -> None:
+        while self.now() < duration:
+            await self.one()
 
-    async def report_status() -> None:
+    async def report_status(self) -> None:
         while True:
             try:
-                status = await contender.status()
+                status = await self.contender.status()
             except Exception:  # a display's snapshot; the state store may be away, the load goes on
                 status = None
             if status is not None:
-                sink.status(StatusEvent(worker, now(), *status))
-            await clock.sleep(STATUS_INTERVAL)
-
-    contender.origin = origin
-    reporter = asyncio.create_task(report_status())
-    await clock.sleep(max(0.0, -now()))
-    tasks: set[asyncio.Task[None]] = set()
-    try:
-        if load.rate is not None:
-            number = 0
-            while (at := number / load.rate) < duration:
-                await clock.sleep(max(0.0, at - now()))
-                tasks.add(asyncio.create_task(one()))
-                number += 1
-        else:
-            assert load.concurrency is not None
-            tasks = {asyncio.create_task(closed_loop()) for _ in range(load.concurrency)}
-        if tasks:
-            with contextlib.suppress(TimeoutError):
-                async with clock.timeout_at(clock.monotonic() + max(0.0, duration - now()) + drain):
-                    await asyncio.wait(tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+                self.sink.status(StatusEvent(self.worker, self.now(), *status))
+            await self.clock.sleep(STATUS_INTERVAL)
