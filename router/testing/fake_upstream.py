@@ -410,17 +410,41 @@ class FakeUpstream:
 
     async def _chat(self, wire: Wire, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
+        chat = await self._read(wire, request)
+        if not isinstance(chat, Chat):
+            return chat
+        fault, latency, reply, number = self._choose(chat)
+        fault_name = fault.name if fault else "ok"
+        if isinstance(fault, Rejection) and not (isinstance(fault, ContentFilter) and wire.filters_in_band):
+            rejected = wire.reject(fault, chat.model)
+            self._record(request, wire, chat.model, chat.stream, fault_name, rejected.status)
+            return rejected
+        status = None if isinstance(fault, Reset | Hang) else 200
+        self._record(request, wire, chat.model, chat.stream, fault_name, status)
+
+        answer = _answer(chat, reply, number, fault, started)
+        response = await self._misbehave(request, wire, answer, fault, latency)
+        if response is not None:
+            return response
+        if chat.stream:
+            return await self._stream(request, wire, answer, fault)
+        return web.json_response(wire.body(answer), headers=wire.headers(answer))
+
+    async def _read(self, wire: Wire, request: web.Request) -> Chat | web.Response:
+        """The chat request, or the 400 answering a request the wire refuses (logged)."""
         try:
             try:
                 body = json.loads(await request.read())
             except ValueError as exc:
                 raise BadRequest(f"the body is not JSON: {exc}") from None
-            chat = wire.read(request, body)
+            return wire.read(request, body)
         except BadRequest as exc:
             response = wire.reject(HttpError(400, f"Invalid request: {exc}", code=exc.code), "")
             self._record(request, wire, "", False, "invalid_request", response.status)
             return response
 
+    def _choose(self, chat: Chat) -> tuple[Fault | None, float, str | _ToolReply, int]:
+        """The fault striking `chat`, the latency drawn for it, the reply and the answer's number."""
         with self._lock:
             self._models.setdefault(chat.model)
             elapsed = time.monotonic() - self._started_at
@@ -431,17 +455,13 @@ class FakeUpstream:
             if chat.prefill and isinstance(reply, str):
                 known = (text for text in self._replies.values() if isinstance(text, str))
                 reply = continuation(chat.prefill, reply, known)
-            number = next(self._ids)
-        fault_name = fault.name if fault else "ok"
+            return fault, latency, reply, next(self._ids)
 
-        if isinstance(fault, Rejection) and not (isinstance(fault, ContentFilter) and wire.filters_in_band):
-            response = wire.reject(fault, chat.model)
-            self._record(request, wire, chat.model, chat.stream, fault_name, response.status)
-            return response
-        status = None if isinstance(fault, Reset | Hang) else 200
-        self._record(request, wire, chat.model, chat.stream, fault_name, status)
-
-        answer = _answer(chat, reply, number, fault, started)
+    async def _misbehave(
+        self, request: web.Request, wire: Wire, answer: Answer, fault: Fault | None, latency: float
+    ) -> web.StreamResponse | None:
+        """What `fault` does before (or instead of) the answer; None: the answer follows."""
+        stream = answer.chat.stream
         match fault:
             case Reset():
                 return _reset(request)
@@ -452,7 +472,7 @@ class FakeUpstream:
             case Delay(seconds=seconds):
                 if await self._pause(seconds):
                     return _abort(request)
-            case SlowFirstToken(seconds=seconds) if not chat.stream:
+            case SlowFirstToken(seconds=seconds) if not stream:
                 if await self._pause(seconds):
                     return _abort(request)
             case Latency():
@@ -465,11 +485,9 @@ class FakeUpstream:
                 return web.Response(status=200, text=text[: len(text) // 2], content_type="application/json")
             case GzipBomb(size=size):
                 return await self._gzip_bomb(request, wire, answer, size)
-            case Endless(every=every) if not chat.stream:
+            case Endless(every=every) if not stream:
                 return await self._endless_body(request, every)
-        if chat.stream:
-            return await self._stream(request, wire, answer, fault)
-        return web.json_response(wire.body(answer), headers=wire.headers(answer))
+        return None
 
     async def _stream(
         self, request: web.Request, wire: Wire, answer: Answer, fault: Fault | None
@@ -481,39 +499,16 @@ class FakeUpstream:
         )
         response.headers.update(wire.headers(answer))
         await response.prepare(request)
-        # Where, counted in events sent, a mid-stream fault strikes; never past the last event,
-        # and a cut always comes before the event that finishes the answer.
-        strike = -1
-        if isinstance(fault, Cut):
-            strike = min(fault.after_chunks, stream.finish)
-        elif isinstance(fault, NoFinish):
-            strike = stream.finish
-        elif isinstance(fault, Endless):
+        if isinstance(fault, Endless):
             return await self._endless_stream(request, response, stream, fault.every)
-        elif isinstance(fault, Stall | Malformed | InStreamError):
-            strike = min(fault.after_chunks, len(events))
+        strike = _strike_index(fault, stream)
         if isinstance(fault, SlowFirstToken) and await self._pause(fault.seconds):
             return _abort(request, response)
         for index in range(len(events) + 1):
             if index == strike:
-                match fault:
-                    case Cut():
-                        # Close (FIN after what was sent), not reset: the client must see the events.
-                        assert request.transport is not None
-                        request.transport.close()
-                        return response
-                    case NoFinish():
-                        await response.write_eof()  # a proper end, of an answer that never finished
-                        return response
-                    case Stall(seconds=seconds):
-                        if await self._pause(seconds):
-                            return _abort(request, response)
-                    case Malformed():
-                        await response.write(wire.malformed(answer))
-                    case InStreamError():
-                        await response.write(wire.stream_error(fault, answer))
-                        await response.write_eof()
-                        return response
+                ended = await self._strike(request, response, wire, answer, fault)
+                if ended is not None:
+                    return ended
             if index == len(events):
                 break
             await response.write(events[index])
@@ -521,6 +516,35 @@ class FakeUpstream:
             await response.write(stream.terminator)
         await response.write_eof()
         return response
+
+    async def _strike(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        wire: Wire,
+        answer: Answer,
+        fault: Fault | None,
+    ) -> web.StreamResponse | None:
+        """A mid-stream fault strikes; the response when it ends the stream, None when events go on."""
+        match fault:
+            case Cut():
+                # Close (FIN after what was sent), not reset: the client must see the events.
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            case NoFinish():
+                await response.write_eof()  # a proper end, of an answer that never finished
+                return response
+            case Stall(seconds=seconds):
+                if await self._pause(seconds):
+                    return _abort(request, response)
+            case Malformed():
+                await response.write(wire.malformed(answer))
+            case InStreamError():
+                await response.write(wire.stream_error(fault, answer))
+                await response.write_eof()
+                return response
+        return None
 
     async def _gzip_bomb(
         self, request: web.Request, wire: Wire, answer: Answer, size: int
@@ -615,6 +639,18 @@ def _answer(chat: Chat, reply: str | _ToolReply, number: int, fault: Fault | Non
         created=int(time.time()),
         started=started,
     )
+
+
+def _strike_index(fault: Fault | None, stream: Stream) -> int:
+    """Where, counted in events sent, a mid-stream fault strikes (-1: nowhere); never past the last
+    event, and a cut always comes before the event that finishes the answer."""
+    if isinstance(fault, Cut):
+        return min(fault.after_chunks, stream.finish)
+    if isinstance(fault, NoFinish):
+        return stream.finish
+    if isinstance(fault, Stall | Malformed | InStreamError):
+        return min(fault.after_chunks, len(stream.events))
+    return -1
 
 
 def _reset(request: web.Request) -> web.Response:
