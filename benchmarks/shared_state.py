@@ -18,6 +18,19 @@ Three measurements, each against a `redis-server` this script starts on a free l
 - overhead: the router's cost over the bare provider call (`ScriptedProvider.complete`), with
   the Redis backend and with the in-memory store, interleaved in the same run.
 
+And for a request on a target with fleet `rpm`, `tpm` and a route budget (issue 10), each
+against a `redis-server` of its own that it freezes (SIGSTOP) or kills:
+
+- round trips before the call: the Redis commands a request's own task awaits before its
+  provider is called (a wrapper around `RedisStore._call` counts those of the request's task;
+  the leases' refills run in other tasks), and for scale every command sent per request.
+- overhead with Redis hung: the p99 of the router's cost over the bare call with Redis healthy,
+  then from the moment it is frozen on (the detection included).
+- budget overspend: 4 worker processes send long answers (2 000 to 3 500 output tokens, no
+  `max_tokens`) to a premium target until its budget (160 answers' worth) is long spent; what
+  they spent on it over what the budget allowed, with Redis up, and with Redis killed once half
+  the budget is gone.
+
 Nothing here asserts a speed; see README.md for the goals and the figures of a run.
 """
 
@@ -31,6 +44,7 @@ import json
 import multiprocessing
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -64,7 +78,16 @@ GOALS = {
     "propagation_p50_ms": ("<=", 10.0),
     "propagation_p99_ms": ("<=", 50.0),
     "overhead_ratio_redis_vs_memory": ("<=", 1.2),
+    "redis_roundtrips_before_call": ("==", 0.0),
+    "overhead_p99_ratio_hung_vs_healthy": ("<=", 1.2),
+    "budget_overspend_redis_up": ("<=", 1.05),
+    "budget_overspend_redis_killed": ("<=", 1.25),
 }
+# The budgeted runs: answers of this many words per worker (5 characters, 1.25 tokens a word).
+SPENDERS_WORDS = (1600, 2000, 2400, 2800)
+ANSWERS_IN_BUDGET = 160
+HUNG_FOR = 2.0  # seconds of calls with Redis frozen: 4x a store call's deadline (2 x 250 ms)
+PREMIUM = {"input": 1.0, "output": 10.0}
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -317,6 +340,238 @@ async def overhead(url: str, namespace: str, n: int, rounds: int) -> dict[str, f
     return figures
 
 
+# -- 4. limits and budgets, leased ----------------------------------------------------------------
+
+
+def limited_policy(url: str, namespace: str) -> dict[str, Any]:
+    """`policy`, with fleet rpm and tpm on target `t` (premium) and a route budget over it; `cheap`
+    (economy) is the route's cheapest tier, which a route budget spares. The limits are far above
+    what the benchmark asks, so every request is answered by `t` and only the mechanism is timed."""
+    data = policy(url, namespace)
+    data["providers"]["bench"]["limits"] = {"rpm": 10**9, "tpm": 10**12}
+    data["targets"]["t"].update(price={"input": 1.0, "output": 2.0}, tier="premium")
+    data["targets"]["cheap"] = {"provider": "bench", "model": "cheap", "tier": "economy"}
+    data["routes"]["chat"]["targets"] = ["t", "cheap"]
+    data["budgets"] = {"chat-daily": {"route": "chat", "usd": 10**6, "per": "day"}}
+    return data
+
+
+async def roundtrips_before_call(url: str, namespace: str, calls: int) -> dict[str, Any]:
+    """The Redis commands each request's own task awaits before its provider call."""
+    import redis.asyncio
+
+    from router.state.redis import RedisStore
+
+    router, provider = build_router(limited_policy(url, namespace), "bench-roundtrips")
+    request: dict[str, Any] = {"task": None, "commands": 0}
+    seen: list[int] = []
+    original_call, original_complete = RedisStore._call, provider.complete
+
+    async def counted(self: Any, command: Any) -> Any:
+        if asyncio.current_task() is request["task"]:
+            request["commands"] += 1
+        return await original_call(self, command)
+
+    async def witnessed(call: Any) -> Any:
+        seen.append(request["commands"])
+        return await original_complete(call)
+
+    async def routed() -> None:
+        request["task"], request["commands"] = asyncio.current_task(), 0
+        result = await router.complete("chat", MESSAGES)
+        assert result.target == "t", result.attempts
+
+    client = redis.asyncio.Redis.from_url(url)
+    RedisStore._call = counted  # type: ignore[method-assign]
+    provider.complete = witnessed
+    try:
+        await router.start()
+        await per_call_ns(routed, 200)  # warm: leases sized to the rate
+        seen.clear()
+        before, _ = await counters(client)
+        await per_call_ns(routed, calls)
+        after, _ = await counters(client)
+    finally:
+        RedisStore._call = original_call  # type: ignore[method-assign]
+        await router.aclose()
+        await client.aclose()
+    commands = sum(_delta(before, after).values())
+    return {
+        "calls": len(seen),
+        "mean": statistics.fmean(seen),
+        "max": max(seen),
+        "commands_per_request": commands / calls,
+    }
+
+
+async def hung_overhead(server: DedicatedRedis, namespace: str, n: int) -> dict[str, float]:
+    """The p99 of the router's cost over the bare call, Redis healthy, then frozen (from the freeze on)."""
+    from router import Call
+
+    router, provider = build_router(limited_policy(server.url, namespace), "bench-hung")
+
+    async def bare() -> None:
+        await provider.complete(Call(MODEL, MESSAGES, 60.0))
+
+    async def routed() -> None:
+        await router.complete("chat", MESSAGES)
+
+    try:
+        await router.start()
+        await per_call_ns(routed, min(n, 2000))
+        provider.calls.clear()
+        gc.collect()
+        bare_p50 = percentile(await per_call_ns(bare, n), 0.5) / 1000
+        provider.calls.clear()
+        gc.collect()
+        healthy = await per_call_ns(routed, n)
+        provider.calls.clear()
+        gc.collect()
+        server.freeze()
+        started = time.monotonic()
+        hung: list[int] = []
+        while time.monotonic() - started < HUNG_FOR:  # past every deadline: the detection included
+            provider.calls.clear()
+            hung += await per_call_ns(routed, n)
+        hung_for = time.monotonic() - started
+    finally:
+        server.thaw()
+        await router.aclose()
+    return {
+        "healthy_p99_us": percentile(healthy, 0.99) / 1000 - bare_p50,
+        "hung_p99_us": percentile(hung, 0.99) / 1000 - bare_p50,
+        "hung_max_us": max(hung) / 1000 - bare_p50,
+        "hung_seconds": hung_for,
+        "bare_p50_us": bare_p50,
+    }
+
+
+def spender_policy(url: str, namespace: str, usd: float) -> dict[str, Any]:
+    """Route `chat`: `primary` (premium, with the fleet's budget `premium-daily`), then `backup`."""
+    provider = {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", "api_key": "unused"}
+    return {
+        "providers": {"bench": provider, "spare": provider},
+        "targets": {
+            "primary": {"provider": "bench", "model": "primary", "price": PREMIUM, "tier": "premium"},
+            "backup": {"provider": "spare", "model": "backup", "price": {"input": 0.01, "output": 0.01}},
+        },
+        "routes": {"chat": {"targets": ["primary", "backup"], "retry": {"attempts": 1}}},
+        "budgets": {"premium-daily": {"tier": "premium", "usd": usd, "per": "day"}},
+        "state": {"backend": "redis", "url": url, "namespace": namespace},
+    }
+
+
+def spender_main(url: str, namespace: str, usd: float, words: int, conn: Connection) -> None:
+    """A worker process: 4 requests at a time on `chat` until told to stop; what it spent on `primary`."""
+
+    async def serve() -> None:
+        from router import Policy, Router
+        from router.testing.scripted import ScriptedProvider, Step
+
+        answer = Step.reply("word " * words, delay=0.1)  # long, and no max_tokens asked
+        spare = Step.reply("short", delay=0.1)
+        providers = {
+            "bench": ScriptedProvider("bench", default=answer),
+            "spare": ScriptedProvider("spare", default=spare),
+        }
+        router = Router(Policy.model_validate(spender_policy(url, namespace, usd)), providers=providers)
+        await router.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_reader(conn.fileno(), stop.set)
+        spent, answers = 0.0, {"primary": 0, "backup": 0}
+
+        async def client() -> None:
+            nonlocal spent
+            while not stop.is_set():
+                result = await router.complete("chat", MESSAGES)
+                answers[result.target] += 1
+                if result.target == "primary":
+                    spent += result.cost_usd
+
+        conn.send("ready")
+        await asyncio.gather(*(client() for _ in range(4)))
+        loop.remove_reader(conn.fileno())
+        conn.recv()
+        conn.send((spent, answers))
+        await router.aclose()
+
+    asyncio.run(serve())
+
+
+async def budget_overspend(server: DedicatedRedis, namespace: str, kill_at: float | None) -> dict[str, Any]:
+    """4 spenders until the budget is long spent; with `kill_at`, Redis is killed once that share of
+    the budget is gone. What they spent over what the budget allowed for the run."""
+    import redis.asyncio
+
+    mean_tokens = statistics.fmean(SPENDERS_WORDS) * 5 / 4
+    usd = ANSWERS_IN_BUDGET * mean_tokens * PREMIUM["output"] / 1e6
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = [], []
+    for words in SPENDERS_WORDS:
+        conn, child = context.Pipe()
+        arguments = (server.url, namespace, usd, words, child)
+        process = context.Process(target=spender_main, args=arguments, daemon=True)
+        process.start()
+        child.close()
+        pipes.append(conn)
+        processes.append(process)
+    client = redis.asyncio.Redis.from_url(server.url)
+    key = f"{namespace}:bucket:budget:premium-daily"
+    try:
+        for conn in pipes:
+            await receive_ready(conn)
+        started = time.monotonic()
+        killed_after = None
+        while True:  # until the fleet's bucket is spent (or, for the kill, spent down to kill_at)
+            level = await client.hget(key, "level")
+            left = usd if level is None else float(level)
+            held = sum(map(float, await client.hvals(f"{namespace}:held:budget:premium-daily")))
+            if kill_at is not None and usd - left - held >= usd * kill_at:  # spent, not just leased
+                server.kill()
+                killed_after = time.monotonic() - started
+                break
+            if kill_at is None and left <= usd * 0.01:
+                break
+            if time.monotonic() - started > 60:
+                raise RuntimeError("the budget was never spent")
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(3.0)  # past the budget (or the kill): every spender keeps asking
+        for conn in pipes:
+            conn.send("stop")
+        results = [await receive_result(conn) for conn in pipes]
+        elapsed = time.monotonic() - started
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        for process in processes:
+            process.join(20)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    spent = sum(spent for spent, _ in results)
+    allowed = usd * (1 + elapsed / 86400)
+    return {
+        "ratio": spent / allowed,
+        "usd": usd,
+        "spent": spent,
+        "primary_answers": sum(answers["primary"] for _, answers in results),
+        "backup_answers": sum(answers["backup"] for _, answers in results),
+        "killed_after_s": killed_after,
+    }
+
+
+async def receive_ready(conn: Connection, within: float = 60.0) -> None:
+    if not await asyncio.to_thread(conn.poll, within) or conn.recv() != "ready":
+        raise RuntimeError("a spender did not start")
+
+
+async def receive_result(conn: Connection, within: float = 60.0) -> Any:
+    if not await asyncio.to_thread(conn.poll, within):
+        raise RuntimeError("a spender did not stop")
+    return conn.recv()
+
+
 # -- Redis ---------------------------------------------------------------------------------------
 
 
@@ -327,13 +582,15 @@ def _free_port() -> int:
         return port
 
 
-@contextlib.contextmanager
-def dedicated_redis() -> Iterator[str]:
-    """A `redis-server` of our own on a free loopback port, persisting nothing; yields its URL."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        server = subprocess.Popen(
+class DedicatedRedis:
+    """A `redis-server` of our own on a free loopback port, persisting nothing, that we may freeze
+    (SIGSTOP: connections stay open and nothing answers), thaw and kill."""
+
+    def __init__(self, directory: str) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        port = _free_port()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
             [
                 binary,
                 "--port", str(port),
@@ -345,24 +602,48 @@ def dedicated_redis() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        deadline = time.monotonic() + 5
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"redis-server did not start on port {port}")
+            time.sleep(0.01)
+
+    def freeze(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """As a crash would: SIGKILL, no goodbye to clients."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[DedicatedRedis]:
+    with tempfile.TemporaryDirectory() as directory:
+        server = DedicatedRedis(directory)
         try:
-            deadline = time.monotonic() + 5
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
-                time.sleep(0.01)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield server
         finally:
-            server.terminate()
-            try:
-                server.wait(5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            server.kill()
+
+
+@contextlib.contextmanager
+def dedicated_redis() -> Iterator[str]:
+    """A `redis-server` of our own on a free loopback port, persisting nothing; yields its URL."""
+    with own_redis() as server:
+        yield server.url
 
 
 async def server_version(url: str) -> str:
@@ -438,14 +719,47 @@ async def measure(url: str, calls: int, trips: int, iterations: int, rounds: int
     }
 
 
+def measure_leases(calls: int, iterations: int) -> dict[str, Any]:
+    """The leased limits and budget, each measurement on a Redis of its own (frozen, or killed)."""
+    namespace = f"bench-leases:{uuid.uuid4().hex[:8]}"
+    with own_redis() as server:
+        trips = asyncio.run(roundtrips_before_call(server.url, f"{namespace}:roundtrips", calls))
+        hung = asyncio.run(hung_overhead(server, f"{namespace}:hung", iterations))
+    with own_redis() as server:
+        up = asyncio.run(budget_overspend(server, f"{namespace}:up", kill_at=None))
+    with own_redis() as server:
+        killed = asyncio.run(budget_overspend(server, f"{namespace}:killed", kill_at=0.5))
+    ratio = hung["hung_p99_us"] / max(hung["healthy_p99_us"], 1.0)
+    return {
+        "redis_roundtrips_before_call": trips["mean"],
+        "redis_roundtrips_before_call_max": trips["max"],
+        "redis_cmds_per_limited_request": round(trips["commands_per_request"], 4),
+        "limited_calls": trips["calls"],
+        "overhead_p99_us_healthy": round(hung["healthy_p99_us"], 2),
+        "overhead_p99_us_hung": round(hung["hung_p99_us"], 2),
+        "overhead_p99_ratio_hung_vs_healthy": round(ratio, 3),
+        "overhead_max_us_hung": round(hung["hung_max_us"], 2),
+        "hung_seconds": round(hung["hung_seconds"], 2),
+        "budget_overspend_redis_up": round(up["ratio"], 3),
+        "budget_overspend_redis_killed": round(killed["ratio"], 3),
+        "budget_usd": round(up["usd"], 4),
+        "budget_answers": {
+            "redis_up": {"primary": up["primary_answers"], "backup": up["backup_answers"]},
+            "redis_killed": {"primary": killed["primary_answers"], "backup": killed["backup_answers"]},
+        },
+        "budget_killed_after_s": killed["killed_after_s"],
+    }
+
+
 def run(redis_url: str | None, calls: int, trips: int, iterations: int, rounds: int) -> dict[str, Any]:
     if redis_url is not None:
         result = asyncio.run(measure(redis_url, calls, trips, iterations, rounds))
         result["redis"] = "given (--redis-url): other clients' commands would count too"
-        return result
-    with dedicated_redis() as url:
-        result = asyncio.run(measure(url, calls, trips, iterations, rounds))
-    result["redis"] = "dedicated redis-server on loopback, started by the benchmark"
+    else:
+        with dedicated_redis() as url:
+            result = asyncio.run(measure(url, calls, trips, iterations, rounds))
+        result["redis"] = "dedicated redis-server on loopback, started by the benchmark"
+    result.update(measure_leases(calls, iterations))
     return result
 
 
@@ -458,11 +772,17 @@ def render_table(result: dict[str, Any]) -> str:
         ("router overhead p50, memory store (us)", "overhead_p50_us_memory"),
         ("router overhead p50, Redis backend (us)", "overhead_p50_us_redis"),
         ("overhead ratio, Redis / memory", "overhead_ratio_redis_vs_memory"),
+        ("fleet rpm+tpm+budget: Redis trips before call", "redis_roundtrips_before_call"),
+        ("  overhead p99, Redis healthy (us)", "overhead_p99_us_healthy"),
+        ("  overhead p99, Redis hung (us)", "overhead_p99_us_hung"),
+        ("  overhead p99 ratio, hung / healthy", "overhead_p99_ratio_hung_vs_healthy"),
+        ("budget spent / allowed, 4 workers, Redis up", "budget_overspend_redis_up"),
+        ("  and with Redis killed half-way", "budget_overspend_redis_killed"),
     ]
-    lines = [f"{'figure':<42} {'value':>12}  goal"]
+    lines = [f"{'figure':<46} {'value':>12}  goal"]
     for label, key in rows:
         goal = result["goals"].get(key, "")
-        lines.append(f"{label:<42} {result[key]:>12,.3f}  {goal}")
+        lines.append(f"{label:<46} {result[key]:>12,.3f}  {goal}")
     lines.append("")
     lines.append(
         f"commands seen over {result['success_calls']:,} calls: {result['redis_cmds_delta'] or 'none'}"
@@ -477,6 +797,16 @@ def render_table(result: dict[str, Any]) -> str:
         f"overhead: {result['iterations']:,} calls per batch, median of {result['rounds']} rounds; "
         f"bare {result['bare_p50_us']} us, memory {result['memory_p50_us']} us, "
         f"Redis {result['redis_p50_us']} us (p50)"
+    )
+    lines.append(
+        f"leases: {result['limited_calls']:,} limited calls sent "
+        f"{result['redis_cmds_per_limited_request']:g} Redis commands each (refills, in the background); "
+        f"with Redis frozen for {result['hung_seconds']:g} s the slowest call cost "
+        f"{result['overhead_max_us_hung']:,.0f} us"
+    )
+    lines.append(
+        f"budget: ${result['budget_usd']:g} ({ANSWERS_IN_BUDGET} answers of ~2 700 tokens); answers "
+        f"{result['budget_answers']}; Redis killed {result['budget_killed_after_s']:.2f} s in"
     )
     lines.append(
         f"python {result['python']}, {result['machine']}, Redis {result['redis_version']} ({result['redis']})"
