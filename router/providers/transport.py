@@ -27,7 +27,7 @@ import functools
 import ssl
 import urllib.request
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -102,6 +102,56 @@ class _Pool:
         self.in_use = 0
         self.loop = loop
 
+    async def take(self, wait: float | None) -> Callable[[], None]:
+        """Take a connection's permit, waiting at most `wait` seconds (None: no limit) for one to
+        come free; returns the function that gives it back."""
+        permits = self.permits
+        if permits.locked():
+            try:
+                async with asyncio.timeout(wait):
+                    await permits.acquire()
+            except TimeoutError:
+                raise httpx2.PoolTimeout("no connection came free before the pool timeout") from None
+        else:
+            await permits.acquire()  # free: returns at once
+        self.in_use += 1
+
+        def done() -> None:
+            self.in_use -= 1
+            permits.release()
+
+        return done
+
+
+async def _send(
+    session: aiohttp.ClientSession, request: httpx2.Request, timeouts: Mapping[str, Any]
+) -> aiohttp.ClientResponse:
+    """`request` sent on `session`, as aiohttp expects it; the response once its head has come."""
+    try:
+        body: Any = request.content or None
+    except httpx2.RequestNotRead:
+        body = request.stream  # an upload read as it is sent: aiohttp chooses the framing
+        request.headers.pop("transfer-encoding", None)
+    url = URL(str(request.url), encoded=True)  # httpx2 has already percent-encoded it
+    if url.user is not None:
+        # httpx2 has made it the Authorization header, as its own transport sends it; aiohttp
+        # refuses a URL with credentials beside that header.
+        url = url.with_user(None)
+    return await session.request(
+        request.method,
+        url,
+        headers=request.headers.multi_items(),
+        data=body,
+        allow_redirects=False,  # httpx2 follows redirects itself, when asked to
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=None,
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        ),
+        server_hostname=request.extensions.get("sni_hostname"),
+    )
+
 
 class _Body(httpx2.AsyncByteStream):
     """A response body read from aiohttp as it arrives; closing it returns or drops the connection."""
@@ -163,46 +213,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         pool = self._pools.get(asyncio.get_running_loop()) or await self._open()
         timeout = request.extensions.get("timeout") or {}
-        permits = pool.permits
-        if permits.locked():
-            try:
-                async with asyncio.timeout(timeout.get("pool")):
-                    await permits.acquire()
-            except TimeoutError:
-                raise httpx2.PoolTimeout("no connection came free before the pool timeout") from None
-        else:
-            await permits.acquire()  # free: returns at once
-        pool.in_use += 1
-
-        def done() -> None:
-            pool.in_use -= 1
-            permits.release()
-
+        done = await pool.take(timeout.get("pool"))
         try:
-            try:
-                body: Any = request.content or None
-            except httpx2.RequestNotRead:
-                body = request.stream  # an upload read as it is sent: aiohttp chooses the framing
-                request.headers.pop("transfer-encoding", None)
-            url = URL(str(request.url), encoded=True)  # httpx2 has already percent-encoded it
-            if url.user is not None:
-                # httpx2 has made it the Authorization header, as its own transport sends it; aiohttp
-                # refuses a URL with credentials beside that header.
-                url = url.with_user(None)
-            response = await pool.session.request(
-                request.method,
-                url,
-                headers=request.headers.multi_items(),
-                data=body,
-                allow_redirects=False,  # httpx2 follows redirects itself, when asked to
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=None,
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-                server_hostname=request.extensions.get("sni_hostname"),
-            )
+            response = await _send(pool.session, request, timeout)
         except aiohttp.ClientError as error:
             done()
             raise _translate(error) from error
