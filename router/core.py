@@ -13,7 +13,7 @@ import socket
 import threading
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import aclosing
 from types import TracebackType
@@ -33,9 +33,11 @@ from router.options import checked_call
 from router.policy.compile import Plan, TargetPlan, compile_plan, single_target_route
 from router.policy.loader import load_policy
 from router.policy.model import LatencyBudget, Policy, ProviderSpec
+from router.policy.source import dotted
 from router.providers import Provider, build_provider
 from router.providers._http import secrets_of
 from router.providers.base import Message
+from router.providers.credentials import missing_credentials
 from router.quota import Quotas, buckets_of
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
@@ -204,7 +206,7 @@ class Router:
         `await router.areload()`, which keeps the event loop serving meanwhile.
         """
         try:
-            self._install(*_prepared(policy, self.source))
+            self._install(*_prepared(policy, self.source, self._overrides))
         except Exception as error:
             raise self._refused(error) from None
         self._accepted()
@@ -216,7 +218,7 @@ class Router:
         """
         async with self._reloading:
             try:
-                prepared = await asyncio.to_thread(_prepared, policy, self.source)
+                prepared = await asyncio.to_thread(_prepared, policy, self.source, self._overrides)
                 self._install(*prepared)
             except Exception as error:
                 raise self._refused(error) from None
@@ -291,7 +293,14 @@ class Router:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Self:
-        return cls(load_policy(path), source=os.fspath(path), **kwargs)
+        """A router on the policy file at `path`; `kwargs` as the constructor takes them.
+
+        Raises `PolicyError` for every issue, each at its line: every API key and AWS credential
+        that neither the file nor the environment gives is one, at its provider (as `router
+        validate` reports them), unless that provider's client is among `providers`.
+        """
+        source = os.fspath(path)
+        return cls(_load(source, kwargs.get("providers") or {}), source=source, **kwargs)
 
     def _runtime(self, target: TargetPlan, spec: ProviderSpec, provider: Provider) -> TargetRuntime:
         runtime = TargetRuntime(target, provider, self._breaker(target, spec), self._limiter(target, spec))
@@ -672,12 +681,36 @@ def _absolute(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _prepared(policy: Policy | None, source: str) -> tuple[Policy, Plan]:
+def _prepared(policy: Policy | None, source: str, given: Collection[str] = ()) -> tuple[Policy, Plan]:
     """The policy (read from `source` when not given) and its plan: the slow part of a reload, which
     touches nothing of the router's and so may run on any thread."""
     if policy is None:
-        policy = load_policy(source)
+        policy = _load(source, given)
     return policy, compile_plan(policy, source)
+
+
+def _load(path: str, given: Collection[str]) -> Policy:
+    """The policy file, with the credentials the environment lacks reported at their providers'
+    lines (`router.providers.credentials`, as `router validate` does) rather than when a client is
+    built, where no line is known; the providers whose clients are `given` need none."""
+    if not given:
+        return load_policy(path, environment=True)
+    policy = load_policy(path)
+    if not any(
+        missing_credentials(spec, os.environ) for name, spec in policy.providers.items() if name not in given
+    ):
+        return policy
+    # Read again, for the located issues: the file is valid, so each of them is a credential.
+    try:
+        return load_policy(path, environment=True)
+    except PolicyError as error:
+        mine = [dotted(("providers", name)) for name in given]
+        issues = [
+            issue
+            for issue in error.issues
+            if not any(issue.path == prefix or issue.path.startswith(prefix + ".") for prefix in mine)
+        ]
+        raise PolicyError(issues or error.issues) from None
 
 
 def _longest_request(plan: Plan) -> float:

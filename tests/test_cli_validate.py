@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from router import Router
 from router.cli import main
+from router.errors import PolicyError
+from router.testing.scripted import ScriptedProvider
 
 POLICY = """\
 providers:
@@ -24,7 +27,7 @@ KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_
 
 @pytest.fixture
 def policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in KEYS:
+    for name in (*KEYS, "MISTRAL_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "p.yaml"
     path.write_text(POLICY)
@@ -65,3 +68,45 @@ def test_commands_that_start_a_router_report_every_missing_key_where_it_belongs(
     assert result.exit_code == 2
     lines = result.output.splitlines()
     assert [line.split(": ", 1)[0] for line in lines] == [f"{policy}:2:3", f"{policy}:3:3"]
+
+
+# --- the library reads the file as the commands do ---------------------------------------------
+
+
+def test_from_file_reports_every_missing_key_and_credential_at_its_provider(
+    policy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-NOT-SHOWN")
+    with pytest.raises(PolicyError) as caught:
+        Router.from_file(policy)
+    assert [(issue.line, issue.column, issue.path) for issue in caught.value.issues] == [
+        (2, 3, "providers.openai.api_key"),
+        (3, 3, "providers.claude.api_key"),
+        (4, 3, "providers.aws.aws_secret_access_key"),
+    ]
+    assert str(caught.value).startswith(
+        f"{policy}:2:3: no API key: set api_key in the policy or OPENAI_API_KEY"
+    )
+    assert "AKIA-NOT-SHOWN" not in str(caught.value)
+
+
+def test_from_file_needs_no_key_for_a_provider_whose_client_is_given(policy: Path) -> None:
+    given = {"openai": ScriptedProvider(), "aws": ScriptedProvider()}
+    with pytest.raises(PolicyError) as caught:
+        Router.from_file(policy, providers=given)
+    assert [(issue.line, issue.path) for issue in caught.value.issues] == [(3, "providers.claude.api_key")]
+
+    router = Router.from_file(policy, providers={**given, "claude": ScriptedProvider()})
+    assert router.version == 1
+
+
+def test_a_reload_reports_a_new_provider_without_a_key_at_its_line(policy: Path) -> None:
+    given = {name: ScriptedProvider() for name in ("openai", "claude", "aws")}
+    router = Router.from_file(policy, providers=given)
+    policy.write_text(POLICY.replace("\ntargets:", "\n  mistral: {type: mistral}\ntargets:"))
+    with pytest.raises(PolicyError) as caught:
+        router.reload()
+    assert [(issue.line, issue.column, issue.path) for issue in caught.value.issues] == [
+        (5, 3, "providers.mistral.api_key")
+    ]
+    assert router.version == 1
