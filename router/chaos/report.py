@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -117,30 +117,9 @@ def build_report(recording: Recording) -> Report:
     requests = sorted(recording.requests, key=lambda event: event.start)
     answered = [event for event in requests if event.ok]
     total = len(requests)
-    latencies = [event.latency for event in answered]
-    latency = (
-        Latency(
-            percentile(latencies, 0.50),
-            percentile(latencies, 0.90),
-            percentile(latencies, 0.99),
-            max(latencies),
-            sum(latencies) / len(latencies),
-        )
-        if latencies
-        else None
-    )
-    attempts: dict[str, Counter[str]] = {}
-    for event in requests:
-        for target, outcome in event.attempts:
-            attempts.setdefault(target, Counter())[outcome] += 1
-    upstream_faults: dict[str, Counter[str]] = {}
-    for call in recording.upstream:
-        upstream_faults.setdefault(call.model, Counter())[call.fault] += 1
-
-    primary, primary_model = recording.primary, recording.models.get(recording.primary, "")
+    attempts = _counts((target, outcome) for event in requests for target, outcome in event.attempts)
+    upstream_faults = _counts((call.model, call.fault) for call in recording.upstream)
     incidents = tuple(_incident(recording, requests, start, end) for start, end in _windows(recording))
-    detected = [i.time_to_detect for i in incidents if i.time_to_detect is not None]
-    failed_back = [i.time_to_fail_back for i in incidents if i.time_to_fail_back is not None]
     return Report(
         contender=recording.contender,
         scenario=recording.scenario,
@@ -153,18 +132,16 @@ def build_report(recording: Recording) -> Report:
         throughput=total / recording.duration if recording.duration else 0.0,
         errors=dict(sorted(Counter(str(event.error) for event in requests if not event.ok).items())),
         stream_recoveries=dict(sorted(Counter(e.recovery for e in answered if e.recovery).items())),
-        attempts={target: dict(sorted(counts.items())) for target, counts in sorted(attempts.items())},
-        latency=latency,
+        attempts=attempts,
+        latency=_latency([event.latency for event in answered]),
         served_by=dict(sorted(Counter(str(event.target) for event in answered).items())),
-        upstream_calls={model: sum(counts.values()) for model, counts in sorted(upstream_faults.items())},
-        upstream_faults={
-            model: dict(sorted(counts.items())) for model, counts in sorted(upstream_faults.items())
-        },
-        primary=primary,
-        primary_model=primary_model,
+        upstream_calls={model: sum(counts.values()) for model, counts in upstream_faults.items()},
+        upstream_faults=upstream_faults,
+        primary=recording.primary,
+        primary_model=recording.models.get(recording.primary, ""),
         incidents=incidents,
-        time_to_detect=max(detected) if detected else None,
-        time_to_fail_back=max(failed_back) if failed_back else None,
+        time_to_detect=_longest(i.time_to_detect for i in incidents),
+        time_to_fail_back=_longest(i.time_to_fail_back for i in incidents),
         undetected=sum(1 for i in incidents if i.detected_at is None),
         primary_calls_during_incidents=sum(i.primary_calls for i in incidents),
         cost_usd=sum(event.cost_usd for event in answered),
@@ -172,6 +149,32 @@ def build_report(recording: Recording) -> Report:
         timeline=_timeline(recording),
         notes=tuple(recording.notes),
     )
+
+
+def _latency(latencies: Sequence[float]) -> Latency | None:
+    if not latencies:
+        return None
+    return Latency(
+        percentile(latencies, 0.50),
+        percentile(latencies, 0.90),
+        percentile(latencies, 0.99),
+        max(latencies),
+        sum(latencies) / len(latencies),
+    )
+
+
+def _counts(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """How often each value came with each key, keys and values in order."""
+    counts: dict[str, Counter[str]] = {}
+    for key, value in pairs:
+        counts.setdefault(key, Counter())[value] += 1
+    return {key: dict(sorted(counted.items())) for key, counted in sorted(counts.items())}
+
+
+def _longest(times: Iterable[float | None]) -> float | None:
+    """The longest of the times known (None: none is)."""
+    known = [time for time in times if time is not None]
+    return max(known) if known else None
 
 
 def _windows(recording: Recording) -> list[tuple[float, float]]:
