@@ -56,18 +56,7 @@ async def run_scenario(
     try:
         with _quiet_server(), FakeUpstream(seed=scenario.seed) as upstream:
             serve_models(upstream, {target.model for target in scenario.policy.targets.values()})
-            job = Job(
-                contender=contender,
-                policy_text=scenario.policy_text,
-                policy_file=scenario.policy_file,
-                endpoints=Endpoints.of(upstream),
-                load=scenario.load,
-                duration=scenario.duration,
-                drain=drain,
-                seed=scenario.seed,
-                redis=redis,
-                namespace=namespace,
-            )
+            job = _job(scenario, contender, upstream, drain=drain, redis=redis, namespace=namespace)
             if workers == 1:
                 origin = await _here(scenario, job, upstream, recording, monitor)
             else:
@@ -79,6 +68,30 @@ async def run_scenario(
     if workers > 1 and not redis and contender == "router":
         recording.notes.append("several workers without Redis: each keeps its own breakers")
     return recording
+
+
+def _job(
+    scenario: Scenario,
+    contender: str,
+    upstream: FakeUpstream,
+    *,
+    drain: float,
+    redis: str | None,
+    namespace: str,
+) -> Job:
+    """What every worker runs: the scenario's load through `contender`, against `upstream`."""
+    return Job(
+        contender=contender,
+        policy_text=scenario.policy_text,
+        policy_file=scenario.policy_file,
+        endpoints=Endpoints.of(upstream),
+        load=scenario.load,
+        duration=scenario.duration,
+        drain=drain,
+        seed=scenario.seed,
+        redis=redis,
+        namespace=namespace,
+    )
 
 
 def new_recording(scenario: Scenario, contender: str, workers: int) -> Recording:

@@ -87,6 +87,25 @@ async def simulate_scenario(scenario: Scenario) -> Recording:
         )
         for worker in range(scenario.workers)
     ]
+    await _drive_all(contenders, scenario, upstream, recording, clock)
+    recording.upstream = upstream.calls
+    recording.notes.append(
+        f"simulated in virtual time: every upstream call takes {CALL_LATENCY * 1000:g} ms plus its "
+        "faults' delays; the network, the SDKs and the CPU are not modelled"
+    )
+    if scenario.workers > 1 and shared is None:
+        recording.notes.append("several workers without Redis: each keeps its own breakers")
+    return recording
+
+
+async def _drive_all(
+    contenders: list[_SimulatedContender],
+    scenario: Scenario,
+    upstream: SimulatedUpstream,
+    recording: Recording,
+    clock: FakeClock,
+) -> None:
+    """Start the workers, send the scenario's load through every one at once, close them."""
     try:
         for contender in contenders:
             await contender.start()
@@ -109,14 +128,6 @@ async def simulate_scenario(scenario: Scenario) -> Recording:
     finally:
         for contender in contenders:
             await contender.aclose()
-    recording.upstream = upstream.calls
-    recording.notes.append(
-        f"simulated in virtual time: every upstream call takes {CALL_LATENCY * 1000:g} ms plus its "
-        "faults' delays; the network, the SDKs and the CPU are not modelled"
-    )
-    if scenario.workers > 1 and shared is None:
-        recording.notes.append("several workers without Redis: each keeps its own breakers")
-    return recording
 
 
 def run_simulation(
