@@ -112,6 +112,24 @@ def _redacted(url: str) -> tuple[str, tuple[str, ...]]:
         return "redis", ()
 
 
+def _client_options(socket_timeout: float, worker: str) -> dict[str, Any]:
+    """The options of both Redis clients (the pool's and the listener's) of `worker`."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "decode_responses": True,
+        "driver_info": None,  # no CLIENT SETINFO round trips on connect
+        # RESP2: under RESP3 redis-py 8 enables maintenance notifications, which skips the
+        # pool's check for connections the server closed, so the first command after a
+        # Redis restart would fail on a dead pooled connection.
+        "protocol": 2,
+        # CLIENT SETNAME refuses spaces and control characters.
+        "client_name": "".join(c if "!" <= c <= "~" else "_" for c in f"router:{worker}"),
+    }
+
+
 class RedisStore:
     """Breakers, health, drains and token buckets for a fleet of workers sharing one Redis."""
 
@@ -134,20 +152,7 @@ class RedisStore:
         self._where, self._secrets = _redacted(url)
         self._prefix = f"{namespace}:"
         self._channel = f"{namespace}:breakers"
-        options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,
-            "decode_responses": True,
-            "driver_info": None,  # no CLIENT SETINFO round trips on connect
-            # RESP2: under RESP3 redis-py 8 enables maintenance notifications, which skips the
-            # pool's check for connections the server closed, so the first command after a
-            # Redis restart would fail on a dead pooled connection.
-            "protocol": 2,
-            # CLIENT SETNAME refuses spaces and control characters.
-            "client_name": "".join(c if "!" <= c <= "~" else "_" for c in f"router:{worker}"),
-        }
+        options = _client_options(socket_timeout, worker)
         try:
             # A bounded pool: a burst of failures waits for a connection instead of opening one each.
             pool = BlockingConnectionPool.from_url(
