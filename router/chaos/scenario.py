@@ -1,42 +1,35 @@
 """A chaos scenario: YAML text -> a validated `Scenario`, or a `PolicyError` locating every problem.
 
 A scenario names a load shape, a fault schedule for the fake upstream and the policy under
-test (inline under `policy:`, or a file given apart). Locations come from the policy
-machinery: `router.policy.source` reads the scenario with the place of every key and value,
-and an inline policy is validated by `parse_policy` on its own slice of the file, padded so
-that its issues keep the scenario's line and column numbers.
+test (inline under `policy:`, or a file given apart). It is read by the policy's document
+pipeline (`router.policy.document`); an inline policy is validated by `parse_policy` on its own
+slice of the file, padded so that its issues keep the scenario's line and column numbers.
 
-Faults are written as `router fake-upstream --fault` writes them (`503`, `429:retry_after=2`,
-`cut:3`, `latency:200ms,50ms`, `outage:5s`), with their scope as keys of the entry.
+A fault is a mapping tagged by its kind (`{kind: outage, length: 5s}`) or its text form, as
+`router fake-upstream --fault` takes it (`503`, `429:retry_after=2`, `cut:3`, `latency:200ms,50ms`,
+`outage:5s`); its scope (start, end, probability, times, after) is keys of the entry. See
+`router.testing._fault_spec`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Any, get_args, get_origin
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from router.errors import PolicyError, PolicyIssue
-from router.policy.interpolate import interpolate
+from router.policy.document import Problem, known, validate_document
 from router.policy.loader import parse_policy
 from router.policy.model import Duration, Policy, TargetRef
-from router.policy.source import Location, Path, Source, dotted, read_source
-from router.testing.faults import (
-    FaultRule,
-    Latency,
-    Malformed,
-    NoDone,
-    RejectPrefill,
-    parse_fault_spec,
-)
+from router.policy.source import Source, read_source
+from router.testing._fault_spec import FaultScope
+from router.testing.faults import FaultRule, Latency, Malformed, NoDone, RejectPrefill
 
 __all__ = ["Load", "Scenario", "ScenarioSpec", "Window", "chaos_env", "load_scenario", "parse_scenario"]
 
@@ -49,20 +42,14 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FaultSpec(_Spec):
+class FaultEntry(FaultScope):
     """One rule of the fault schedule; times are seconds from the start of the load."""
 
     model: str | None = Field(None, description="The upstream model the fault strikes ('*': any).")
     target: str | None = Field(None, description="Or: a target of the policy (its model is struck).")
-    fault: str = Field(description="KIND[:ARGS], as `router fake-upstream --fault` takes it: 503, cut:3.")
-    start: Duration | None = None
-    end: Duration | None = None
-    probability: float = Field(1.0, ge=0, le=1, description="The share of matching requests struck.")
-    times: int | None = Field(None, ge=0, description="Strike at most this many times.")
-    after: int = Field(0, ge=0, description="Let this many matching requests through first.")
 
     @model_validator(mode="after")
-    def _one_subject(self) -> FaultSpec:
+    def _one_subject(self) -> FaultEntry:
         if (self.model is None) == (self.target is None):
             raise ValueError("give model or target (exactly one)")
         return self
@@ -97,7 +84,7 @@ class ScenarioSpec(_Spec):
     primary: str | None = Field(
         None, description="The target whose outages are timed; default: the route's first."
     )
-    faults: list[FaultSpec] = Field(default_factory=list)
+    faults: list[FaultEntry] = Field(default_factory=list)
     policy: dict[str, Any] | None = Field(None, description="The policy under test (or --policy FILE).")
 
 
@@ -199,42 +186,22 @@ def parse_scenario(
 
     Raises `PolicyError` whose issues name file:line:column and the field, for every problem found.
     """
-    source = _read(text, filename)
-    issues = list(source.issues)
-    spec: ScenarioSpec | None = None
-    try:
-        spec = ScenarioSpec.model_validate(source.data)
-    except ValidationError as error:
-        issues += [_issue(detail, source, filename) for detail in error.errors(include_url=False)]
-
-    parsed: Policy | None = None
-    policy_text, policy_file, inline = "", filename, False
-    if policy is not None:
-        policy_text, policy_file = policy
-    elif isinstance(source.data.get("policy"), dict):
-        policy_text, inline = _inline_policy(text), True
-    elif source.data.get("policy") is None:
-        issues.append(_at(source, filename, (), "no policy: write one under 'policy:' or give --policy FILE"))
-    if policy is not None or inline:
-        try:
-            parsed = parse_policy(policy_text, policy_file, env=chaos_env(policy_text))
-        except PolicyError as error:
-            issues += [_under_policy(issue) if inline else issue for issue in error.issues]
-
-    rules: list[FaultRule] = []
-    if spec is not None:
-        rules, problems = _rules(spec, parsed)
-        issues += [_at(source, filename, path, message) for path, message in problems]
-    if spec is not None and parsed is not None:
-        issues += [_at(source, filename, path, message) for path, message in _references(spec, parsed)]
-    redis = interpolate(spec.redis, os.environ) if spec is not None and spec.redis else None
-    if redis is not None:
-        issues += [_at(source, filename, ("redis",), problem) for problem in redis.problems]
+    source = read_source(text, filename, kind="scenario", shape=_SHAPE)
+    parsed, policy_text, policy_file, issues = _policy_under_test(source, text, policy)
+    spec = validate_document(
+        ScenarioSpec,
+        source,
+        os.environ,
+        checks=lambda spec: _references(spec, parsed) if parsed is not None else [],
+        verbatim=[("policy",)],  # parse_policy reads it
+    )
+    if not isinstance(spec, ScenarioSpec):
+        issues += spec
     if issues:
         raise PolicyError(
             sorted(set(issues), key=lambda issue: (issue.file, issue.line, issue.column, issue.path))
         )
-    assert spec is not None and parsed is not None
+    assert isinstance(spec, ScenarioSpec) and parsed is not None
     targets = _route_targets(parsed, spec.load.route)
     primary = spec.primary or targets[0]
     load = spec.load
@@ -244,32 +211,39 @@ def parse_scenario(
         duration=spec.duration,
         seed=spec.seed,
         load=Load(load.route, load.rate, load.concurrency, load.stream, load.max_tokens, load.prompt),
-        faults=tuple(rules),
+        faults=tuple(entry.rule(_model_of(entry, parsed)) for entry in spec.faults),
         primary=primary,
         primary_model=parsed.targets[primary].model,
         workers=spec.workers,
-        redis=(redis.text or None) if redis is not None else None,
+        redis=spec.redis or None,
         policy=parsed,
         policy_text=policy_text,
         policy_file=policy_file,
     )
 
 
-# -- reading -----------------------------------------------------------------------------------
-
-
-def _read(text: str, filename: str) -> Source:
+def _policy_under_test(
+    source: Source, text: str, given: tuple[str, str] | None
+) -> tuple[Policy | None, str, str, list[PolicyIssue]]:
+    """The policy (given apart, else inline), its text and file name, and its issues."""
+    written = source.data.get("policy")
+    inline = given is None and isinstance(written, dict)
+    policy_text, policy_file = given if given is not None else ("", source.filename)
+    if inline:
+        policy_text = _inline_policy(text)
+    elif given is None:
+        # A policy that is not a mapping is reported by the scenario's own validation.
+        where, message = source.values[()], "no policy: write one under 'policy:' or give --policy FILE"
+        missing = [PolicyIssue(source.filename, where.line, where.column, "", message)]
+        return None, policy_text, policy_file, missing if written is None else []
     try:
-        return read_source(text, filename)
+        parsed = parse_policy(policy_text, policy_file, env=chaos_env(policy_text))
     except PolicyError as error:
-        # The reader speaks of policies; where it judges the document's shape, say what a scenario is.
-        [issue] = error.issues
-        if issue.message.startswith(("the policy is empty", "the top level is not a mapping")):
-            what = "the scenario is empty" if "empty" in issue.message else "the top level is not a mapping"
-            raise PolicyError(
-                [PolicyIssue(filename, issue.line, issue.column, "", f"{what}; {_SHAPE}")]
-            ) from None
-        raise
+        return None, policy_text, policy_file, [_under_policy(i) if inline else i for i in error.issues]
+    return parsed, policy_text, policy_file, []
+
+
+# -- reading -----------------------------------------------------------------------------------
 
 
 def _description(text: str) -> str:
@@ -314,149 +288,25 @@ def _route_targets(policy: Policy, route: str) -> tuple[str, ...]:
     )
 
 
-def _rules(spec: ScenarioSpec, policy: Policy | None) -> tuple[list[FaultRule], list[tuple[Path, str]]]:
-    """The fault schedule as rules for the fake upstream, and the entries that do not make one."""
-    rules: list[FaultRule] = []
-    problems: list[tuple[Path, str]] = []
-    for index, entry in enumerate(spec.faults):
-        path: Path = ("faults", index)
-        model = entry.model
-        if entry.target is not None:
-            if policy is None:
-                continue  # reported with the policy
-            target = policy.targets.get(entry.target)
-            if target is None:
-                problems.append(((*path, "target"), _unknown("target", entry.target, policy.targets)))
-                continue
-            model = target.model
-        assert model is not None
-        try:
-            rule = parse_fault_spec(f"{model}={entry.fault}")
-        except ValueError as error:
-            message = str(error).split(": ", 1)[-1]  # the spec quotes the model we put in front
-            problems.append(((*path, "fault"), message))
-            continue
-        scoped = (rule.times, rule.after, rule.probability) != (None, 0, 1.0)
-        outage = rule.end is not None and rule.start is None
-        if scoped or (rule.start is not None):
-            problems.append(
-                ((*path, "fault"), "write times, after, start, end and probability as keys of the entry")
-            )
-            continue
-        start, end = entry.start, entry.end
-        if outage:
-            if end is not None:
-                problems.append(((*path, "end"), "an outage takes its length, not end"))
-                continue
-            assert rule.end is not None
-            end = (start or 0.0) + rule.end
-        if start is not None and end is not None and end < start:
-            problems.append(((*path, "end"), "end is before start"))
-            continue
-        rules.append(
-            FaultRule(
-                model,
-                rule.fault,
-                times=entry.times,
-                after=entry.after,
-                start=start,
-                end=end,
-                probability=entry.probability,
-            )
-        )
-    return rules, problems
+def _model_of(entry: FaultEntry, policy: Policy) -> str:
+    return entry.model if entry.model is not None else policy.targets[str(entry.target)].model
 
 
-def _references(spec: ScenarioSpec, policy: Policy) -> list[tuple[Path, str]]:
+def _references(spec: ScenarioSpec, policy: Policy) -> list[Problem]:
+    """Names the scenario gives that the policy does not have: fault targets, the route, the primary."""
+    problems = [
+        Problem(("faults", index, "target"), f"unknown target {name!r}{known(name, policy.targets)}")
+        for index, name in enumerate(entry.target for entry in spec.faults)
+        if name is not None and name not in policy.targets
+    ]
     route = spec.load.route
     if route not in policy.routes:
-        return [(("load", "route"), _unknown("route", route, policy.routes))]
+        return [
+            *problems,
+            Problem(("load", "route"), f"unknown route {route!r}{known(route, policy.routes)}"),
+        ]
     targets = _route_targets(policy, route)
     if spec.primary is not None and spec.primary not in targets:
-        return [(("primary",), f"{spec.primary!r} is not a target of route {route!r}: {', '.join(targets)}")]
-    return []
-
-
-def _unknown(what: str, name: str, defined: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(name, list(defined), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; defined: {', '.join(defined) or 'none'}"
-    return f"unknown {what} {name!r}{hint}"
-
-
-# -- locating pydantic's errors ------------------------------------------------------------------
-
-
-def _issue(detail: ErrorDetails, source: Source, filename: str) -> PolicyIssue:
-    path, model = _path(detail["loc"])
-    kind = detail["type"]
-    if kind == "extra_forbidden" and model is not None:
-        key = str(path[-1])
-        close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-        hint = (
-            f"; did you mean {close[0]!r}?"
-            if close
-            else f"; expected one of: {', '.join(model.model_fields)}"
-        )
-        where = source.keys.get(path) or _nearest(source, path)
-        return PolicyIssue(filename, where.line, where.column, dotted(path), f"unknown key {key!r}{hint}")
-    if kind == "missing":
-        return _at(source, filename, path, f"missing required key {path[-1]!r}", _nearest(source, path[:-1]))
-    message = detail["msg"].removeprefix("Value error, ")
-    message = _EXPECTED.get(kind, message)
-    return _at(source, filename, path, message)
-
-
-_EXPECTED = {
-    "dict_type": "expected a mapping",
-    "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping",
-    "list_type": "expected a list",
-    "string_type": "expected a string",
-    "int_type": "expected a whole number",
-    "int_parsing": "expected a whole number",
-    "int_from_float": "expected a whole number",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-}
-
-
-def _path(loc: tuple[int | str, ...]) -> tuple[Path, type[BaseModel] | None]:
-    """The data path of a pydantic `loc`, and the model whose field its last key is."""
-    annotation: Any = ScenarioSpec
-    model: type[BaseModel] | None = None
-    path: list[str | int] = []
-    for step in loc:
-        annotation = _unwrap(annotation)
-        path.append(step)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-            field = annotation.model_fields.get(str(step))
-            annotation = field.annotation if field else None
-        else:
-            model = None
-            args = get_args(annotation)
-            annotation = args[-1] if get_origin(annotation) in (list, dict) and args else None
-    return tuple(path), model
-
-
-def _unwrap(annotation: Any) -> Any:
-    """`X | None` -> `X`: optional fields add no level to pydantic's loc."""
-    members = [arg for arg in get_args(annotation) if arg is not type(None)]
-    if type(None) in get_args(annotation) and len(members) == 1:
-        return members[0]
-    return annotation
-
-
-def _nearest(source: Source, path: Path) -> Location:
-    while path not in source.values:
-        path = path[:-1]
-    return source.values[path]
-
-
-def _at(
-    source: Source, filename: str, path: Path, message: str, where: Location | None = None
-) -> PolicyIssue:
-    where = where or _nearest(source, path)
-    return PolicyIssue(filename, where.line, where.column, dotted(path), message)
+        message = f"{spec.primary!r} is not a target of route {route!r}: {', '.join(targets)}"
+        problems.append(Problem(("primary",), message))
+    return problems

@@ -73,6 +73,7 @@ class Source:
     keys: Mapping[Path, Location]
     issues: tuple[PolicyIssue, ...] = ()
     invalid: frozenset[Path] = frozenset()
+    filename: str = "<document>"
 
 
 def decode_source(data: bytes, filename: str) -> str:
@@ -88,14 +89,18 @@ def decode_source(data: bytes, filename: str) -> str:
         raise _fatal(filename, Location(line, column), message) from None
 
 
-def read_source(text: str, filename: str) -> Source:
-    """Parse `text`; `PolicyError` if it is not YAML, passes a bound, or its top level is not a mapping."""
+def read_source(text: str, filename: str, *, kind: str = "policy", shape: str = _POLICY_SHAPE) -> Source:
+    """Parse `text`; `PolicyError` if it is not YAML, passes a bound, or its top level is not a mapping.
+
+    `kind` and `shape` describe the document in the messages of those last two ("the policy is
+    empty; expected a mapping with providers, targets and routes").
+    """
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise _fatal(filename, Location(1, 1), _TOO_LARGE)
     try:
         _check_bounds_fast(text)
-        return _read(text, filename)
+        return _read(text, filename, kind, shape)
     except _BoundPassed as error:
         raise _fatal(filename, error.where, error.message) from None
     except yaml.MarkedYAMLError as error:
@@ -211,19 +216,18 @@ class _Loader(yaml.SafeLoader):
         return event
 
 
-def _read(text: str, filename: str) -> Source:
+def _read(text: str, filename: str, kind: str, shape: str) -> Source:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            raise _fatal(filename, Location(1, 1), f"the policy is empty; {_POLICY_SHAPE}")
+            raise _fatal(filename, Location(1, 1), f"the {kind} is empty; {shape}")
         if not isinstance(node, yaml.MappingNode):
-            raise _fatal(
-                filename, Location.of(node.start_mark), f"the top level is not a mapping; {_POLICY_SHAPE}"
-            )
+            raise _fatal(filename, Location.of(node.start_mark), f"the top level is not a mapping; {shape}")
         builder = _Builder(loader, filename)
         data = builder.build(node, ())
-        return Source(data, builder.values, builder.keys, tuple(builder.issues), frozenset(builder.invalid))
+        issues, invalid = tuple(builder.issues), frozenset(builder.invalid)
+        return Source(data, builder.values, builder.keys, issues, invalid, filename)
     finally:
         loader.dispose()
 

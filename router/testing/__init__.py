@@ -7,9 +7,10 @@ The pytest plugin (`router.testing.pytest_plugin`, registered as an entry point)
 `fake_upstream` and `fake_clock` fixtures.
 """
 
+from router.testing._fault_spec import parse_fault_spec
 from router.testing.clock import FakeClock
 from router.testing.fake_upstream import FakeUpstream, RequestRecord, run_forever, serve
-from router.testing.faults import Fault, FaultRule, parse_fault_spec
+from router.testing.faults import Fault, FaultRule
 
 __all__ = [
     "FakeClock",

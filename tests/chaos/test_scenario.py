@@ -131,10 +131,34 @@ def test_a_bad_duration_and_a_bad_probability_are_placed_at_their_values() -> No
 
 def test_a_bad_fault_is_placed_at_its_text() -> None:
     text = MINIMAL.replace("fault: outage:1s", "fault: 'cut:many'")
-    assert issues(text) == ["s.yaml:5:30: after_chunks must be an integer, got 'many' (faults[0].fault)"]
+    assert issues(text) == ["s.yaml:5:30: expected a whole number (faults[0].fault.after_chunks)"]
     text = MINIMAL.replace("fault: outage:1s", "fault: 'teapot'")
     [issue] = issues(text)
-    assert issue.startswith("s.yaml:5:30: unknown fault kind 'teapot' (known: 400..599, rate_limited,")
+    assert issue.startswith("s.yaml:5:30: unknown kind 'teapot'; expected one of: http, rate_limited,")
+    assert issue.endswith("(faults[0].fault.kind)")
+
+
+def test_a_fault_may_be_a_mapping_tagged_by_its_kind() -> None:
+    text = MINIMAL.replace("fault: outage:1s", "fault: {kind: outage, length: 1s}")
+    [rule] = parse_scenario(text).faults
+    assert (rule.model, rule.fault, rule.start, rule.end) == ("gpt-4o", Fault.unavailable(), 1.0, 2.0)
+    text = MINIMAL.replace("fault: outage:1s", "fault: {kind: cutt, after_chunks: 2}")
+    assert issues(text) == ["s.yaml:5:37: unknown kind 'cutt'; did you mean 'cut'? (faults[0].fault.kind)"]
+    text = MINIMAL.replace("fault: outage:1s", "fault: {kind: outage, lenght: 1s}")
+    assert issues(text) == [
+        "s.yaml:5:30: missing required key 'length' (faults[0].fault.length)",
+        "s.yaml:5:45: unknown key 'lenght'; did you mean 'length'? (faults[0].fault.lenght)",
+    ]
+
+
+def test_durations_are_written_as_in_a_policy_but_a_fault_text_reads_bare_seconds() -> None:
+    text = MINIMAL.replace("fault: outage:1s, start: 1s", "fault: 'outage:1', start: 1s")
+    assert parse_scenario(text).incidents == (Window(1.0, 2.0),)
+    text = MINIMAL.replace("fault: outage:1s, start: 1s", "fault: {kind: outage, length: 1}, start: 1")
+    assert issues(text) == [
+        "s.yaml:5:53: expected a duration such as 250ms, 30s, 2m or 1h, got 1 (faults[0].fault.length)",
+        "s.yaml:5:64: expected a duration such as 250ms, 30s, 2m or 1h, got 1 (faults[0].start)",
+    ]
 
 
 def test_a_fault_names_a_model_or_a_target_not_both() -> None:

@@ -1,16 +1,16 @@
-"""The `--fault MODEL=SPEC` text form and the fault values it builds."""
+"""The `--fault MODEL=SPEC` text form, the fault models it is read into, and the fault values they build."""
 
 from __future__ import annotations
 
 import pytest
 
 from router.testing import Fault, FaultRule, parse_fault_spec
+from router.testing._fault_spec import FaultScope
 from router.testing.faults import (
     BEDROCK_ERRORS,
     STREAM_EXCEPTIONS,
     HttpError,
     bedrock_error_name,
-    parse_duration,
 )
 
 
@@ -73,26 +73,30 @@ def test_specs_parse_to_rules(spec: str, rule: FaultRule) -> None:
         ("gpt-4o", "expected MODEL=KIND"),
         ("=503", "expected MODEL=KIND"),
         ("gpt-4o=", "missing the fault kind"),
-        ("gpt-4o=teapot", "unknown fault kind 'teapot'"),
+        ("gpt-4o=teapot", "unknown kind 'teapot'; expected one of: http, rate_limited,"),
         ("gpt-4o=200", "within 400..599"),
-        ("gpt-4o=cut", "cut needs after_chunks"),
-        ("gpt-4o=cut:x", "after_chunks must be an integer"),
-        ("gpt-4o=cut:-1", "after_chunks must be >= 0"),
-        ("gpt-4o=stall:2", "stall needs seconds"),
-        ("gpt-4o=delay:soon", "bad duration 'soon'"),
+        ("gpt-4o=cut", "missing required key 'after_chunks' (fault.after_chunks)"),
+        ("gpt-4o=cut:x", "expected a whole number (fault.after_chunks)"),
+        ("gpt-4o=cut:-1", "greater than or equal to 0 (fault.after_chunks)"),
+        ("gpt-4o=stall:2", "missing required key 'seconds'"),
+        ("gpt-4o=delay:soon", "expected a duration such as 250ms"),
         ("gpt-4o=reset:3", "at most 0 positional"),
-        ("gpt-4o=503:colour=red", "unknown argument(s) for 503: colour"),
-        ("gpt-4o=503:times=-1", "times must be >= 0"),
-        ("gpt-4o=503:p=2", "probability must be within [0, 1]"),
-        ("gpt-4o=503:p=often", "p must be a number"),
-        ("gpt-4o=503:start=5,end=1", "end (1.0) is before start (5.0)"),
+        ("gpt-4o=503:colour=red", "unknown key 'colour'"),
+        ("gpt-4o=503:times=-1", "greater than or equal to 0 (times)"),
+        ("gpt-4o=503:p=2", "less than or equal to 1 (probability)"),
+        ("gpt-4o=503:p=often", "expected a number (probability)"),
+        ("gpt-4o=503:start=5,end=1", "end is before start (end)"),
         ("gpt-4o=outage:5s,end=9", "outage takes its length"),
         ("gpt-4o=stall:after_chunks=1,2", "positional argument '2' after a named one"),
         ("gpt-4o=cut:1,", "empty argument"),
         ("gpt-4o=503:times=1,times=2", "'times' given twice"),
         ("m=exception_in_stream:oopsException,1", "unknown stream exception 'oopsException'"),
-        ("m=exception_in_stream:throttlingException", "exception_in_stream needs after_chunks"),
+        ("m=exception_in_stream:throttlingException", "missing required key 'after_chunks'"),
         ("m=bedrock_error:QuotaException", "unknown Bedrock error 'QuotaException': give its status"),
+        ("gpt-4o=cutt:3", "unknown kind 'cutt'; did you mean 'cut'?"),
+        ("gpt-4o=outage:2d", "expected a duration such as 250ms"),
+        ("gpt-4o=outage:25h", "too long: a duration is at most 24h"),
+        ("gpt-4o=delay:.5", "expected a duration such as 250ms"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(spec: str, complaint: str) -> None:
@@ -104,10 +108,31 @@ def test_bad_specs_say_what_is_wrong(spec: str, complaint: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("2", 2.0), ("2s", 2.0), ("250ms", 0.25), ("1.5m", 90.0), (".5", 0.5)]
+    ("text", "seconds"), [("2", 2.0), ("2s", 2.0), ("250ms", 0.25), ("1.5m", 90.0), ("1h", 3600.0)]
 )
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+def test_durations_are_the_policys_and_bare_numbers_are_seconds_in_the_text_form(
+    text: str, seconds: float
+) -> None:
+    assert parse_fault_spec(f"m=delay:{text}").fault == Fault.delay(seconds)
+    assert parse_fault_spec(f"m=503:start={text}").start == seconds
+
+
+def test_a_fault_is_a_mapping_tagged_by_its_kind_or_its_text() -> None:
+    as_text = FaultScope.model_validate({"fault": "latency:80ms,60ms", "start": "1s"})
+    as_mapping = FaultScope.model_validate(
+        {"fault": {"kind": "latency", "mean": "80ms", "jitter": "60ms"}, "start": "1s"}
+    )
+    assert as_text == as_mapping
+    assert as_mapping.rule("m") == FaultRule("m", Fault.latency(0.08, 0.06), start=1.0)
+    outage = FaultScope.model_validate({"fault": {"kind": "outage", "length": "5s"}, "start": "2s"})
+    assert outage.rule("*") == FaultRule("*", Fault.unavailable(), start=2.0, end=7.0)
+
+
+def test_outside_the_text_form_a_bare_number_is_no_duration() -> None:
+    with pytest.raises(ValueError, match="expected a duration"):
+        FaultScope.model_validate({"fault": {"kind": "delay", "seconds": 2}})
+    with pytest.raises(ValueError, match="expected a duration"):
+        FaultScope.model_validate({"fault": "503", "start": 2})
 
 
 def test_fault_names_label_the_log() -> None:
