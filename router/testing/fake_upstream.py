@@ -48,6 +48,7 @@ from typing import Any, Self, TextIO
 
 from aiohttp import web
 
+from router.testing._fault_spec import parse_fault_spec
 from router.testing.faults import (
     ContentFilter,
     Cut,
@@ -73,7 +74,6 @@ from router.testing.faults import (
     SlowFirstToken,
     Stall,
     Truncated,
-    parse_fault_spec,
 )
 from router.testing.wires import (
     Answer,

@@ -67,7 +67,6 @@ __all__ = [
     "Stall",
     "Truncated",
     "bedrock_error_name",
-    "parse_fault_spec",
 ]
 
 # The exceptions Bedrock's ConverseStream can send mid-stream, as `:exception-type` names them.
@@ -597,12 +596,3 @@ def _count(what: str, value: int) -> int:
     if value < 0:
         raise ValueError(f"{what} must be >= 0, got {value!r}")
     return int(value)
-
-
-def parse_fault_spec(text: str) -> FaultRule:
-    """Read one rule from the CLI's `--fault MODEL=SPEC`: `router.testing.parse_fault_spec`, kept here
-    for the modules that import it from here."""
-    # Imported here: the grammar's models build the faults of this module.
-    from router.testing._fault_spec import parse_fault_spec as parse
-
-    return parse(text)

@@ -17,8 +17,7 @@ import pytest
 from router import Completion, Policy, Router, StreamRestart
 from router.errors import AllTargetsFailed, StreamBroken
 from router.providers.transport import DEFAULT_MAX_RESPONSE_BYTES, _Inflater
-from router.testing import FakeUpstream, Fault
-from router.testing.faults import parse_fault_spec
+from router.testing import FakeUpstream, Fault, parse_fault_spec
 
 USER = [{"role": "user", "content": "Hello"}]
 LIMIT = 4 * 1024 * 1024
