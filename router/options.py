@@ -85,11 +85,38 @@ def checked_call(
     """The options of a call of `method` (`complete`, `stream`) after checking every argument; the
     pass-through mapping rides along as `extra_body`. Raises `TypeError` or `ValueError` naming the
     argument at fault."""
+    _check_messages(method, messages)
+    _check_arguments(method, max_tokens, temperature, metadata, deadline)
+    for name in options:
+        if name not in PROVIDER_OPTIONS:
+            raise TypeError(_unexpected(method, name))
+    checked = dict(options)
+    if extra_body is not None:
+        checked["extra_body"] = _checked_extra_body(method, extra_body)
+    for name, value in checked.items():
+        # Sent as JSON: a value that is not would fail inside the adapter, as if the target had.
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise TypeError(f"{method}() {name}: not a JSON value") from None
+    return checked
+
+
+def _check_messages(method: str, messages: Sequence[Mapping[str, Any]]) -> None:
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise TypeError(f"{method}() messages must be a list of messages, got {type(messages).__name__}")
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise TypeError(f"{method}() messages[{index}] must be a mapping with a 'role'")
+
+
+def _check_arguments(
+    method: str,
+    max_tokens: int | None,
+    temperature: float | None,
+    metadata: Mapping[str, Any] | None,
+    deadline: float | None,
+) -> None:
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
         raise TypeError(f"{method}() max_tokens must be a whole number, got {type(max_tokens).__name__}")
     if max_tokens is not None and max_tokens < 1:
@@ -100,24 +127,15 @@ def checked_call(
         raise ValueError(f"{method}() deadline must be a number of seconds above 0")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"{method}() metadata must be a mapping")
-    for name in options:
-        if name not in PROVIDER_OPTIONS:
-            raise TypeError(_unexpected(method, name))
-    checked = dict(options)
-    if extra_body is not None:
-        if not isinstance(extra_body, Mapping):
-            raise TypeError(f"{method}() extra_body must be a mapping of body fields")
-        for name in extra_body:
-            if name in _OWNED or name in _PARAMETERS:
-                raise TypeError(f"{method}() extra_body may not set {name!r}: {_hint(name)}")
-        checked["extra_body"] = dict(extra_body)
-    for name, value in checked.items():
-        # Sent as JSON: a value that is not would fail inside the adapter, as if the target had.
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError):
-            raise TypeError(f"{method}() {name}: not a JSON value") from None
-    return checked
+
+
+def _checked_extra_body(method: str, extra_body: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(extra_body, Mapping):
+        raise TypeError(f"{method}() extra_body must be a mapping of body fields")
+    for name in extra_body:
+        if name in _OWNED or name in _PARAMETERS:
+            raise TypeError(f"{method}() extra_body may not set {name!r}: {_hint(name)}")
+    return dict(extra_body)
 
 
 def _unexpected(method: str, name: str) -> str:
