@@ -111,42 +111,49 @@ def explain(file: str, routes: tuple[str, ...], traffic: bool, input_tokens: int
     router = _load_router(file)
     out = _console()
     if traffic:
-        rows = _fleet_status(router)
-        down = [row.target for row in rows if row.breaker == BreakerState.OPEN or row.drained
-                or row.health == Health.UNHEALTHY]  # fmt: skip
-        split = expected_traffic(
-            router.plan, input_tokens=input_tokens, output_tokens=output_tokens, unavailable=down
-        )
-        _print_traffic(
-            out, [t for t in split if not routes or t.route in routes], input_tokens, output_tokens
-        )
+        _explain_traffic(router, out, routes, input_tokens, output_tokens)
         return
     for name in routes or tuple(router.plan.routes):
         if name not in router.plan.routes:
             click.echo(f"unknown route {name!r}; routes: {', '.join(router.plan.routes)}", err=True)
             sys.exit(2)
-        plan = router.plan.routes[name]
-        retry = f"{plan.attempts} attempts on {', '.join(sorted(plan.retry_on)) or 'nothing'}"
-        budget = f"total {plan.total:g}s" + (
-            f", per attempt {plan.per_attempt:g}s" if plan.per_attempt else ""
+        out.print(_candidates_table(router, name))
+        out.print(f"  fails over on: {', '.join(sorted(router.plan.routes[name].failover_on))}")
+
+
+def _explain_traffic(
+    router: Router, out: Console, routes: tuple[str, ...], input_tokens: int, output_tokens: int
+) -> None:
+    rows = _fleet_status(router)
+    down = [row.target for row in rows if row.breaker == BreakerState.OPEN or row.drained
+            or row.health == Health.UNHEALTHY]  # fmt: skip
+    split = expected_traffic(
+        router.plan, input_tokens=input_tokens, output_tokens=output_tokens, unavailable=down
+    )
+    _print_traffic(out, [t for t in split if not routes or t.route in routes], input_tokens, output_tokens)
+
+
+def _candidates_table(router: Router, name: str) -> Table:
+    """Route `name`'s plan in the title, its candidates in the order a request would try them now."""
+    plan = router.plan.routes[name]
+    retry = f"{plan.attempts} attempts on {', '.join(sorted(plan.retry_on)) or 'nothing'}"
+    budget = f"total {plan.total:g}s" + (f", per attempt {plan.per_attempt:g}s" if plan.per_attempt else "")
+    hedge = f", hedge after {plan.hedge_after:g}s" if plan.hedge_after else ""
+    table = Table(title=f"route {name}: {plan.strategy}; {budget}{hedge}; retry {retry}")
+    for column in ("#", "target", "provider/model", "USD/M in", "USD/M out", "window", "tier", "breaker"):
+        table.add_column(column)
+    for order, (target, state) in enumerate(router.candidates(name), start=1):
+        table.add_row(
+            str(order),
+            target.name,
+            f"{target.provider}/{target.model}",
+            f"{target.input_price * 1e6:g}",
+            f"{target.output_price * 1e6:g}",
+            str(target.context_window or "?"),
+            target.tier,
+            state,
         )
-        hedge = f", hedge after {plan.hedge_after:g}s" if plan.hedge_after else ""
-        table = Table(title=f"route {name}: {plan.strategy}; {budget}{hedge}; retry {retry}")
-        for column in ("#", "target", "provider/model", "USD/M in", "USD/M out", "window", "tier", "breaker"):
-            table.add_column(column)
-        for order, (target, state) in enumerate(router.candidates(name), start=1):
-            table.add_row(
-                str(order),
-                target.name,
-                f"{target.provider}/{target.model}",
-                f"{target.input_price * 1e6:g}",
-                f"{target.output_price * 1e6:g}",
-                str(target.context_window or "?"),
-                target.tier,
-                state,
-            )
-        out.print(table)
-        out.print(f"  fails over on: {', '.join(sorted(plan.failover_on))}")
+    return table
 
 
 @main.command()
@@ -160,24 +167,8 @@ def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int |
     """Send PROMPT through ROUTE and print the answer."""
     router = _load_router(file)
     messages = [{"role": "user", "content": prompt}]
-
-    async def run() -> Completion:
-        async with router:
-            if not stream:
-                return await router.complete(route, messages, max_tokens=max_tokens)
-            async for item in router.stream(route, messages, max_tokens=max_tokens):
-                if isinstance(item, Completion):
-                    click.echo()
-                    return item
-                if isinstance(item, StreamRestart):
-                    click.echo()
-                    click.echo(f"[{item.broken} broke off; {item.target} starts the answer over]", err=True)
-                    continue
-                click.echo(item, nl=False)
-        raise AssertionError("a stream always ends with its Completion")
-
     try:
-        result = asyncio.run(run())
+        result = asyncio.run(_ask(router, route, messages, stream, max_tokens))
     except (AllTargetsFailed, ProviderError) as error:
         # A ProviderError's text names its kind already.
         kind = "" if isinstance(error, ProviderError) else "all_targets_failed: "
@@ -192,14 +183,37 @@ def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int |
         click.echo(result.text)
     if verbose:
         _print_trail(result.attempts)
-        err = _console(stderr=True)
-        err.print(
-            f"answered by {result.target} ({result.provider}/{result.model}) in "
-            f"{result.latency_s * 1000:.1f} ms; {result.usage.input_tokens} in / "
-            f"{result.usage.output_tokens} out tokens; ${result.cost_usd:.6f}"
-        )
-        for warning in result.warnings:
-            err.print(f"warning: {warning}")
+        _print_answered(result)
+
+
+async def _ask(
+    router: Router, route: str, messages: list[dict[str, str]], stream: bool, max_tokens: int | None
+) -> Completion:
+    """The answer to `messages` through `route`; a streamed one is printed as it arrives."""
+    async with router:
+        if not stream:
+            return await router.complete(route, messages, max_tokens=max_tokens)
+        async for item in router.stream(route, messages, max_tokens=max_tokens):
+            if isinstance(item, Completion):
+                click.echo()
+                return item
+            if isinstance(item, StreamRestart):
+                click.echo()
+                click.echo(f"[{item.broken} broke off; {item.target} starts the answer over]", err=True)
+                continue
+            click.echo(item, nl=False)
+    raise AssertionError("a stream always ends with its Completion")
+
+
+def _print_answered(result: Completion) -> None:
+    err = _console(stderr=True)
+    err.print(
+        f"answered by {result.target} ({result.provider}/{result.model}) in "
+        f"{result.latency_s * 1000:.1f} ms; {result.usage.input_tokens} in / "
+        f"{result.usage.output_tokens} out tokens; ${result.cost_usd:.6f}"
+    )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}")
 
 
 def _print_trail(attempts: tuple[object, ...]) -> None:
