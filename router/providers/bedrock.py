@@ -497,16 +497,7 @@ def converse_request(call: Call) -> dict[str, Any]:
     if conversation.system:
         request["system"] = [{"text": text} for text in conversation.system]
     options = call.options
-    inference: dict[str, Any] = {}
-    if call.max_tokens is not None:
-        inference["maxTokens"] = call.max_tokens
-    if call.temperature is not None:
-        inference["temperature"] = call.temperature
-    if options.get("top_p") is not None:
-        inference["topP"] = options["top_p"]
-    stop = read_stop(options.get("stop"))
-    if stop:
-        inference["stopSequences"] = stop
+    inference = _inference_config(call)
     if inference:
         request["inferenceConfig"] = inference
     uses_tools = any(
@@ -522,6 +513,22 @@ def converse_request(call: Call) -> dict[str, Any]:
         # The caller's pass-through: fields of the model's own request body.
         request["additionalModelRequestFields"] = dict(extra)
     return request
+
+
+def _inference_config(call: Call) -> dict[str, Any]:
+    """Converse's `inferenceConfig`: the sampling options it has a field for (empty: none set)."""
+    options = call.options
+    inference: dict[str, Any] = {}
+    if call.max_tokens is not None:
+        inference["maxTokens"] = call.max_tokens
+    if call.temperature is not None:
+        inference["temperature"] = call.temperature
+    if options.get("top_p") is not None:
+        inference["topP"] = options["top_p"]
+    stop = read_stop(options.get("stop"))
+    if stop:
+        inference["stopSequences"] = stop
+    return inference
 
 
 def _block(block: Block) -> dict[str, Any]:

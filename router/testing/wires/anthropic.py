@@ -167,25 +167,7 @@ class AnthropicWire(Wire):
             ("ping", {"type": "ping"}),
         ]
         if not answer.empty:
-            events.append(
-                (
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": self._block(answer, whole=False),
-                    },
-                )
-            )
-            for piece in answer.pieces:
-                if answer.tool is None:
-                    delta = {"type": "text_delta", "text": piece}
-                else:
-                    delta = {"type": "input_json_delta", "partial_json": piece}
-                events.append(
-                    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-                )
-            events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+            events.extend(self._content_events(answer))
         finish = len(events)
         events.append(
             (
@@ -202,6 +184,29 @@ class AnthropicWire(Wire):
             finish=finish,
             terminator=_sse("message_stop", {"type": "message_stop"}),
         )
+
+    def _content_events(self, answer: Answer) -> list[tuple[str, dict[str, Any]]]:
+        """The content block's events: its start, a delta per piece, its stop."""
+        events: list[tuple[str, dict[str, Any]]] = [
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": self._block(answer, whole=False),
+                },
+            )
+        ]
+        for piece in answer.pieces:
+            if answer.tool is None:
+                delta = {"type": "text_delta", "text": piece}
+            else:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+            events.append(
+                ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        return events
 
     def malformed(self, answer: Answer) -> bytes:
         return b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta\n\n'
