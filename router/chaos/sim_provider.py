@@ -181,10 +181,7 @@ class SimulatedProvider:
         self._clock = upstream.clock
 
     async def complete(self, call: Call) -> Reply:
-        strike = self._upstream.arrive(self._wire, call.model, stream=False, prefill=_prefill(call))
-        fault = strike.fault
-        await self._clock.sleep(CALL_LATENCY + _wait(strike))
-        self._raise_for(fault)
+        fault = await self._arrive(call, stream=False)
         prompt = _prompt_tokens(call)
         match fault:
             case Html() | InvalidJson():
@@ -201,10 +198,7 @@ class SimulatedProvider:
 
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
         wire = self._wire
-        strike = self._upstream.arrive(wire, call.model, stream=True, prefill=_prefill(call))
-        fault = strike.fault
-        await self._clock.sleep(CALL_LATENCY + _wait(strike))
-        self._raise_for(fault)
+        fault = await self._arrive(call, stream=True)
         if isinstance(fault, Html | InvalidJson):
             if wire.finish_at_end:
                 raise self._error(ErrorKind.SERVER_ERROR, "malformed response (no event stream came)")
@@ -214,11 +208,7 @@ class SimulatedProvider:
         empty = isinstance(fault, EmptyChoices)
         usage = Usage(prompt, 0 if empty else estimate_tokens("".join(pieces)))
         events, finish_index = _events(wire, pieces, empty=empty)
-        strike_at = -1
-        if isinstance(fault, Cut):
-            strike_at = min(fault.after_chunks, finish_index)
-        elif isinstance(fault, Stall | Malformed | InStreamError):
-            strike_at = min(fault.after_chunks, len(events))
+        strike_at = _strike_index(fault, len(events), finish_index)
         stopped = False  # the finishing event went out
         terminated = not isinstance(fault, NoDone)
         for index in range(len(events) + 1):
@@ -238,14 +228,10 @@ class SimulatedProvider:
             if index == len(events):
                 break
             event = events[index]
-            if event == _FINISH:
-                stopped = True
-                if not wire.finish_at_end:
-                    yield Chunk(finish_reason=finish)
-            elif event == _USAGE:
-                yield Chunk(usage=usage)
-            elif event != _META:
-                yield Chunk(text=event)
+            stopped = stopped or event == _FINISH
+            chunk = _chunk_of(wire, event, finish, usage)
+            if chunk is not None:
+                yield chunk
         if wire.finish_at_end and stopped:
             lost = wire.usage_in_terminator and not terminated
             yield Chunk(finish_reason=finish, usage=None if lost else usage)
@@ -256,6 +242,14 @@ class SimulatedProvider:
 
     async def aclose(self) -> None:
         pass
+
+    async def _arrive(self, call: Call, *, stream: bool) -> Fault | None:
+        """The call reaches the upstream and waits out the call and its fault's delay; raises the
+        fault's error when it has one, else returns the fault that shapes the answer."""
+        strike = self._upstream.arrive(self._wire, call.model, stream=stream, prefill=_prefill(call))
+        await self._clock.sleep(CALL_LATENCY + _wait(strike))
+        self._raise_for(strike.fault)
+        return strike.fault
 
     def _raise_for(self, fault: Fault | None) -> None:
         """Raise what the adapter raises for a fault that leaves no answer to read."""
@@ -298,6 +292,27 @@ class SimulatedProvider:
 _META = "\x00meta"
 _FINISH = "\x00finish"
 _USAGE = "\x00usage"
+
+
+def _strike_index(fault: Fault | None, count: int, finish_index: int) -> int:
+    """Where, counted in the stream's `count` events, a mid-stream fault strikes (-1: nowhere), as
+    on the fake upstream: a cut comes before the finishing event at the latest."""
+    if isinstance(fault, Cut):
+        return min(fault.after_chunks, finish_index)
+    if isinstance(fault, Stall | Malformed | InStreamError):
+        return min(fault.after_chunks, count)
+    return -1
+
+
+def _chunk_of(wire: _Wire, event: str, finish: str, usage: Usage) -> Chunk | None:
+    """What the adapter yields for one of the stream's events (None: nothing)."""
+    if event == _FINISH:
+        return None if wire.finish_at_end else Chunk(finish_reason=finish)
+    if event == _USAGE:
+        return Chunk(usage=usage)
+    if event == _META:
+        return None
+    return Chunk(text=event)
 
 
 def _events(wire: _Wire, pieces: list[str], *, empty: bool) -> tuple[list[str], int]:
