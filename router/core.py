@@ -138,6 +138,7 @@ class Router:
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._joining: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
 
     def _install(self, policy: Policy, plan: Plan | None = None) -> None:
@@ -510,28 +511,26 @@ class Router:
         await self._start_within(None)
 
     async def _start_within(self, seconds: float | None) -> None:
-        """`start`, waiting for the join at most `seconds`: a store that does not answer costs a
-        request no more than its socket timeout, and the join goes on in the background."""
+        """`start`, waiting for the fleet's join at most `seconds`: a store that does not answer
+        costs a request no more than its socket timeout, and the join goes on in the background."""
         if not self._started:
             self._started = True
-            self._joining = asyncio.get_running_loop().create_task(self._join())
-            self._background.append(self._joining)
+            if self._fleet is not None:
+                self._joining = asyncio.get_running_loop().create_task(self._fleet.start())
+                self._background.append(self._joining)
         joining = self._joining
-        if joining is not None and not joining.done():
-            try:
-                async with asyncio.timeout(seconds):
-                    await asyncio.shield(joining)
-            except TimeoutError:
-                # No answer in time: the join goes on without anyone waiting for it, and limits
-                # and budgets go on their shares until the store answers.
-                self._joining = None
-                self._quotas.lost()
-
-    async def _join(self) -> None:
-        if self._fleet is not None:
-            await self._fleet.start()
-        if self._health is not None:
-            self._background.append(asyncio.get_running_loop().create_task(self._health.run()))
+        if joining is not None:
+            if not joining.done():
+                try:
+                    async with asyncio.timeout(seconds):
+                        await asyncio.shield(joining)
+                except TimeoutError:
+                    # No answer in time: limits and budgets go on their shares until it answers.
+                    self._quotas.lost()
+            self._joining = None  # later requests do not wait for it
+        if self._health is not None and self._health_task is None:
+            self._health_task = asyncio.get_running_loop().create_task(self._health.run())
+            self._background.append(self._health_task)
 
     async def check_health(self) -> None:
         """One round of probes (this worker's share of the fleet's), then the fleet's verdicts applied."""

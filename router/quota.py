@@ -292,8 +292,8 @@ class Lease:
             if self._take_leased(amount):
                 self._keep_up()
                 return True
-            if clock.monotonic() >= deadline:
-                return False
+            if clock.monotonic() + self._eta(amount) >= deadline:
+                return False  # not coming in time: the caller moves on at once
             # Wait for the next grant (or for the store to be given up on): never on the store itself.
             self._wanted += amount
             changed = self._next_change()
@@ -305,6 +305,15 @@ class Lease:
                 return False
             finally:
                 self._wanted -= amount
+
+    def _eta(self, amount: float) -> float:
+        """How long `amount` may take to come: a refill's round trip (nothing) unless the fleet's
+        bucket is dry; then this worker's part of its refill."""
+        if not self.dry:
+            return 0.0
+        if self.per_second <= 0:
+            return math.inf
+        return (amount - max(self.held, 0.0)) * self.workers / self.per_second
 
     def give(self, amount: float) -> None:
         """Give back what a call that never went out took."""
