@@ -235,26 +235,6 @@ class EndlessFault(_Kind):
         return Fault.endless(self.chunk)
 
 
-_KINDS: tuple[type[_Kind], ...] = (
-    HttpFault,
-    NamedStatusFault,
-    OutageFault,
-    PlainFault,
-    WaitFault,
-    LatencyFault,
-    ChunksFault,
-    StallFault,
-    ContextLengthFault,
-    ContentFilterFault,
-    StreamExceptionFault,
-    BedrockErrorFault,
-    GzipBombFault,
-    HugeFault,
-    EndlessFault,
-)
-_KIND_OF = {tag: model for model in _KINDS for tag in get_args(model.model_fields["kind"].annotation)}
-
-
 def parse_fault_text(value: Any) -> Any:
     """A scenario's `fault:` in its text form (`cut:3`) as the mapping it stands for; else `value`."""
     if not isinstance(value, str):
@@ -287,6 +267,12 @@ FaultKind = Annotated[
     BeforeValidator(parse_fault_text),
 ]
 """A fault, tagged by its `kind`: a mapping, or the text form."""
+
+_KIND_OF: dict[str, type[_Kind]] = {
+    tag: model
+    for model in get_args(get_args(FaultKind)[0])
+    for tag in get_args(model.model_fields["kind"].annotation)
+}
 
 
 class FaultScope(BaseModel):

@@ -19,10 +19,12 @@ served normally and counts towards neither the rule's `after` nor its `times`.
     │   ├── ContextLength    400, the prompt is too long
     │   ├── ContentFilter    400 (Bedrock: a 200 answer stopped by a guardrail)
     │   └── RejectPrefill    400 for a trailing assistant message
-    ├── InStreamError        a 200 stream that ends with an error event
-    │   ├── OverloadedInStream
-    │   └── ExceptionInStream
-    └── Reset, Hang, Delay, Latency, SlowFirstToken, Cut, Stall, Malformed, NoDone,
+    ├── StreamFault          strikes streams only
+    │   ├── Cut, Stall, Malformed, NoDone
+    │   └── InStreamError    a 200 stream that ends with an error event
+    │       ├── OverloadedInStream
+    │       └── ExceptionInStream
+    └── Reset, Hang, Delay, Latency, SlowFirstToken,
         Html, InvalidJson, EmptyChoices, Truncated, NoFinish,
         GzipBomb, Huge, Endless       hostile bodies: what a bounded reader must stop
 """
@@ -65,6 +67,7 @@ __all__ = [
     "Reset",
     "SlowFirstToken",
     "Stall",
+    "StreamFault",
     "Truncated",
     "bedrock_error_name",
 ]
@@ -379,8 +382,8 @@ class SlowFirstToken(Fault):
 
 
 @dataclass(frozen=True, slots=True)
-class Cut(Fault):
-    after_chunks: int
+class StreamFault(Fault):
+    """A fault only a streamed request meets; others are served as if it were not there."""
 
     @property
     def stream_only(self) -> bool:
@@ -388,40 +391,31 @@ class Cut(Fault):
 
 
 @dataclass(frozen=True, slots=True)
-class Stall(Fault):
+class Cut(StreamFault):
+    after_chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stall(StreamFault):
     after_chunks: int
     seconds: float
 
-    @property
-    def stream_only(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True, slots=True)
-class Malformed(Fault):
+class Malformed(StreamFault):
     after_chunks: int
 
-    @property
-    def stream_only(self) -> bool:
-        return True
+
+@dataclass(frozen=True, slots=True)
+class NoDone(StreamFault):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
-class NoDone(Fault):
-    @property
-    def stream_only(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class InStreamError(Fault):
+class InStreamError(StreamFault):
     """A stream that, after `after_chunks` events, reports an error in-band and ends."""
 
     after_chunks: int
-
-    @property
-    def stream_only(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True, slots=True)
