@@ -90,19 +90,7 @@ class Router:
         if unknown:
             raise RouterError(f"providers given for names the policy does not define: {', '.join(unknown)}")
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-        backend = STORES[policy.state.backend]
-        self.store = store or backend.build(policy.state, self.worker, self._clock)
-        self._fleet = (
-            Fleet(
-                self.store,
-                self.worker,
-                clock=self._clock,
-                probe_lease=max(policy.health.timeout, 10.0),
-                on_drain=self._drain_changed,
-            )
-            if store is not None or backend.shared
-            else None
-        )
+        self.store, self._fleet = self._join(policy, store)
         self._policy: Policy | None = None
         self._engine: Engine  # set by _install
         self._retry_budget: RetryBudget | None = None
@@ -125,14 +113,7 @@ class Router:
         self._budgets = Budgets(self._quotas)
         self._install(policy)
         if policy.health.enabled:
-            self._health = HealthChecker(
-                self.store,
-                self._runtimes,
-                policy.health,
-                clock=self._clock,
-                worker=self.worker,
-                emit=self._emit,
-            )
+            self._health = self._checker(policy)
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -140,6 +121,27 @@ class Router:
         self._joining: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
+
+    def _join(self, policy: Policy, store: StateStore | None) -> tuple[StateStore, Fleet | None]:
+        """The state store the policy names (or `store`), and this worker's place in its fleet when shared."""
+        backend = STORES[policy.state.backend]
+        if store is None and not backend.shared:
+            return backend.build(policy.state, self.worker, self._clock), None
+        # A store given by the caller is taken as shared: it may serve several routers.
+        store = store if store is not None else backend.build(policy.state, self.worker, self._clock)
+        fleet = Fleet(
+            store,
+            self.worker,
+            clock=self._clock,
+            probe_lease=max(policy.health.timeout, 10.0),
+            on_drain=self._drain_changed,
+        )
+        return store, fleet
+
+    def _checker(self, policy: Policy) -> HealthChecker:
+        return HealthChecker(
+            self.store, self._runtimes, policy.health, clock=self._clock, worker=self.worker, emit=self._emit
+        )
 
     def _install(self, policy: Policy, plan: Plan | None = None) -> None:
         """Compile (unless `plan` is given) and wire `policy`, then swap it in at once; until the swap
@@ -158,30 +160,12 @@ class Router:
         if old is not None and policy.state != old.state:
             issue = PolicyIssue(self.source, 0, 0, "state", "changing the state section needs a restart")
             raise PolicyError([issue])
-        kept = {
-            name: provider
-            for name, provider in self._providers.items()
-            if old is not None and old.providers.get(name) == policy.providers.get(name)
-        }
-        fresh = {name: spec for name, spec in policy.providers.items() if name not in kept}
-        providers = {**kept, **_build_providers(fresh, self._overrides, self.source, self._clock)}
+        providers = self._clients(policy, old)
         runtimes = {
             name: self._reloaded(target, plan.providers[target.provider], providers[target.provider])
             for name, target in plan.targets.items()
         }
-        # The retry budget's window of past requests carries over unless its settings changed.
-        same_budget = old is not None and old.retry_budget == policy.retry_budget
-        budget = self._retry_budget if same_budget else None
-        engine = Engine(
-            plan,
-            runtimes,
-            clock=self._clock,
-            rng=self._rng,
-            emit=self._emit,
-            retry_budget=budget,
-            budgets=self._budgets,
-        )
-        self._retry_budget = engine.retry_budget
+        engine = self._engine_for(plan, runtimes, policy, old)
         replaced = [p for name, p in self._providers.items() if providers.get(name) is not p]
         self._grace = max(self._grace, _longest_request(plan))
         # The swap: plain assignments, so a request sees either the old plan or the new one.
@@ -193,6 +177,33 @@ class Router:
         if self._health is not None:
             self._health.retarget(runtimes, policy.health)
         self.version += 1
+
+    def _clients(self, policy: Policy, old: Policy | None) -> dict[str, Provider]:
+        """A client per provider: the current one where its settings did not change, else a new one."""
+        kept = {
+            name: provider
+            for name, provider in self._providers.items()
+            if old is not None and old.providers.get(name) == policy.providers.get(name)
+        }
+        fresh = {name: spec for name, spec in policy.providers.items() if name not in kept}
+        return {**kept, **_build_providers(fresh, self._overrides, self.source, self._clock)}
+
+    def _engine_for(
+        self, plan: Plan, runtimes: Mapping[str, TargetRuntime], policy: Policy, old: Policy | None
+    ) -> Engine:
+        # The retry budget's window of past requests carries over unless its settings changed.
+        same_budget = old is not None and old.retry_budget == policy.retry_budget
+        engine = Engine(
+            plan,
+            runtimes,
+            clock=self._clock,
+            rng=self._rng,
+            emit=self._emit,
+            retry_budget=self._retry_budget if same_budget else None,
+            budgets=self._budgets,
+        )
+        self._retry_budget = engine.retry_budget
+        return engine
 
     @property
     def policy(self) -> Policy:
@@ -534,9 +545,7 @@ class Router:
 
     async def check_health(self) -> None:
         """One round of probes (this worker's share of the fleet's), then the fleet's verdicts applied."""
-        checker = self._health or HealthChecker(
-            self.store, self._runtimes, self.policy.health, clock=self._clock, worker=self.worker
-        )
+        checker = self._health or self._checker(self.policy)
         await checker.check_all()
         await checker.refresh()
 
