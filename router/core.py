@@ -80,6 +80,7 @@ class Router:
         store: StateStore | None = None,
         worker: str | None = None,
     ) -> None:
+        # Long only because it is the one flat list of the router's state, each attribute set once.
         self.source = source
         self.version = 0
         self._clock = clock or SystemClock()
