@@ -22,7 +22,7 @@ Every call is logged as the fake upstream logs it (`UpstreamCall`), so the repor
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from router.chaos.recording import UpstreamCall
@@ -61,7 +61,7 @@ from router.testing.faults import (
     Truncated,
     bedrock_error_name,
 )
-from router.testing.wires.base import continuation, estimate_tokens, split_words
+from router.testing.wires.base import content_text, continuation, estimate_tokens, split_words
 from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
 
 __all__ = ["CALL_LATENCY", "SimulatedProvider", "SimulatedUpstream"]
@@ -365,19 +365,11 @@ def _prefill(call: Call) -> bool:
 
 
 def _prefill_text(call: Call) -> str:
-    return _text(call.messages[-1].get("content")) if _prefill(call) else ""
+    return content_text(call.messages[-1].get("content")) if _prefill(call) else ""
 
 
 def _prompt_tokens(call: Call) -> int:
-    return estimate_tokens("".join(_text(message.get("content")) for message in call.messages))
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
-    return ""
+    return estimate_tokens("".join(content_text(message.get("content")) for message in call.messages))
 
 
 def _status_kind(wire: _Wire, status: int, error_type: str | None) -> ErrorKind:

@@ -12,7 +12,7 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -27,6 +27,7 @@ __all__ = [
     "Finish",
     "Stream",
     "Wire",
+    "content_text",
     "continuation",
     "estimate_tokens",
     "split_words",
@@ -171,6 +172,15 @@ def continuation(prefill: str, reply: str, known: Iterable[str] = ()) -> str:
         if prefill and whole.startswith(prefill):
             return whole[len(prefill) :]
     return reply
+
+
+def content_text(content: object) -> str:
+    """The text of an OpenAI-shaped message `content`: the string, or its parts' text joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+    return ""
 
 
 def estimate_tokens(text: str) -> int:

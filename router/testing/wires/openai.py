@@ -23,7 +23,15 @@ from router.testing.faults import (
     Rejection,
     RejectPrefill,
 )
-from router.testing.wires.base import Answer, BadRequest, Chat, Stream, Wire, estimate_tokens
+from router.testing.wires.base import (
+    Answer,
+    BadRequest,
+    Chat,
+    Stream,
+    Wire,
+    content_text,
+    estimate_tokens,
+)
 
 __all__ = ["AzureWire", "OpenAIWire"]
 
@@ -107,13 +115,14 @@ class OpenAIWire(Wire):
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("'messages' must be a non-empty list of objects")
         stream_options = body.get("stream_options") or {}
+        prefilled = messages[-1].get("role") == "assistant"
         return Chat(
             model=model,
             stream=bool(body.get("stream", False)),
-            prompt_tokens=estimate_tokens("".join(_message_text(m) for m in messages)),
-            ends_with_assistant=messages[-1].get("role") == "assistant",
+            prompt_tokens=estimate_tokens("".join(content_text(m.get("content")) for m in messages)),
+            ends_with_assistant=prefilled,
             include_usage=isinstance(stream_options, dict) and bool(stream_options.get("include_usage")),
-            prefill=_message_text(messages[-1]) if messages[-1].get("role") == "assistant" else "",
+            prefill=content_text(messages[-1].get("content")) if prefilled else "",
         )
 
     # --- errors ------------------------------------------------------------------------------
@@ -350,12 +359,3 @@ def _tool_call_id(answer: Answer) -> str:
 
 def _sse(event: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(event).encode() + b"\n\n"
-
-
-def _message_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
