@@ -27,7 +27,7 @@ from router.errors import PolicyError, PolicyIssue
 from router.policy.document import Problem, known, validate_document
 from router.policy.loader import parse_policy
 from router.policy.model import Duration, Policy, TargetRef
-from router.policy.source import Source, read_source
+from router.policy.source import Source, read_file, read_source
 from router.testing._fault_spec import FaultScope
 from router.testing.faults import FaultRule, Latency, Malformed, NoDone, RejectPrefill
 
@@ -170,13 +170,8 @@ def load_scenario(
     path: str | os.PathLike[str], *, policy_path: str | os.PathLike[str] | None = None
 ) -> Scenario:
     """Read and validate a scenario file; `policy_path` replaces its inline policy."""
-    with open(path, encoding="utf-8") as file:
-        text = file.read()
-    policy = None
-    if policy_path is not None:
-        with open(policy_path, encoding="utf-8") as file:
-            policy = (file.read(), os.fspath(policy_path))
-    return parse_scenario(text, os.fspath(path), policy=policy)
+    policy = (read_file(policy_path), os.fspath(policy_path)) if policy_path is not None else None
+    return parse_scenario(read_file(path), os.fspath(path), policy=policy)
 
 
 def parse_scenario(

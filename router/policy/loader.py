@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails
 from router.errors import PolicyError
 from router.policy.document import Problem, known, validate_document
 from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetSpec
-from router.policy.source import MAX_BYTES, Path, decode_source, dotted, read_source
+from router.policy.source import Path, dotted, read_file, read_source
 
 __all__ = ["load_policy", "parse_policy", "policy_json_schema", "reference_problems"]
 
@@ -32,9 +32,7 @@ def load_policy(path: str | os.PathLike[str], *, environment: bool = False) -> P
     authenticate (see `parse_policy`). Raises `PolicyError` for a file that is too large or not
     UTF-8 as for any other issue, `OSError` if it cannot be read.
     """
-    with open(path, "rb") as file:
-        data = file.read(MAX_BYTES + 1)  # enough to tell that it is too large
-    return parse_policy(decode_source(data, os.fspath(path)), os.fspath(path), environment=environment)
+    return parse_policy(read_file(path), os.fspath(path), environment=environment)
 
 
 def parse_policy(

@@ -10,6 +10,7 @@ hostile file costs a located error in a fraction of a second, not memory and min
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "Source",
     "decode_source",
     "dotted",
+    "read_file",
     "read_source",
 ]
 
@@ -87,6 +89,13 @@ def decode_source(data: bytes, filename: str) -> str:
         column = len(data[data.rfind(b"\n", 0, error.start) + 1 : error.start].decode("utf-8", "replace")) + 1
         message = f"the file is not UTF-8 text (byte 0x{data[error.start]:02x})"
         raise _fatal(filename, Location(line, column), message) from None
+
+
+def read_file(path: str | os.PathLike[str]) -> str:
+    """The text of a document file; `PolicyError` if too large or not UTF-8, `OSError` if unreadable."""
+    with open(path, "rb") as file:
+        data = file.read(MAX_BYTES + 1)  # enough to tell that it is too large
+    return decode_source(data, os.fspath(path))
 
 
 def read_source(text: str, filename: str, *, kind: str = "policy", shape: str = _POLICY_SHAPE) -> Source:

@@ -247,3 +247,12 @@ def test_a_policy_needs_no_secrets_but_keeps_its_defaults(monkeypatch: pytest.Mo
 def test_an_empty_policy_file_is_reported_as_such() -> None:
     [issue] = issues(MINIMAL, policy=("", "p.yaml"))
     assert issue.startswith("p.yaml:1:1: the policy is empty")
+
+
+def test_a_scenario_file_is_read_as_a_policy_file_is(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(MINIMAL.encode().replace(b"A one-line", b"A \xff one-line"))
+    with pytest.raises(PolicyError) as caught:
+        load_scenario(path)
+    [issue] = caught.value.issues
+    assert (issue.line, issue.column, issue.message) == (1, 5, "the file is not UTF-8 text (byte 0xff)")
