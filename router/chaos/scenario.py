@@ -197,15 +197,13 @@ def parse_scenario(
             sorted(set(issues), key=lambda issue: (issue.file, issue.line, issue.column, issue.path))
         )
     assert isinstance(spec, ScenarioSpec) and parsed is not None
-    targets = _route_targets(parsed, spec.load.route)
-    primary = spec.primary or targets[0]
-    load = spec.load
+    primary = spec.primary or _route_targets(parsed, spec.load.route)[0]
     return Scenario(
         name=spec.name or FilePath(filename).stem,
         description=_description(text),
         duration=spec.duration,
         seed=spec.seed,
-        load=Load(load.route, load.rate, load.concurrency, load.stream, load.max_tokens, load.prompt),
+        load=Load(**spec.load.model_dump()),
         faults=tuple(entry.rule(_model_of(entry, parsed)) for entry in spec.faults),
         primary=primary,
         primary_model=parsed.targets[primary].model,
