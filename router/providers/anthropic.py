@@ -34,7 +34,14 @@ import httpx2
 
 from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
-from router.providers._http import redact, retry_after, secrets_of
+from router.providers._http import (
+    TooManyValues,
+    check_json_body,
+    check_json_event,
+    redact,
+    retry_after,
+    secrets_of,
+)
 from router.providers._translate import (
     Block,
     Conversation,
@@ -117,6 +124,10 @@ class AnthropicProvider:
         with self._sdk_errors():
             raw = await self._client.messages.with_raw_response.create(**params)
             body = await raw.read()
+        try:
+            await check_json_body(body)  # what parsing it would cost the loop
+        except TooManyValues as error:
+            raise ProviderError(ErrorKind.SERVER_ERROR, str(error), provider=self.name) from None
         return self._parse_reply(body)
 
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
@@ -261,6 +272,7 @@ class AnthropicProvider:
     def _on_event(self, state: _StreamState, event: str, data: str) -> Chunk | None:
         """What one SSE event adds to the stream; an event that makes no sense is skipped, with a warning."""
         try:
+            check_json_event(data)
             payload = json.loads(data)
             if not isinstance(payload, dict):
                 raise TypeError("not an object")
@@ -318,6 +330,7 @@ class AnthropicProvider:
 
     def _not_a_stream(self, body: bytes) -> ProviderError:
         try:
+            check_json_event(body)  # at most an error's body
             data = json.loads(body)
         except ValueError:
             data = None

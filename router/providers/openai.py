@@ -18,7 +18,14 @@ import openai
 
 from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
-from router.providers._http import redact, retry_after, secrets_of
+from router.providers._http import (
+    TooManyValues,
+    check_json_body,
+    check_json_event,
+    redact,
+    retry_after,
+    secrets_of,
+)
 from router.providers.base import Call, Chunk, Reply
 from router.providers.kinds import kind_for_status
 from router.providers.presets import Preset
@@ -101,6 +108,10 @@ class OpenAIProvider:
         with self._sdk_errors():
             raw = await self._client.chat.completions.with_raw_response.create(**self._params(call))
             body = raw.http_response.content
+        try:
+            await check_json_body(body)  # what parsing it would cost the loop
+        except TooManyValues as error:
+            raise ProviderError(ErrorKind.SERVER_ERROR, str(error), provider=self.name) from None
         return self._parse_reply(body)
 
     async def stream(self, call: Call) -> AsyncIterator[Chunk]:
@@ -238,6 +249,7 @@ class _ToolCallParts:
 
 def _parse_chunk(data: str, tools: _ToolCallParts) -> Chunk | None:
     try:
+        check_json_event(data)
         event = json.loads(data)
         if isinstance(event, dict) and isinstance(event.get("error"), dict):
             raise _stream_error(event["error"])
