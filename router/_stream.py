@@ -56,7 +56,12 @@ class OpenStream:
 
     @property
     def text(self) -> str:
-        return "".join(self.received)
+        """The text received so far, joined once: the pieces give way to it, so that a long answer is
+        neither held twice (as pieces and as text) nor joined again by every reader."""
+        received = self.received
+        if len(received) > 1:
+            received[:] = ["".join(received)]
+        return received[0] if received else ""
 
     def spent(self) -> Usage | None:
         """What the call cost: the provider's usage, else an estimate once text arrived (it was billed)."""

@@ -231,5 +231,6 @@ def test_rss_grows_by_about_the_bound_while_bombs_and_huge_answers_are_refused(
     # Read and dropped: the bytes read, and the interpreter's own small change.
     for case in [("bomb", "complete"), ("bomb", "stream"), ("huge", "complete")]:
         assert growth[case] <= 1.1 * bound, case
-    # A streamed answer's text is also held for continuing or restarting it, and joined once more.
-    assert growth[("huge", "stream")] <= 4 * bound
+    # A streamed answer's text is also held for continuing or restarting it: joined once from its
+    # pieces (both held for the join), then that one string serves every reader (it was 3.2x).
+    assert growth[("huge", "stream")] <= 2.5 * bound
