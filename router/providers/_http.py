@@ -1,24 +1,27 @@
-"""Pieces every HTTP adapter needs: Retry-After parsing, safe error summaries, and JSON answers bounded
-in what parsing them may cost."""
+"""Pieces every HTTP adapter needs: Retry-After parsing, safe error summaries, server-sent events,
+and JSON answers bounded in what parsing them may cost."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 
 from router.logs import hide, url_secrets
 from router.policy.model import ProviderSpec
 
 __all__ = [
     "MAX_JSON_VALUES",
+    "ServerSentEvent",
     "TooManyValues",
     "check_json_body",
     "check_json_event",
     "redact",
     "retry_after",
     "secrets_of",
+    "server_sent_events",
 ]
 
 _MAX_DETAIL = 300
@@ -121,6 +124,35 @@ def secrets_of(spec: ProviderSpec, key: str | None) -> tuple[str, ...]:
     passwords = url_secrets(spec.base_url) if spec.base_url else ()
     values = (key, *spec.headers.values(), *passwords)
     return tuple(str(value) for value in values if value)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One event of a `text/event-stream`: its `event:` name ("" if none) and its `data:` lines, joined."""
+
+    name: str
+    data: str
+
+
+async def server_sent_events(lines: AsyncIterable[str]) -> AsyncIterator[ServerSentEvent]:
+    """The events in a stream's lines: a blank line ends each; comments (`:` keep-alives) and
+    events without data are skipped. An event the stream ends before closing is delivered too."""
+    name = ""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield ServerSentEvent(name, "\n".join(data))
+            name, data = "", []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+    if data:
+        yield ServerSentEvent(name, "\n".join(data))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

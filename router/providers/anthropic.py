@@ -41,6 +41,7 @@ from router.providers._http import (
     redact,
     retry_after,
     secrets_of,
+    server_sent_events,
 )
 from router.providers._translate import (
     Block,
@@ -139,24 +140,12 @@ class AnthropicProvider:
                 async with self._client.messages.with_streaming_response.create(**params) as response:
                     if "text/event-stream" not in response.http_response.headers.get("content-type", ""):
                         raise self._not_a_stream(await response.read())
-                    event, data = "", []
-                    async for line in response.iter_lines():
-                        if line:
-                            if not line.startswith(":"):  # SSE comments and keep-alives
-                                name, _, value = line.partition(":")
-                                value = value.removeprefix(" ")
-                                if name == "event":
-                                    event = value
-                                elif name == "data":
-                                    data.append(value)
-                            continue
-                        if data:  # a blank line ends an event
-                            chunk = self._on_event(state, event, "\n".join(data))
-                            if chunk is not None:
-                                yield chunk
-                            if state.stopped:
-                                return
-                        event, data = "", []
+                    async for event in server_sent_events(response.iter_lines()):
+                        chunk = self._on_event(state, event.name, event.data)
+                        if chunk is not None:
+                            yield chunk
+                        if state.stopped:
+                            return
                     # The upstream closed without message_stop: whole all the same if it said why it
                     # stopped; if not, the engine sees a stream without a finish and judges it broken.
                     if state.stop_reason is not None:

@@ -25,6 +25,7 @@ from router.providers._http import (
     redact,
     retry_after,
     secrets_of,
+    server_sent_events,
 )
 from router.providers.base import Call, Chunk, Reply
 from router.providers.kinds import kind_for_status
@@ -122,13 +123,10 @@ class OpenAIProvider:
         tools = _ToolCallParts()
         with self._sdk_errors():
             async with self._client.chat.completions.with_streaming_response.create(**params) as response:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue  # SSE comments, event names and keep-alives
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                async for event in server_sent_events(response.iter_lines()):
+                    if event.data.strip() == "[DONE]":
                         return
-                    chunk = _parse_chunk(data, tools)
+                    chunk = _parse_chunk(event.data, tools)
                     if chunk is not None:
                         yield chunk
 
