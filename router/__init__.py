@@ -6,8 +6,8 @@
 Everything public is re-exported here; other modules may change without notice.
 """
 
+from router._router import Router
 from router.clock import Clock, SystemClock
-from router.core import Router
 from router.errors import (
     AllTargetsFailed,
     BudgetExceeded,
@@ -25,8 +25,8 @@ from router.policy.model import Policy, ProviderSpec, StateSpec
 from router.providers.base import Call, Chunk, Provider, Reply
 from router.providers.registry import ProviderType, register_provider
 from router.resilience.breaker import BreakerState, BreakerTransition
+from router.resilience.runtime import Health
 from router.results import Attempt, Completion, Outcome, StreamRestart, TargetStatus, ToolCall, Usage
-from router.selection import Health
 from router.state.base import StateStore
 from router.state.memory import MemoryStore
 from router.state.registry import StoreType, register_store

@@ -9,8 +9,9 @@ from __future__ import annotations
 from router.budgets import Budgets, Reservation
 from router.policy.compile import RoutePlan
 from router.resilience.limiter import Limiter
+from router.resilience.runtime import TargetRuntime
 from router.results import Outcome, Usage
-from router.selection import Request, TargetRuntime
+from router.selection import Request
 
 __all__ = ["NO_TICKET", "Ticket", "admit"]
 

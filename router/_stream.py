@@ -18,8 +18,9 @@ from router._admission import NO_TICKET, Ticket
 from router.clock import Clock
 from router.errors import ErrorKind, ProviderError, RouterError, StreamBroken
 from router.providers.base import Call, Chunk
+from router.resilience.runtime import TargetRuntime
 from router.results import ToolCall, Usage
-from router.selection import Request, TargetRuntime, estimate_tokens
+from router.selection import Request, estimate_tokens
 
 __all__ = [
     "OpenStream",

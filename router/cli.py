@@ -20,13 +20,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from router.core import Router
+from router._router import Router
 from router.errors import AllTargetsFailed, PolicyError, ProviderError, RouterError
 from router.policy.compile import compile_plan
 from router.policy.loader import load_policy, policy_json_schema
 from router.resilience.breaker import BreakerState
+from router.resilience.runtime import Health
 from router.results import Completion, StreamRestart, TargetStatus
-from router.selection import Health
 from router.state.registry import STORES
 from router.traffic import RouteTraffic, expected_traffic
 

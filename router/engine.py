@@ -29,8 +29,9 @@ from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
 from router.policy.compile import Plan, RoutePlan
 from router.providers.base import Call
 from router.resilience.retry_budget import RetryBudget
+from router.resilience.runtime import TargetRuntime
 from router.results import Attempt, Completion, Outcome, StreamRestart, ToolCall, Usage
-from router.selection import Request, TargetRuntime, misfit, order_candidates, over_budget, unavailable
+from router.selection import Request, misfit, order_candidates, over_budget, unavailable
 
 __all__ = ["Engine"]
 

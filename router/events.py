@@ -15,8 +15,8 @@ from router.resilience.breaker import BreakerTransition
 
 if TYPE_CHECKING:
     from router.errors import ErrorKind
+    from router.resilience.runtime import Health
     from router.results import Outcome
-    from router.selection import Health
 
 __all__ = [
     "AttemptEvent",

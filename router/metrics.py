@@ -30,8 +30,8 @@ from router.events import (
     RetryEvent,
 )
 from router.resilience.breaker import BreakerState
+from router.resilience.runtime import Health
 from router.results import SKIPS
-from router.selection import Health
 
 __all__ = ["PrometheusMetrics"]
 

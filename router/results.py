@@ -10,7 +10,7 @@ from router.errors import ErrorKind
 
 if TYPE_CHECKING:
     from router.resilience.breaker import BreakerState
-    from router.selection import Health
+    from router.resilience.runtime import Health
 
 __all__ = ["SKIPS", "Attempt", "Completion", "Outcome", "StreamRestart", "TargetStatus", "ToolCall", "Usage"]
 

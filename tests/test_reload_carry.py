@@ -55,7 +55,7 @@ def built(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> list[Client]:
         clients.append(Client(name, clock))
         return clients[-1]
 
-    monkeypatch.setattr("router.core.build_provider", build)
+    monkeypatch.setattr("router._router.build_provider", build)
     return clients
 
 

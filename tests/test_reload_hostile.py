@@ -203,7 +203,7 @@ async def test_any_other_failure_keeps_the_old_policy_with_a_policy_error(
         def broken(*args: Any) -> None:
             raise MemoryError
 
-        monkeypatch.setattr("router.core.compile_plan", broken)
+        monkeypatch.setattr("router._router.compile_plan", broken)
         with pytest.raises(PolicyError, match=r"could not be installed \(MemoryError\)"):
             await router.areload()
         assert router.version == 1 and (await router.complete("chat", USER)).text == "ok"

@@ -112,7 +112,7 @@ async def test_a_listing_that_raises_anything_is_a_failed_listing() -> None:
 def test_router_models_prints_one_line_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("router.core.build_provider", lambda name, *args, **kwargs: _Broken(name))
+    monkeypatch.setattr("router._router.build_provider", lambda name, *args, **kwargs: _Broken(name))
     path = tmp_path / "p.yaml"
     path.write_text(policy_text("http://127.0.0.1:9/v1"))
     result = CliRunner().invoke(main, ["models", str(path)])

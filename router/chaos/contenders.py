@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from router._router import Router
 from router.chaos.load import Answer, Contender, Sink
 from router.chaos.recording import TransitionEvent
 from router.chaos.scenario import Load
 from router.chaos.upstream import reply_for
 from router.clock import Clock
-from router.core import Router
 from router.errors import AllTargetsFailed, ProviderError, RouterError
 from router.events import Event
 from router.policy.model import Policy

@@ -22,7 +22,7 @@ from router.events import HealthEvent
 from router.policy.model import HealthSpec
 from router.providers.base import Call
 from router.resilience.breaker import BreakerState
-from router.selection import Health, TargetRuntime
+from router.resilience.runtime import Health, TargetRuntime
 from router.state.base import HealthRecord, StateStore, StoreUnavailable
 
 __all__ = ["HealthChecker"]

@@ -12,7 +12,8 @@ import pytest
 
 from router import ErrorKind, ProviderError, Router
 from router.providers.base import Call, Reply
-from router.selection import Health, unavailable
+from router.resilience.runtime import Health
+from router.selection import unavailable
 from router.state.memory import MemoryStore
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider

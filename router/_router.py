@@ -42,8 +42,9 @@ from router.quota import Quotas, buckets_of
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
+from router.resilience.runtime import Health, TargetRuntime
 from router.results import Completion, StreamRestart, TargetStatus
-from router.selection import Health, Request, TargetRuntime, estimate_tokens, order_candidates
+from router.selection import Request, estimate_tokens, order_candidates
 from router.state.base import StateStore
 from router.state.registry import STORES
 
