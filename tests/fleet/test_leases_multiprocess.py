@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,36 +19,13 @@ import pytest
 from router.testing import FakeUpstream, Fault
 
 from ..redis_support import DedicatedRedis
+from .conftest import FLEET_SIZE
 from .workers import Fleet, eventually
 
-FLEET_SIZE = 4
 PRICE = {"input": 1.0, "output": 10.0}  # USD per million tokens
 WORDS = [1600, 2000, 2400, 2800]  # each worker's answers: about 2 000 to 3 500 output tokens
 ANSWERS_IN_BUDGET = 160
 SOCKET_TIMEOUT = 0.25
-
-
-@pytest.fixture(scope="module")
-def processes() -> Iterator[Fleet]:
-    fleet = Fleet(FLEET_SIZE)
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
-
-
-@pytest.fixture
-def fleet(processes: Fleet) -> Iterator[Fleet]:
-    if not processes.healthy():
-        pytest.fail("a worker process died in an earlier test", pytrace=False)
-    yield processes
-    processes.reset()
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
 
 
 def policy(

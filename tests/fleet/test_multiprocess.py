@@ -24,30 +24,10 @@ import redis
 from router.testing import FakeUpstream, Fault
 
 from ..redis_support import DedicatedRedis
+from .conftest import FLEET_SIZE
 from .workers import Fleet, WorkerProcess, eventually
 
-FLEET_SIZE = 4
-
-
 # -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def processes() -> Iterator[Fleet]:
-    """Four worker processes for the whole module (spawning costs ~1 s); a router per test."""
-    fleet = Fleet(FLEET_SIZE)
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
-
-
-@pytest.fixture
-def fleet(processes: Fleet) -> Iterator[Fleet]:
-    if not processes.healthy():
-        pytest.fail("a worker process died in an earlier test", pytrace=False)
-    yield processes
-    processes.reset()
 
 
 def fresh_namespace() -> str:
@@ -66,12 +46,6 @@ def namespace(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as up:
-        yield up
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -452,9 +426,12 @@ def test_f_after_redis_restarts_the_workers_resync_and_a_trip_propagates_again(
         eventually(partial(answered_by, worker, "primary"), within=5.0, step=0.05)
 
     upstream.add_fault("primary-w1", Fault.unavailable())
+    tripping = time.time()  # earlier opens (a breaker written back to the empty store) do not count
     tripped = fleet[0].call("ask", n=3)  # fail_max 3
     assert all(r["target"] == "backup" for r in tripped)
-    fleet.wait_events(lambda e: opened(e) and e["worker"] == "w2" and e["remote"], 1, within=2.0)
+    fleet.wait_events(
+        lambda e: opened(e) and e["worker"] == "w2" and e["remote"] and e["time"] > tripping, 1, within=2.0
+    )
     assert fleet[1].call("ask")[0]["attempts"][0] == ("primary", "breaker_open")
     for worker in fleet:
         lines = worker.call("logs")
