@@ -6,12 +6,12 @@ returns is settled exactly once when the call is over, with the usage that corre
 
 from __future__ import annotations
 
-from router.budgets import Budgets, Reservation
+from router._budgets import Budgets, Reservation
+from router._selection import Request
 from router.policy.compile import RoutePlan
 from router.resilience.limiter import Limiter
 from router.resilience.runtime import TargetRuntime
 from router.results import Outcome, Usage
-from router.selection import Request
 
 __all__ = ["NO_TICKET", "Ticket", "admit"]
 

@@ -21,12 +21,14 @@ from typing import Any, Self, TypeVar
 
 from pydantic import SecretStr
 
-from router.budgets import Budgets
+from router._budgets import Budgets
+from router._engine import Engine
+from router._fleet import Fleet, SharedBuckets
+from router._quota import Quotas, buckets_of
+from router._selection import Request, estimate_tokens, order_candidates
 from router.clock import Clock, SystemClock
-from router.engine import Engine
 from router.errors import ErrorKind, PolicyError, PolicyIssue, ProviderError, RouterError
 from router.events import Event, ReloadEvent
-from router.fleet import Fleet, SharedBuckets
 from router.health import HealthChecker
 from router.logs import register_secrets
 from router.options import checked_call
@@ -38,13 +40,11 @@ from router.providers import Provider, build_provider
 from router.providers._http import secrets_of
 from router.providers.base import Message
 from router.providers.credentials import missing_credentials
-from router.quota import Quotas, buckets_of
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
 from router.resilience.runtime import Health, TargetRuntime
 from router.results import Completion, StreamRestart, TargetStatus
-from router.selection import Request, estimate_tokens, order_candidates
 from router.state.base import StateStore
 from router.state.registry import STORES
 
@@ -601,7 +601,7 @@ class Router:
         return rows
 
     async def _leases_of(self, target: TargetPlan) -> dict[str, float]:
-        """What the fleet's workers hold of each bucket the target's calls spend (see `router.quota`)."""
+        """What the fleet's workers hold of each bucket the target's calls spend (see `router._quota`)."""
         leases = {}
         for bucket, (capacity, per_second) in buckets_of(
             self.plan, target, fleet_limits=self._fleet is not None

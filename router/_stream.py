@@ -15,12 +15,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from router._admission import NO_TICKET, Ticket
+from router._selection import Request, estimate_tokens
 from router.clock import Clock
 from router.errors import ErrorKind, ProviderError, RouterError, StreamBroken
 from router.providers.base import Call, Chunk
 from router.resilience.runtime import TargetRuntime
 from router.results import ToolCall, Usage
-from router.selection import Request, estimate_tokens
 
 __all__ = [
     "OpenStream",

@@ -2,7 +2,7 @@
 
 A strategy sees the route's targets as `Candidate`s (weight, this request's estimated cost, observed
 latency) and returns them in the order to try; it may leave some out. The engine applies it to every
-request (`router.selection`), and `router explain --traffic` asks it where traffic goes
+request (`router._selection`), and `router explain --traffic` asks it where traffic goes
 (`router.traffic`). `register_strategy` adds one; a policy may name it once it is registered.
 """
 

@@ -59,7 +59,7 @@ class BreakerTransition:
 
 
 class FleetLink(Protocol):
-    """How a breaker defers to the fleet while the shared state store answers (see `router.fleet`)."""
+    """How a breaker defers to the fleet while the shared state store answers (see `router._fleet`)."""
 
     worker: str
     connected: bool

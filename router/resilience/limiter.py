@@ -4,7 +4,7 @@ Every wait is bounded by the request's deadline: a wait may use at most half the
 (the call itself needs the rest); when it would take longer,
 the target is skipped (outcome `limited`) so the request moves on while it still can.
 The bound holds for every wait together, the fleet's buckets included: they are spent from
-this worker's leases (`router.quota`) and wait only for a refill, never on the store itself.
+this worker's leases (`router._quota`) and wait only for a refill, never on the store itself.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def latest_start(now: float, deadline: float) -> float:
 
 
 class ClusterBuckets(Protocol):
-    """The fleet-wide RPM and TPM buckets of one target (see `router.fleet`)."""
+    """The fleet-wide RPM and TPM buckets of one target (see `router._fleet`)."""
 
     def take(self, tokens: int) -> bool:
         """Take one request and `tokens` tokens now if that needs no wait (else take nothing)."""

@@ -16,7 +16,7 @@ from router.resilience.breaker import Breaker
 from router.resilience.limiter import Limiter
 
 if TYPE_CHECKING:
-    from router.selection import Request
+    from router._selection import Request
 
 __all__ = ["Health", "TargetRuntime"]
 

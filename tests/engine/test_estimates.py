@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from router import Router
+from router._selection import Request
 from router.estimates import DEFAULT_OUTPUT_ESTIMATE, KEPT, TRUSTED_AFTER, OutputTokens
-from router.selection import Request
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider, Step
 

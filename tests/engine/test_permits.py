@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from router import ErrorKind, MemoryStore, Router
-from router.budgets import Budgets
+from router._budgets import Budgets
+from router._quota import Quotas
+from router._selection import estimate_tokens
 from router.policy.model import LimitsSpec
 from router.providers.pool import KeyPool
-from router.quota import Quotas
 from router.resilience.limiter import Limiter
 from router.results import Completion
-from router.selection import estimate_tokens
 from router.state import Grant
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider, Step

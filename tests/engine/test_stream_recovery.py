@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from router import ErrorKind, StreamBroken, StreamRestart, Usage
+from router._selection import estimate_tokens
 from router.results import Completion
-from router.selection import estimate_tokens
 from router.testing.scripted import ScriptedProvider, Step
 
 from .conftest import USER

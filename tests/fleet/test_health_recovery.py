@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from router import ErrorKind, ProviderError, Router
+from router._selection import unavailable
 from router.providers.base import Call, Reply
 from router.resilience.runtime import Health
-from router.selection import unavailable
 from router.state.memory import MemoryStore
 from router.testing import FakeClock
 from router.testing.scripted import ScriptedProvider

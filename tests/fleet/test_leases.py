@@ -1,4 +1,4 @@
-"""Quota leasing (`router.quota`): the fleet's buckets spent from memory, in virtual time.
+"""Quota leasing (`router._quota`): the fleet's buckets spent from memory, in virtual time.
 
 Every worker here shares one `MemoryStore`; the store doubles below hang or fail on demand.
 Requests never wait on the store: they debit a lease, and a keeper task refills it.
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from router.quota import HEARTBEAT, LIVE_TTL, MAX_SHARE, Lease, Quotas
+from router._quota import HEARTBEAT, LIVE_TTL, MAX_SHARE, Lease, Quotas
 from router.state import Grant, MemoryStore, StoreUnavailable
 from router.testing import FakeClock
 

@@ -1,4 +1,4 @@
-"""Fleet budgets and limits with real worker processes on one real Redis (`router.quota`).
+"""Fleet budgets and limits with real worker processes on one real Redis (`router._quota`).
 
 Four workers (`workers.py`) answer through a `FakeUpstream` in this process: a premium target
 whose answers are long (no `max_tokens`: the reservations must learn their length) and a cheap

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from router.fleet import Fleet
+from router._fleet import Fleet
 from router.state import MemoryStore, RedisStore, StoreUnavailable
 from router.state.outages import SETTLE, Outages
 from router.testing import FakeClock

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from router._quota import Lease, Quotas, rpm_bucket, tpm_bucket
 from router.clock import Clock
-from router.quota import Lease, Quotas, rpm_bucket, tpm_bucket
 from router.resilience.breaker import Breaker, BreakerState
 from router.state.base import BreakerRecord, Change, DrainRecord, Snapshot, StateStore, StoreUnavailable
 from router.state.outages import Outages
@@ -239,7 +239,7 @@ class SharedBuckets:
     """A target's fleet-wide RPM and TPM buckets (`ClusterBuckets`), spent from this worker's leases.
 
     Nothing here waits on the store: a call takes from the leases in memory, or waits (within
-    its bound) for a refill the lease's keeper is fetching in the background (`router.quota`).
+    its bound) for a refill the lease's keeper is fetching in the background (`router._quota`).
     """
 
     def __init__(self, quotas: Quotas, target: str, rpm: int | None, tpm: int | None) -> None:

@@ -2,17 +2,17 @@
 
 Each budget is a token bucket of dollars in the state store (so a fleet shares it): `usd` of
 capacity, refilled at `usd` per hour or per day. A worker spends it from its lease of the
-bucket (`router.quota`): a call reserves its estimated cost (prompt tokens plus `max_tokens`,
+bucket (`router._quota`): a call reserves its estimated cost (prompt tokens plus `max_tokens`,
 or what the target has been answering, at the target's prices) in memory before it goes, and
 the difference to the real cost is settled afterwards, in memory too. No budget waits on the
-store. How far a fleet may overspend is in `router.quota` (and the README).
+store. How far a fleet may overspend is in `router._quota` (and the README).
 """
 
 from __future__ import annotations
 
+from router._quota import Lease, Quotas, budget_bucket
 from router.errors import BudgetExceeded
 from router.policy.compile import BudgetPlan, RoutePlan, TargetPlan
-from router.quota import Lease, Quotas, budget_bucket
 
 __all__ = ["Budgets", "Reservation"]
 

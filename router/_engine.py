@@ -20,9 +20,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from router._admission import Ticket, admit
+from router._budgets import Budgets
 from router._decide import Failover, Raise, Retry, Verdict, decide
+from router._selection import Request, misfit, order_candidates, over_budget, unavailable
 from router._stream import OpenStream, adapter_failure, close, continuation, open_stream, read
-from router.budgets import Budgets
 from router.clock import Clock
 from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
 from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
@@ -31,7 +32,6 @@ from router.providers.base import Call
 from router.resilience.retry_budget import RetryBudget
 from router.resilience.runtime import TargetRuntime
 from router.results import Attempt, Completion, Outcome, StreamRestart, ToolCall, Usage
-from router.selection import Request, misfit, order_candidates, over_budget, unavailable
 
 __all__ = ["Engine"]
 
