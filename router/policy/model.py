@@ -37,7 +37,10 @@ __all__ = [
     "Duration",
     "FailbackSpec",
     "FailoverSpec",
+    "GatewayKeySpec",
+    "GatewaySpec",
     "HealthSpec",
+    "KeyBudgetSpec",
     "LatencyBudget",
     "LimitsSpec",
     "Policy",
@@ -543,3 +546,56 @@ class Policy(_Spec):
     retry_budget: RetryBudgetSpec = RetryBudgetSpec()
     health: HealthSpec = HealthSpec()
     state: StateSpec = StateSpec()
+    gateway: GatewaySpec | None = Field(None, description="`router serve`: callers' keys, HTTP limits.")
+
+
+ControlName = Literal["targets", "deadline", "attempts", "max_cost", "stream_recovery", "metadata", "trail"]
+"""The per-request controls a gateway key may use (`router` in the body, `x-router-*` headers)."""
+_CONTROLS: tuple[ControlName, ...] = ControlName.__args__  # type: ignore[attr-defined]
+
+
+class KeyBudgetSpec(_Spec):
+    """What one key may spend, in USD per hour or per day, for the whole fleet."""
+
+    usd: Amount = Field(gt=0, le=1_000_000_000)
+    per: Literal["hour", "day"] = "hour"
+
+
+class GatewayKeySpec(_Spec):
+    """One caller's key (`router serve`): the routes it may name, its request rate and its budget."""
+
+    key: SecretStr = Field(description="The secret the caller sends, e.g. ${TEAM_A_KEY}.")
+    routes: list[str] | None = Field(
+        None, description="Routes, aliases or provider:model addresses it may name; all when omitted."
+    )
+    rpm: Count | None = Field(None, ge=1, le=10**9, description="Requests per minute, for the whole fleet.")
+    budget: KeyBudgetSpec | None = None
+    control: list[ControlName] = Field(
+        default_factory=lambda: list(_CONTROLS), description="The per-request controls it may use."
+    )
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> GatewayKeySpec:
+        if len(self.key.get_secret_value()) < 16:
+            raise ValueError("a key is at least 16 characters (a short one can be guessed)")
+        return self
+
+
+class GatewaySpec(_Spec):
+    """`router serve`: who may call (no `keys`: anyone who can reach it) and the bounds on what they send."""
+
+    keys: dict[str, GatewayKeySpec] = Field(default_factory=dict, max_length=10_000)
+    admin_key: SecretStr | None = Field(None, description="Needed by /admin/*; without it they answer 404.")
+    max_body: Count = Field(4 * 1024 * 1024, ge=1024, le=1024**3, description="Bytes of a request body.")
+    max_header: Count = Field(8190, ge=1024, le=65_536, description="Bytes of a header line.")
+    read_timeout: Period = Field(30.0, description="How long a client may take to send its request body.")
+    keepalive: Period = Field(75.0, description="How long an idle connection is kept open.")
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> GatewaySpec:
+        secrets = [spec.key.get_secret_value() for spec in self.keys.values()]
+        if self.admin_key is not None:
+            secrets.append(self.admin_key.get_secret_value())
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two keys (or a key and the admin key) hold the same secret")
+        return self
