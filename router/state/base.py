@@ -141,11 +141,6 @@ class StateStore(Protocol):
 
     # -- cluster-wide limits ----------------------------------------------------------------
 
-    async def reserve(
-        self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float
-    ) -> float:
-        """Take `amount` from a bucket: the wait until covered, or -1 (taking nothing) past `max_wait`."""
-
     async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
         """Correct an earlier reservation: positive takes more, negative gives back."""
 

@@ -186,16 +186,6 @@ class MemoryStore:
 
     # -- cluster-wide limits ----------------------------------------------------------------
 
-    async def reserve(
-        self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float
-    ) -> float:
-        now = self._clock.monotonic()
-        taken = self._bucket(bucket, capacity, now).take(now, amount, capacity, per_second, max_wait)
-        if taken is None:
-            return -1.0
-        self._buckets[bucket], wait = taken
-        return wait
-
     async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
         now = self._clock.monotonic()
         self._buckets[bucket] = self._bucket(bucket, capacity, now).adjust(now, delta, capacity, per_second)

@@ -81,7 +81,6 @@ _SCRIPTS = (
     "take_lease",
     "record_probe",
     "health",
-    "reserve",
     "adjust",
     "lease",
 )
@@ -327,16 +326,6 @@ class RedisStore:
         return {str(m) for m in members}
 
     # -- cluster-wide limits ----------------------------------------------------------------
-
-    async def reserve(
-        self, bucket: str, amount: float, capacity: float, per_second: float, max_wait: float
-    ) -> float:
-        raw = await self._script(
-            "reserve",
-            keys=[f"{self._prefix}bucket:{bucket}"],
-            args=[repr(float(amount)), repr(float(capacity)), repr(float(per_second)), repr(float(max_wait))],
-        )
-        return float(raw)
 
     async def adjust(self, bucket: str, delta: float, capacity: float, per_second: float) -> None:
         await self._script(

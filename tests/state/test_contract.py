@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import pytest
@@ -328,46 +327,34 @@ async def test_drained_is_a_set(harness: Harness) -> None:
 # -- token buckets --------------------------------------------------------------------------
 
 
-async def test_reserve_takes_from_a_full_bucket_then_waits_on_the_refill(harness: Harness) -> None:
-    store = await harness.store()
-    # capacity 10, 10 per second
-    assert await store.reserve("rpm", 10, 10, 10, max_wait=0) == 0.0
-    assert await store.reserve("rpm", 5, 10, 10, max_wait=0.1) == -1  # would wait 0.5 s
-    assert await store.reserve("rpm", 5, 10, 10, max_wait=0.1) == -1  # and took nothing
-    wait = await store.reserve("rpm", 5, 10, 10, max_wait=1.0)
-    assert wait == approx(0.5, harness)
-    assert await store.reserve("rpm", 1, 10, 10, max_wait=1.0) == approx(0.6, harness)  # queues behind
-
-
 async def test_the_bucket_refills_over_time_up_to_capacity(harness: Harness) -> None:
     store = await harness.store()
-    # capacity 10, 50 per second
-    assert await store.reserve("tpm", 8, 10, 50, max_wait=0) == 0.0  # 2 left
-    await harness.elapse(0.1)  # +5
-    assert await store.reserve("tpm", 7, 10, 50, max_wait=0) == 0.0
-    await harness.elapse(0.3)  # +15, but full at 10
-    assert await store.reserve("tpm", 10, 10, 50, max_wait=0) == 0.0
-    assert await store.reserve("tpm", 1, 10, 50, max_wait=1) == approx(0.02, harness)
+    # capacity 10, 10 per second; worker "" only reads the level (known to the harness's time tolerance)
+    assert (await store.lease("tpm", 8, 10, 10, "w1")).level == approx(2, harness)
+    await harness.elapse(0.2)  # +2
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == pytest.approx(4, abs=10 * harness.tolerance)
+    await harness.elapse(0.8)  # +8, but full at 10
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == 10
 
 
 async def test_a_bucket_that_never_refills_refuses_any_debt(harness: Harness) -> None:
     store = await harness.store()
-    assert await store.reserve("budget", 5, 5, 0, max_wait=0) == 0.0
-    assert await store.reserve("budget", 1, 5, 0, max_wait=math.inf) == -1
+    assert (await store.lease("budget", 5, 5, 0, "w1")).granted == 5
+    assert (await store.lease("budget", 1, 5, 0, "w1", holding=5)).granted == 0
     await store.adjust("budget", -2, 5, 0)
-    assert await store.reserve("budget", 2, 5, 0, max_wait=0) == 0.0
+    assert (await store.lease("budget", 2, 5, 0, "w1", holding=5)).granted == 2
 
 
-async def test_adjust_corrects_a_reservation(harness: Harness) -> None:
+async def test_adjust_corrects_a_spend(harness: Harness) -> None:
     store = await harness.store()
-    assert await store.reserve("tpm", 10, 10, 10, max_wait=0) == 0.0  # estimated 10, now empty
+    assert (await store.lease("tpm", 10, 10, 10, "w1")).level == approx(0, harness)  # estimated 10, now empty
     await store.adjust("tpm", -4, 10, 10)  # the call used 6: give 4 back
-    assert await store.reserve("tpm", 4, 10, 10, max_wait=0) == approx(0.0, harness)
-    await store.adjust("tpm", 3, 10, 10)  # another used 3 more than estimated: into debt
-    assert await store.reserve("tpm", 0, 10, 10, max_wait=1) == approx(0.3, harness)
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(4, harness)
+    await store.adjust("tpm", 7, 10, 10)  # another used 7 more than estimated: into debt
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(-3, harness)
+    assert (await store.lease("tpm", 1, 10, 10, "w1")).granted == approx(0, harness)  # no lease from debt
     await store.adjust("tpm", -100, 10, 10)  # giving back never overfills
-    assert await store.reserve("tpm", 10, 10, 10, max_wait=0) == approx(0.0, harness)
-    assert await store.reserve("tpm", 1, 10, 10, max_wait=0) == -1
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(10, harness)
 
 
 # -- leases of a bucket ---------------------------------------------------------------------
@@ -383,7 +370,7 @@ async def test_a_lease_grants_what_the_bucket_holds_and_never_takes_it_below_zer
     assert second.granted == approx(4, harness)  # all there was
     assert (second.workers, second.outstanding, second.level) == (1, approx(10, harness), approx(0, harness))
     assert (await store.lease("tpm", 6, 10, 10, "w1", holding=10)).granted == approx(0, harness)
-    assert await store.reserve("tpm", 0, 10, 10, max_wait=0) == approx(0, harness)  # empty, not in debt
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(0, harness)  # empty, not in debt
     await harness.elapse(0.2)  # +2
     assert (await store.lease("tpm", 6, 10, 10, "w1")).granted == approx(2, harness)
 

@@ -87,13 +87,12 @@ async def test_leases_and_health_end_exactly_at_their_ttl(store: MemoryStore, cl
 
 
 async def test_bucket_arithmetic_is_exact_in_virtual_time(store: MemoryStore, clock: FakeClock) -> None:
-    assert await store.reserve("b", 100, 100, 10, max_wait=0) == 0.0
-    assert await store.reserve("b", 25, 100, 10, max_wait=2.5) == 2.5
+    assert (await store.lease("b", 100, 100, 10, "w")).level == 0.0
+    await store.adjust("b", 25, 100, 10)  # -25
     clock.advance(2.0)  # 20 back: -5
-    assert await store.reserve("b", 0, 100, 10, max_wait=1) == 0.5
-    await store.adjust("b", 5, 100, 10)  # -10
-    assert await store.reserve("b", 0, 100, 10, max_wait=0.5) == -1
-    assert await store.reserve("b", 0, 100, 10, max_wait=1) == 1.0
+    assert (await store.lease("b", 0, 100, 10, "")).level == -5.0
+    await store.adjust("b", -15, 100, 10)
+    assert (await store.lease("b", 10, 100, 10, "w", holding=100)).granted == 10.0
 
 
 def test_the_open_time_doubles_per_trip_and_never_overflows() -> None:
