@@ -22,10 +22,17 @@ from typing import Any, TypeVar
 from router._admission import Ticket, admit
 from router._budgets import Budgets
 from router._decide import Failover, Raise, Retry, Verdict, decide
-from router._selection import Request, misfit, order_candidates, over_budget, unavailable
+from router._selection import Request, misfit, order_candidates, over_budget, shaped, unavailable
 from router._stream import OpenStream, adapter_failure, close, continuation, open_stream, read
 from router.clock import Clock
-from router.errors import AllTargetsFailed, ErrorKind, ProviderError, RouterError, StreamBroken
+from router.errors import (
+    AllTargetsFailed,
+    ErrorKind,
+    InvalidRequest,
+    ProviderError,
+    RouterError,
+    StreamBroken,
+)
 from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
 from router.policy.compile import Plan, RoutePlan
 from router.providers.base import Call
@@ -78,6 +85,7 @@ class Engine:
         self.rng = rng
         self.emit = emit
         self.budgets = budgets
+        self._runtimes = runtimes  # the router's: it adds the runtimes of `provider:model` addresses
         budget = plan.retry_budget
         self.retry_budget = retry_budget or RetryBudget(
             ratio=budget.ratio, min_retries=budget.min_retries, window=budget.window, clock=clock
@@ -90,6 +98,10 @@ class Engine:
     def knows(self, route: str) -> bool:
         return route in self._routes
 
+    def route(self, name: str) -> RoutePlan | None:
+        found = self._routes.get(name)
+        return None if found is None else found.plan
+
     def add_route(self, plan: RoutePlan, runtimes: tuple[TargetRuntime, ...]) -> None:
         self._routes[plan.name] = _Route(plan, runtimes)
 
@@ -97,9 +109,18 @@ class Engine:
         route = self._routes.get(route_name)
         if route is None:
             known = ", ".join(sorted(self._routes)) or "none"
-            raise RouterError(f"unknown route {route_name!r}; routes: {known}")
+            raise InvalidRequest(f"unknown route {route_name!r}; routes: {known}")
+        if route.plan.rules or request.control is not None:
+            route = self._shaped(route, request)
         self.retry_budget.on_request()
         return _Run(self, route, request, deadline)
+
+    def _shaped(self, route: _Route, request: Request) -> _Route:
+        """The route as the request's metadata (rules) and control change it."""
+        plan = shaped(route.plan, request, lambda name: self._runtimes[name].plan)
+        if plan.targets is route.plan.targets:
+            return route if plan is route.plan else _Route(plan, route.runtimes)
+        return _Route(plan, tuple(self._runtimes[target.name] for target in plan.targets))
 
     async def complete(self, route: str, request: Request, deadline: float | None = None) -> Completion:
         run = self._start(route, request, deadline)

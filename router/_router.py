@@ -27,14 +27,15 @@ from router._fleet import Fleet, SharedBuckets
 from router._quota import Quotas, buckets_of
 from router._selection import Request, estimate_tokens, order_candidates
 from router.clock import Clock, SystemClock
-from router.errors import ErrorKind, PolicyError, PolicyIssue, ProviderError, RouterError
+from router.control import Control
+from router.errors import ErrorKind, InvalidRequest, PolicyError, PolicyIssue, ProviderError, RouterError
 from router.events import Event, ReloadEvent
 from router.health import HealthChecker
 from router.logs import register_secrets
 from router.options import checked_call
-from router.policy.compile import Plan, TargetPlan, compile_plan, single_target_route
+from router.policy.compile import Plan, TargetPlan, compile_plan, direct_target, single_target_route
 from router.policy.loader import load_policy
-from router.policy.model import LatencyBudget, Policy, ProviderSpec
+from router.policy.model import LatencyBudget, Policy, ProviderSpec, StreamRecovery
 from router.policy.source import dotted
 from router.providers import Provider, build_provider
 from router.providers._http import secrets_of
@@ -44,7 +45,7 @@ from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
 from router.resilience.runtime import Health, TargetRuntime
-from router.results import Completion, StreamRestart, TargetStatus
+from router.results import Completion, ModelEntry, StreamRestart, TargetStatus
 from router.state.base import StateStore
 from router.state.registry import STORES
 
@@ -392,8 +393,7 @@ class Router:
         provider, _, model = address.partition(":")
         if not model or provider not in self.plan.providers:
             return  # the engine reports the unknown route
-        # Nothing is declared about the model: no price, no window, no capability filtered out.
-        target = TargetPlan(address, provider, model, 0.0, 0.0, None, True, True, True, "direct")
+        target = direct_target(provider, self.plan.providers[provider], model)
         runtime = self._runtimes[address] = self._runtime(
             target, self.plan.providers[provider], self._providers[provider]
         )
@@ -418,25 +418,36 @@ class Router:
         temperature: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         deadline: float | None = None,
+        targets: Sequence[str] | None = None,
+        attempts: int | None = None,
+        max_cost: float | None = None,
+        stream_recovery: StreamRecovery | None = None,
         extra_body: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Completion:
         """One whole answer from the route's best available target.
 
+        `route`: a route, an alias, or `provider:model` (a provider of the policy, the route defaults).
+        For this call only (`router.control.Control`): `targets` names the candidates, in order (the
+        route's or its rules' targets, or `provider:model` addresses), `attempts` the calls per target,
+        `max_cost` a tighter cap in USD, `stream_recovery` overrides the route's; a bad value or an
+        unknown route raises `InvalidRequest` before any call.
         `deadline` (seconds) shortens the route's total latency budget; `options` are provider
         options by their OpenAI names (tools, tool_choice, stop, response_format, top_p, seed, ...:
         `router.options.PROVIDER_OPTIONS`), which each wire translates; `extra_body` goes into the
         request body as given. Anything else, and the names the router owns (`model`, `stream`,
         `timeout`, `fallbacks`, ...), raise `TypeError` before any call is made. `metadata` is never
-        sent: it reaches the `on_event` hook with each attempt (e.g. a tenant or user for metrics).
+        sent: it picks the route's rule (`rules:`) and reaches the `on_event` hook with each attempt (e.g.
+        a tenant or user for metrics).
         """
         options = checked_call(
             "complete", messages, max_tokens, temperature, metadata, deadline, options, extra_body
         )
-        request = _request(messages, max_tokens, temperature, options, streaming=False, metadata=metadata)
+        control = self._control(route, targets, attempts, max_cost, stream_recovery)
+        request = _request(
+            messages, max_tokens, temperature, options, streaming=False, metadata=metadata, control=control
+        )
         await self._start_within(self.policy.state.socket_timeout)
-        if not self._engine.knows(route):
-            self._address(route)
         return await self._engine.complete(route, request, deadline)
 
     def stream(
@@ -448,6 +459,10 @@ class Router:
         temperature: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         deadline: float | None = None,
+        targets: Sequence[str] | None = None,
+        attempts: int | None = None,
+        max_cost: float | None = None,
+        stream_recovery: StreamRecovery | None = None,
         extra_body: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncIterator[str | StreamRestart | Completion]:
@@ -461,9 +476,10 @@ class Router:
         options = checked_call(
             "stream", messages, max_tokens, temperature, metadata, deadline, options, extra_body
         )
-        request = _request(messages, max_tokens, temperature, options, streaming=True, metadata=metadata)
-        if not self._engine.knows(route):
-            self._address(route)
+        control = self._control(route, targets, attempts, max_cost, stream_recovery)
+        request = _request(
+            messages, max_tokens, temperature, options, streaming=True, metadata=metadata, control=control
+        )
         if self._started:
             return self._engine.stream(route, request, deadline)
         return self._stream_after_start(route, request, deadline)
@@ -476,9 +492,81 @@ class Router:
             async for item in items:
                 yield item
 
-    def complete_sync(self, route: str, messages: Sequence[Message], **kwargs: Any) -> Completion:
+    def _control(
+        self,
+        route: str,
+        targets: Sequence[str] | None,
+        attempts: int | None,
+        max_cost: float | None,
+        stream_recovery: StreamRecovery | None,
+    ) -> Control | None:
+        """The call's control, checked against its route (which exists from here on), or None."""
+        if not self._engine.knows(route):
+            self._address(route)
+        if targets is None and attempts is None and max_cost is None and stream_recovery is None:
+            return None
+        control = Control(targets, None, attempts, max_cost, stream_recovery)
+        if control.targets is not None:
+            self._check_targets(route, control.targets)
+        return control
+
+    def _check_targets(self, route: str, targets: Sequence[str]) -> None:
+        """Every name is one of the route's (or its rules') targets, or a `provider:model` address."""
+        plan = self._engine.route(route)
+        if plan is None:
+            raise InvalidRequest(f"unknown route {route!r}; routes: {', '.join(sorted(self.plan.routes))}")
+        names = plan.names
+        for name in targets:
+            if name in names:
+                continue
+            provider, _, model = name.partition(":")
+            if not model or provider not in self.plan.providers:
+                raise InvalidRequest(
+                    f"target {name!r} is not one of route {route!r}'s targets ({', '.join(sorted(names))}) "
+                    "nor provider:model of one of the policy's providers"
+                )
+            if name not in self._runtimes:
+                self._address(name)
+
+    def complete_sync(
+        self,
+        route: str,
+        messages: Sequence[Message],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        targets: Sequence[str] | None = None,
+        attempts: int | None = None,
+        max_cost: float | None = None,
+        stream_recovery: StreamRecovery | None = None,
+        **kwargs: Any,
+    ) -> Completion:
         """`complete` for synchronous code; runs on the router's own event loop thread."""
-        return self._run_sync(self.complete(route, messages, **kwargs))
+        call = self.complete(
+            route,
+            messages,
+            metadata=metadata,
+            deadline=deadline,
+            targets=targets,
+            attempts=attempts,
+            max_cost=max_cost,
+            stream_recovery=stream_recovery,
+            **kwargs,
+        )
+        return self._run_sync(call)
+
+    def models(self) -> list[ModelEntry]:
+        """Every name a request may give as its route: the routes, their aliases, and the targets'
+        `provider:model` addresses (any model of a provider of the policy is one too)."""
+        aliases = self.policy.aliases
+        entries = [
+            ModelEntry(name, "alias" if name in aliases else "route", tuple(t.name for t in plan.targets))
+            for name, plan in self.plan.routes.items()
+        ]
+        addresses: dict[str, list[str]] = {}
+        for target in self.plan.targets.values():
+            addresses.setdefault(f"{target.provider}:{target.model}", []).append(target.name)
+        return entries + [ModelEntry(a, "target", tuple(names)) for a, names in addresses.items()]
 
     def _run_sync(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         # One long-lived loop: the provider clients' connection pools belong to the loop that made them.
@@ -494,7 +582,7 @@ class Router:
         """The route's targets in the order a request would try them now, with breaker states."""
         route_plan = self.plan.routes.get(route)
         if route_plan is None:
-            raise RouterError(
+            raise InvalidRequest(
                 f"unknown route {route!r}; routes: {', '.join(sorted(self.plan.routes)) or 'none'}"
             )
         request = _request(messages or [{"role": "user", "content": ""}], None, None, {}, streaming=False)
@@ -737,11 +825,12 @@ def _request(
     *,
     streaming: bool,
     metadata: Mapping[str, Any] | None = None,
+    control: Control | None = None,
 ) -> Request:
     if not messages:
         raise RouterError("messages must not be empty")
     tokens = estimate_tokens(messages)
-    return Request(messages, max_tokens, temperature, options, tokens, streaming, metadata)
+    return Request(messages, max_tokens, temperature, options, tokens, streaming, metadata, control)
 
 
 def _build_providers(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from router.control import Control
 from router.policy.compile import RoutePlan, TargetPlan
 from router.providers.base import Message
 from router.resilience.runtime import Health, TargetRuntime
 from router.results import Outcome
-from router.strategies import Candidate
+from router.strategies import STRATEGIES, Candidate
 
 __all__ = [
     "Request",
@@ -19,6 +21,7 @@ __all__ = [
     "misfit",
     "order_candidates",
     "over_budget",
+    "shaped",
     "unavailable",
 ]
 
@@ -35,7 +38,8 @@ class Request:
     options: Mapping[str, Any]
     input_tokens: int
     streaming: bool
-    metadata: Mapping[str, Any] | None = None  # the caller's, for event hooks; never sent upstream
+    metadata: Mapping[str, Any] | None = None  # the caller's, for rules and event hooks; never sent upstream
+    control: Control | None = None  # the caller's changes to the route, checked against it already
 
     @property
     def output_estimate(self) -> int:
@@ -75,6 +79,33 @@ def misfit(plan: TargetPlan, request: Request) -> tuple[Outcome, str] | None:
     if window is not None and needed > window:
         return Outcome.WINDOW_TOO_SMALL, f"needs about {needed} tokens, its window is {window}"
     return None
+
+
+def shaped(route: RoutePlan, request: Request, target: Callable[[str], TargetPlan]) -> RoutePlan:
+    """The route as this request takes it: the targets of the first rule its metadata matches, then
+    the caller's `Control` (targets named in the order given, found by `target`; attempts; the tighter
+    max_cost; stream recovery). The route itself when neither changes anything."""
+    changes: dict[str, Any] = {}
+    rule = route.rule_for(request.metadata) if route.rules else None
+    if rule is not None:
+        changes.update(targets=rule.targets, weights=rule.weights, strategy=rule.strategy or route.strategy)
+    control = request.control
+    if control is not None:
+        if control.targets is not None:
+            weights = dict(zip(route.targets, route.weights, strict=True))
+            weights.update((t, w) for r in route.rules for t, w in zip(r.targets, r.weights, strict=True))
+            chain = tuple(target(name) for name in control.targets)
+            # The caller's order is the order: that is what naming the targets asks for.
+            ordered = STRATEGIES["ordered"]
+            changes.update(targets=chain, weights=tuple(weights.get(t, 1.0) for t in chain), strategy=ordered)
+        if control.attempts is not None:
+            changes["attempts"] = control.attempts
+        if control.max_cost is not None:
+            tighter = control.max_cost if route.max_cost is None else min(route.max_cost, control.max_cost)
+            changes["max_cost"] = tighter
+        if control.stream_recovery is not None:
+            changes["stream_recovery"] = control.stream_recovery
+    return dataclasses.replace(route, **changes) if changes else route
 
 
 def order_candidates(

@@ -5,6 +5,7 @@
     ├── ProviderError        one provider call failed; `kind` says how
     │   └── StreamBroken     a stream failed after output began; carries what was received
     ├── AllTargetsFailed     no candidate answered; carries the attempt trail
+    ├── InvalidRequest       a call the router refuses before any call (unknown route, bad control)
     ├── BudgetExceeded       a budget whose policy says `when_spent: raise` is spent
     └── StoreUnavailable     the shared state store did not answer in time
 
@@ -26,6 +27,7 @@ __all__ = [
     "AllTargetsFailed",
     "BudgetExceeded",
     "ErrorKind",
+    "InvalidRequest",
     "PolicyError",
     "PolicyIssue",
     "ProviderError",
@@ -175,6 +177,11 @@ class AllTargetsFailed(RouterError):
         trail = "; ".join(f"{a.target}: {a.outcome}" for a in self.attempts) or "no candidate fits"
         suffix = f" ({reason})" if reason else ""
         super().__init__(f"route {route!r}: all targets failed{suffix}: {trail}")
+
+
+class InvalidRequest(RouterError, ValueError):
+    """The caller asked for something the policy cannot serve (an unknown route or target, a control
+    value out of range); raised before any call, so it never counts against a target."""
 
 
 class BudgetExceeded(RouterError):

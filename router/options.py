@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["PROVIDER_OPTIONS", "checked_call"]
+__all__ = ["PROVIDER_OPTIONS", "checked_call", "is_number"]
 
 PROVIDER_OPTIONS = frozenset(
     {
@@ -45,7 +45,17 @@ PROVIDER_OPTIONS = frozenset(
 )
 """The provider options a call may give, by their OpenAI names."""
 
-_PARAMETERS = ("max_tokens", "temperature", "metadata", "deadline", "extra_body")
+_PARAMETERS = (
+    "max_tokens",
+    "temperature",
+    "metadata",
+    "deadline",
+    "targets",
+    "attempts",
+    "max_cost",
+    "stream_recovery",
+    "extra_body",
+)
 _POLICY = "the policy's"
 _OWNED = {
     "model": "the model is the target's: name a route or a target, or address one model as 'provider:model'",
@@ -53,10 +63,10 @@ _OWNED = {
     "stream_options": "the router asks for the usage of a stream itself",
     "timeout": "use deadline= (seconds for the whole request, retries and failovers included)",
     "request_timeout": "use deadline= (seconds for the whole request, retries and failovers included)",
-    "fallbacks": f"the fallbacks are the route's targets, in order: {_POLICY} routes.<route>.targets",
+    "fallbacks": f"the fallbacks are {_POLICY} routes.<route>.targets, in order; for one call, targets=[...]",
     "context_window_fallbacks": f"the fallbacks are the route's targets: {_POLICY} routes.<route>.targets",
-    "max_retries": f"retries are {_POLICY} routes.<route>.retry",
-    "num_retries": f"retries are {_POLICY} routes.<route>.retry",
+    "max_retries": f"retries are {_POLICY} routes.<route>.retry; for one call, use attempts=",
+    "num_retries": f"retries are {_POLICY} routes.<route>.retry; for one call, use attempts=",
     "n": "the router returns one answer per call",
     "best_of": "the router returns one answer per call",
     "max_completion_tokens": "use max_tokens=",
@@ -121,9 +131,9 @@ def _check_arguments(
         raise TypeError(f"{method}() max_tokens must be a whole number, got {type(max_tokens).__name__}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"{method}() max_tokens must be at least 1")
-    if temperature is not None and not _is_number(temperature):
+    if temperature is not None and not is_number(temperature):
         raise TypeError(f"{method}() temperature must be a finite number")
-    if deadline is not None and not (_is_number(deadline) and deadline > 0):
+    if deadline is not None and not (is_number(deadline) and deadline > 0):
         raise ValueError(f"{method}() deadline must be a number of seconds above 0")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"{method}() metadata must be a mapping")
@@ -153,5 +163,6 @@ def _hint(name: str) -> str:
     return _OWNED.get(name, f"use the {name}= argument")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

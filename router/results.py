@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from router.errors import ErrorKind
 
@@ -12,7 +12,17 @@ if TYPE_CHECKING:
     from router.resilience.breaker import BreakerState
     from router.resilience.runtime import Health
 
-__all__ = ["SKIPS", "Attempt", "Completion", "Outcome", "StreamRestart", "TargetStatus", "ToolCall", "Usage"]
+__all__ = [
+    "SKIPS",
+    "Attempt",
+    "Completion",
+    "ModelEntry",
+    "Outcome",
+    "StreamRestart",
+    "TargetStatus",
+    "ToolCall",
+    "Usage",
+]
 
 
 class Outcome(StrEnum):
@@ -133,3 +143,13 @@ class TargetStatus:
     # What the fleet's workers hold of each bucket the target's calls spend: "rpm", "tpm",
     # "budget:<name>" (its leases outstanding, see the README's bound on overspending).
     leases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """A name a request may give as its route (`Router.models()`, a gateway's model list): a route, an
+    alias of one, or a target's `provider:model` address; `targets` are where its traffic may go."""
+
+    id: str
+    kind: Literal["route", "alias", "target"]
+    targets: tuple[str, ...]

@@ -8,21 +8,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from router.errors import ErrorKind, PolicyError, PolicyIssue
 from router.policy.loader import reference_problems
 from router.policy.model import (
+    Capabilities,
     FailbackMode,
     Policy,
     ProviderSpec,
     RetryBudgetSpec,
     RouteSpec,
+    RuleSpec,
     StreamRecovery,
     TargetRef,
+    TargetSpec,
 )
+from router.prices import PriceSource, table_price
 from router.strategies import STRATEGIES, Strategy
 
-__all__ = ["BudgetPlan", "Plan", "RoutePlan", "TargetPlan", "compile_plan", "single_target_route"]
+__all__ = [
+    "BudgetPlan",
+    "Plan",
+    "RoutePlan",
+    "RulePlan",
+    "TargetPlan",
+    "compile_plan",
+    "direct_target",
+    "rule_value",
+    "single_target_route",
+]
 
 _PER_MILLION = 1e-6
 
@@ -39,6 +54,7 @@ class TargetPlan:
     tools: bool
     prefill: bool
     tier: str
+    price_source: PriceSource = "policy"
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return input_tokens * self.input_price + output_tokens * self.output_price
@@ -57,6 +73,36 @@ class BudgetPlan:
 
     def covers(self, target: TargetPlan) -> bool:
         return target.tier in self.tiers
+
+
+@dataclass(frozen=True, slots=True)
+class RulePlan:
+    """A route's rule: when every key of `when` holds one of its values (`rule_value` of each), the
+    request goes to `targets` (with `strategy`, None: the route's)."""
+
+    index: int
+    when: tuple[tuple[str, frozenset[str]], ...]
+    targets: tuple[TargetPlan, ...]
+    weights: tuple[float, ...]
+    strategy: Strategy | None
+
+    def matches(self, metadata: Mapping[str, Any]) -> bool:
+        # No regex, no parsing: one dict lookup and one set lookup per condition.
+        for key, values in self.when:
+            value = metadata.get(key)
+            if value is None or rule_value(value) not in values:
+                return False
+        return True
+
+
+def rule_value(value: Any) -> str:
+    """The one text a metadata value and a rule's value are compared as: `true` in YAML, True in
+    Python and "true" in a header all match; a list or a mapping matches nothing."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return "\x00"  # no rule value is this
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +130,20 @@ class RoutePlan:
     failback_for: float = 0.0
     failback_ramp: float = 60.0
     budgets: tuple[BudgetPlan, ...] = ()
+    rules: tuple[RulePlan, ...] = ()
+
+    def rule_for(self, metadata: Mapping[str, Any] | None) -> RulePlan | None:
+        """The first rule the metadata matches, or None: the route's own targets."""
+        if metadata:
+            for rule in self.rules:
+                if rule.matches(metadata):
+                    return rule
+        return None
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The targets a request on this route may name: the route's and its rules'."""
+        return frozenset(t.name for t in self.targets) | {t.name for r in self.rules for t in r.targets}
 
     @property
     def stream_upstream(self) -> bool:
@@ -104,19 +164,7 @@ def compile_plan(policy: Policy, source: str = "<policy>") -> Plan:
     if problems:
         raise PolicyError([PolicyIssue(source, 0, 0, path, message) for path, message in problems])
     targets = {
-        name: TargetPlan(
-            name=name,
-            provider=spec.provider,
-            model=spec.model,
-            input_price=spec.price.input * _PER_MILLION,
-            output_price=spec.price.output * _PER_MILLION,
-            context_window=spec.context_window,
-            streaming=spec.capabilities.streaming,
-            tools=spec.capabilities.tools,
-            prefill=spec.capabilities.prefill,
-            tier=spec.tier,
-        )
-        for name, spec in policy.targets.items()
+        name: _target(name, spec, policy.providers[spec.provider]) for name, spec in policy.targets.items()
     }
     routes = {name: _route(name, route, targets, policy) for name, route in policy.routes.items()}
     for alias, name in policy.aliases.items():
@@ -127,6 +175,44 @@ def compile_plan(policy: Policy, source: str = "<policy>") -> Plan:
         targets=MappingProxyType(targets),
         providers=MappingProxyType(dict(policy.providers)),
         retry_budget=policy.retry_budget,
+    )
+
+
+def _target(name: str, spec: TargetSpec, provider: ProviderSpec) -> TargetPlan:
+    source: PriceSource = "policy"
+    per_input, per_output = (spec.price.input, spec.price.output) if spec.price else (0.0, 0.0)
+    if spec.price is None:
+        known = table_price(provider.type, spec.model)
+        source = "unknown" if known is None else "genai-prices"
+        if known is not None:
+            per_input, per_output = known.input, known.output
+    return TargetPlan(
+        name=name,
+        provider=spec.provider,
+        model=spec.model,
+        input_price=per_input * _PER_MILLION,
+        output_price=per_output * _PER_MILLION,
+        context_window=spec.context_window,
+        streaming=spec.capabilities.streaming,
+        tools=spec.capabilities.tools,
+        prefill=spec.capabilities.prefill,
+        tier=spec.tier,
+        price_source=source,
+    )
+
+
+def direct_target(provider: str, spec: ProviderSpec, model: str) -> TargetPlan:
+    """The target of a `provider:model` address: nothing declared, so no window and no capability
+    filtered out; its price is the table's, if it has one."""
+    return _target(
+        f"{provider}:{model}",
+        TargetSpec(
+            provider=provider,
+            model=model,
+            capabilities=Capabilities(streaming=True, tools=True, prefill=True),
+            tier="direct",
+        ),
+        spec,
     )
 
 
@@ -157,13 +243,12 @@ def _budgets(name: str, chain: tuple[TargetPlan, ...], policy: Policy | None) ->
 def _route(
     name: str, route: RouteSpec, targets: Mapping[str, TargetPlan], policy: Policy | None = None
 ) -> RoutePlan:
-    refs = [entry if isinstance(entry, TargetRef) else TargetRef(target=entry) for entry in route.targets]
-    chain = tuple(targets[ref.target] for ref in refs)
+    chain, weights = _chain(route.targets, targets)
     budget, retry = route.latency_budget, route.retry
     return RoutePlan(
         name=name,
         targets=chain,
-        weights=tuple(ref.weight for ref in refs),
+        weights=weights,
         strategy=STRATEGIES[route.strategy],
         total=budget.total,
         per_attempt=budget.per_attempt,
@@ -184,4 +269,22 @@ def _route(
         failback_for=route.failback.healthy_for,
         failback_ramp=route.failback.ramp,
         budgets=_budgets(name, chain, policy),
+        rules=tuple(_rule(index, rule, targets) for index, rule in enumerate(route.rules)),
     )
+
+
+def _chain(
+    entries: list[str | TargetRef], targets: Mapping[str, TargetPlan]
+) -> tuple[tuple[TargetPlan, ...], tuple[float, ...]]:
+    refs = [entry if isinstance(entry, TargetRef) else TargetRef(target=entry) for entry in entries]
+    return tuple(targets[ref.target] for ref in refs), tuple(ref.weight for ref in refs)
+
+
+def _rule(index: int, rule: RuleSpec, targets: Mapping[str, TargetPlan]) -> RulePlan:
+    when = tuple(
+        (key, frozenset(rule_value(v) for v in (value if isinstance(value, list) else [value])))
+        for key, value in rule.when.items()
+    )
+    chain, weights = _chain(rule.targets, targets)
+    strategy = STRATEGIES[rule.strategy] if rule.strategy is not None else None
+    return RulePlan(index, when, chain, weights, strategy)

@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails
 
 from router.errors import PolicyError
 from router.policy.document import Problem, known, validate_document
-from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetSpec
+from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetRef, TargetSpec
 from router.policy.source import Path, dotted, read_file, read_source
 
 __all__ = ["load_policy", "parse_policy", "policy_json_schema", "reference_problems"]
@@ -72,12 +72,13 @@ def _references(policy: Policy) -> list[tuple[Path, str]]:
             message = f"unknown provider {target.provider!r}{known(target.provider, policy.providers)}"
             problems.append((("targets", name, "provider"), message))
     for route_name, route in policy.routes.items():
-        for index, entry in enumerate(route.targets):
-            path: Path = ("routes", route_name, "targets", index)
-            name = entry if isinstance(entry, str) else entry.target
-            if name not in policy.targets:
-                where = path if isinstance(entry, str) else (*path, "target")
-                problems.append((where, f"unknown target {name!r}{known(name, policy.targets)}"))
+        chains: list[tuple[Path, list[str | TargetRef]]] = [(("routes", route_name), route.targets)]
+        chains += [
+            (("routes", route_name, "rules", i), rule.targets)
+            for i, rule in enumerate(route.rules)
+        ]
+        for at, chain in chains:
+            problems += _unknown_targets(policy, at, chain)
     tiers = {target.tier: None for target in policy.targets.values()}
     for name, budget in policy.budgets.items():
         if budget.route is not None and budget.route not in policy.routes:
@@ -93,6 +94,17 @@ def _references(policy: Policy) -> list[tuple[Path, str]]:
             problems.append((where, f"alias {alias!r} hides the route of the same name"))
         elif name not in names:
             problems.append((where, f"{name!r} is neither a route nor a target{known(name, names)}"))
+    return problems
+
+
+def _unknown_targets(policy: Policy, at: Path, chain: list[str | TargetRef]) -> list[tuple[Path, str]]:
+    problems: list[tuple[Path, str]] = []
+    for index, entry in enumerate(chain):
+        path: Path = (*at, "targets", index)
+        name = entry if isinstance(entry, str) else entry.target
+        if name not in policy.targets:
+            where = path if isinstance(entry, str) else (*path, "target")
+            problems.append((where, f"unknown target {name!r}{known(name, policy.targets)}"))
     return problems
 
 
