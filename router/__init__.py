@@ -12,10 +12,12 @@ import typing as _typing
 if _typing.TYPE_CHECKING:
     from router._router import Router
     from router.clock import Clock, SystemClock
+    from router.control import Control
     from router.errors import (
         AllTargetsFailed,
         BudgetExceeded,
         ErrorKind,
+        InvalidRequest,
         PolicyError,
         PolicyIssue,
         ProviderError,
@@ -30,7 +32,16 @@ if _typing.TYPE_CHECKING:
     from router.providers.registry import ProviderType, register_provider
     from router.resilience.breaker import BreakerState, BreakerTransition
     from router.resilience.runtime import Health
-    from router.results import Attempt, Completion, Outcome, StreamRestart, TargetStatus, ToolCall, Usage
+    from router.results import (
+        Attempt,
+        Completion,
+        ModelEntry,
+        Outcome,
+        StreamRestart,
+        TargetStatus,
+        ToolCall,
+        Usage,
+    )
     from router.state.base import StateStore
     from router.state.memory import MemoryStore
     from router.state.registry import StoreType, register_store
@@ -48,12 +59,15 @@ __all__ = [
     "Chunk",
     "Clock",
     "Completion",
+    "Control",
     "ErrorKind",
     "Event",
     "FailoverEvent",
     "Health",
     "HealthEvent",
+    "InvalidRequest",
     "MemoryStore",
+    "ModelEntry",
     "Outcome",
     "Policy",
     "PolicyError",
@@ -93,10 +107,12 @@ __all__ = [
 _HOMES = {
     "router._router": ("Router",),
     "router.clock": ("Clock", "SystemClock"),
+    "router.control": ("Control",),
     "router.errors": (
         "AllTargetsFailed",
         "BudgetExceeded",
         "ErrorKind",
+        "InvalidRequest",
         "PolicyError",
         "PolicyIssue",
         "ProviderError",
@@ -114,6 +130,7 @@ _HOMES = {
     "router.results": (
         "Attempt",
         "Completion",
+        "ModelEntry",
         "Outcome",
         "StreamRestart",
         "TargetStatus",

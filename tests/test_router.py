@@ -31,6 +31,7 @@ def test_public_names_are_exactly_the_documented_ones():
             "Candidate", "ProviderSpec", "ProviderType", "StateSpec", "StoreType", "Strategy",
             "register_provider", "register_store", "register_strategy",
             "Event", "AttemptEvent", "RetryEvent", "FailoverEvent", "HealthEvent", "ReloadEvent",
+            "Control", "InvalidRequest", "ModelEntry",
         ]
     )  # fmt: skip
 
