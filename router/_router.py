@@ -500,9 +500,13 @@ class Router:
         max_cost: float | None,
         stream_recovery: StreamRecovery | None,
     ) -> Control | None:
-        """The call's control, checked against its route (which exists from here on), or None."""
+        """The call's control, checked against its route, or None; an unknown route is refused here,
+        before a stream is handed out."""
         if not self._engine.knows(route):
             self._address(route)
+            if not self._engine.knows(route):
+                known = ", ".join(sorted(self.plan.routes)) or "none"
+                raise InvalidRequest(f"unknown route {route!r}; routes: {known}")
         if targets is None and attempts is None and max_cost is None and stream_recovery is None:
             return None
         control = Control(targets, None, attempts, max_cost, stream_recovery)
@@ -513,8 +517,7 @@ class Router:
     def _check_targets(self, route: str, targets: Sequence[str]) -> None:
         """Every name is one of the route's (or its rules') targets, or a `provider:model` address."""
         plan = self._engine.route(route)
-        if plan is None:
-            raise InvalidRequest(f"unknown route {route!r}; routes: {', '.join(sorted(self.plan.routes))}")
+        assert plan is not None  # see `_control`
         names = plan.names
         for name in targets:
             if name in names:
