@@ -32,7 +32,13 @@ from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
 from router.providers._http import retry_after
 from router.providers.base import Call, Chunk, Provider, Reply
-from router.providers.kinds import BEDROCK_ERROR_CODES, anthropic_kind, bedrock_kind, kind_for_status
+from router.providers.kinds import (
+    BEDROCK_ERROR_CODES,
+    anthropic_kind,
+    bedrock_kind,
+    google_kind,
+    kind_for_status,
+)
 from router.providers.registry import PROVIDER_TYPES
 from router.results import Usage
 from router.testing.faults import (
@@ -63,6 +69,7 @@ from router.testing.faults import (
 )
 from router.testing.wires.base import content_text, continuation, estimate_tokens, split_words
 from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
+from router.testing.wires.google import GOOGLE_STATUS, IN_STREAM_ERRORS
 
 __all__ = ["CALL_LATENCY", "SimulatedProvider", "SimulatedUpstream"]
 
@@ -87,9 +94,10 @@ _ANTHROPIC_IN_STREAM = {
 class _Wire:
     """What of a wire shapes the answer the router gets.
 
-    `name` as the fake upstream logs it: openai, azure, anthropic or bedrock. `usage_event`: an
+    `name` as the fake upstream logs it: openai, azure, anthropic, bedrock or google. `usage_event`: an
     OpenAI-wire stream ends with a chunk of usage (when the adapter asks for it; some presets
-    cannot). `filters_in_band`: a tripped content filter is a 200 answer (Bedrock's guardrail).
+    cannot). `filters_in_band`: a tripped content filter is a 200 answer (Bedrock's guardrail,
+    Google's blocked prompt, which its adapter raises as a content_filter all the same).
     """
 
     name: str
@@ -98,7 +106,18 @@ class _Wire:
     @property
     def finish_at_end(self) -> bool:
         """The adapter hands on the finish when the stream ends, not at the event that finishes."""
-        return self.name in ("anthropic", "bedrock")
+        return self.name in ("anthropic", "bedrock", "google")
+
+    @property
+    def empty_is_error(self) -> bool:
+        """An answer without content is malformed to the adapter (no choices, no candidate)."""
+        return self.name not in ("anthropic", "bedrock")
+
+    @property
+    def malformed_ends_stream(self) -> bool:
+        """A malformed event ends the stream as a server_error (the google-genai SDK parses every
+        event itself) instead of being skipped with a warning."""
+        return self.name == "google"
 
     @property
     def usage_in_terminator(self) -> bool:
@@ -107,7 +126,7 @@ class _Wire:
 
     @property
     def filters_in_band(self) -> bool:
-        return self.name == "bedrock"
+        return self.name in ("bedrock", "google")
 
 
 def _wire_of(spec: ProviderSpec) -> _Wire:
@@ -186,7 +205,7 @@ class SimulatedProvider:
         match fault:
             case Html() | InvalidJson():
                 raise self._error(ErrorKind.SERVER_ERROR, "malformed response body")
-            case EmptyChoices() if not self._wire.finish_at_end:
+            case EmptyChoices() if self._wire.empty_is_error:
                 raise self._error(ErrorKind.SERVER_ERROR, "malformed response body (no choices)")
             case EmptyChoices():
                 return Reply("", Usage(prompt, 0), "stop")
@@ -218,6 +237,8 @@ class SimulatedProvider:
                         raise self._error(ErrorKind.CONNECTION, "RemoteProtocolError")
                     case Stall(seconds=seconds):
                         await self._clock.sleep(seconds)
+                    case Malformed() if wire.malformed_ends_stream:
+                        raise self._error(ErrorKind.SERVER_ERROR, "malformed response (not a Gemini answer)")
                     case Malformed():
                         yield Chunk(warning="skipped a malformed stream event (simulated)")
                     case InStreamError():
@@ -256,6 +277,8 @@ class SimulatedProvider:
         match fault:
             case Reset():
                 raise self._error(ErrorKind.CONNECTION, "ReadError")
+            case ContentFilter() if self._wire.name == "google":
+                raise self._error(ErrorKind.CONTENT_FILTER, "the prompt was blocked (SAFETY)")
             case ContentFilter() if self._wire.filters_in_band:
                 return
             case HttpError():
@@ -278,6 +301,9 @@ class SimulatedProvider:
         exception = fault.exception if isinstance(fault, ExceptionInStream) else "serviceUnavailableException"
         if self._wire.name == "anthropic":
             kind = _ANTHROPIC_IN_STREAM[exception]
+        elif self._wire.name == "google":
+            status = IN_STREAM_ERRORS[exception]
+            kind = google_kind(None, GOOGLE_STATUS[status][0], "")
         elif self._wire.name == "bedrock":
             kind = BEDROCK_ERROR_CODES.get(exception[:1].upper() + exception[1:], ErrorKind.SERVER_ERROR)
         else:
@@ -325,6 +351,9 @@ def _events(wire: _Wire, pieces: list[str], *, empty: bool) -> tuple[list[str], 
         return events, len(events) - 1
     if wire.name == "bedrock":
         events = [_META, *block[1:], _FINISH]  # messageStart, ..., messageStop
+        return events, len(events) - 1
+    if wire.name == "google":
+        events = [*words, _FINISH]  # a word per event, then the finish with the usage
         return events, len(events) - 1
     lead = [_META] if wire.name == "azure" else []  # Azure's prompt filter results come first
     chunks = [] if empty else [_META, *words, _FINISH]  # the role delta, the words, the finish
@@ -378,4 +407,7 @@ def _status_kind(wire: _Wire, status: int, error_type: str | None) -> ErrorKind:
         return bedrock_kind(error_type or bedrock_error_name(status), status, "")
     if wire.name == "anthropic":
         return anthropic_kind(status, error_type or "", "")
+    if wire.name == "google":
+        usual = GOOGLE_STATUS.get(status, ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT", ""))[0]
+        return google_kind(status, error_type or usual, "")
     return kind_for_status(status)

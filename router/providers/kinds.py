@@ -11,8 +11,10 @@ from router.errors import ErrorKind
 __all__ = [
     "ANTHROPIC_ERROR_TYPES",
     "BEDROCK_ERROR_CODES",
+    "GOOGLE_STATUSES",
     "anthropic_kind",
     "bedrock_kind",
+    "google_kind",
     "kind_for_request_error",
     "kind_for_status",
 ]
@@ -73,6 +75,28 @@ BEDROCK_ERROR_CODES = {
 }
 
 
+# google.rpc status codes, as Gemini API and Vertex AI errors name them ({"error": {"status"}}).
+GOOGLE_STATUSES = {
+    "RESOURCE_EXHAUSTED": ErrorKind.RATE_LIMITED,
+    "UNAVAILABLE": ErrorKind.SERVER_ERROR,
+    "INTERNAL": ErrorKind.SERVER_ERROR,
+    "UNKNOWN": ErrorKind.SERVER_ERROR,
+    "ABORTED": ErrorKind.SERVER_ERROR,
+    "CANCELLED": ErrorKind.SERVER_ERROR,
+    "DATA_LOSS": ErrorKind.SERVER_ERROR,
+    "DEADLINE_EXCEEDED": ErrorKind.SERVER_ERROR,
+    "UNAUTHENTICATED": ErrorKind.AUTH,
+    "PERMISSION_DENIED": ErrorKind.AUTH,
+    "NOT_FOUND": ErrorKind.AUTH,
+    # "User location is not supported", "billing is not enabled": this provider cannot serve from
+    # here until someone changes its account, as a 402 on Anthropic; another provider can (auth:
+    # no retry, failover, and it counts against the breaker).
+    "FAILED_PRECONDITION": ErrorKind.AUTH,
+}
+# What Google writes when a prompt does not fit (lower case), besides the common markers.
+_GOOGLE_CONTEXT_MARKERS = ("exceeds the maximum number of tokens", "input token count")
+
+
 def kind_for_request_error(detail: str) -> ErrorKind:
     """A 4xx the caller caused: too long, filtered, or otherwise malformed (`detail` in lower case)."""
     if any(marker in detail for marker in _CONTEXT_MARKERS):
@@ -109,4 +133,17 @@ def bedrock_kind(code: str, status: int | None, message: str) -> ErrorKind:
         kind = ErrorKind.SERVER_ERROR if status is None else kind_for_status(status)
     if kind is ErrorKind.BAD_REQUEST and kind_for_request_error(message) is ErrorKind.CONTEXT_LENGTH:
         return ErrorKind.CONTEXT_LENGTH
+    return kind
+
+
+def google_kind(status: int | None, google_status: str, detail: str) -> ErrorKind:
+    """A Google error: its rpc status first (an error inside a stream may have no HTTP status),
+    then the HTTP status; `INVALID_ARGUMENT` is read by its message (`detail` in lower case)."""
+    kind = GOOGLE_STATUSES.get(google_status)
+    if kind is None:
+        kind = kind_for_status(status, detail) if status is not None else ErrorKind.SERVER_ERROR
+    if google_status == "INVALID_ARGUMENT" or kind is ErrorKind.BAD_REQUEST:
+        if any(marker in detail for marker in _GOOGLE_CONTEXT_MARKERS):
+            return ErrorKind.CONTEXT_LENGTH
+        return kind_for_request_error(detail)
     return kind

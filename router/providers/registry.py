@@ -37,7 +37,7 @@ class ProviderType:
     fails at load time. `needs`: spec fields it cannot do without; `takes`: spec fields that only
     the types listing them may set; `check`: any other rule of its spec (the problem, or None).
     `wire`: the protocol it speaks, by the fake upstream's name for it (openai, azure, anthropic,
-    bedrock), which chaos runs and `router simulate` put in its place; `credentials`: the fields a
+    bedrock, google), which chaos runs and `router simulate` put in its place; `credentials`: the fields a
     chaos run fills with placeholders; `litellm`: LiteLLM's prefix for its models (None: not mapped).
     """
 
@@ -90,6 +90,18 @@ def _bedrock(name: str, spec: ProviderSpec, key: str | None) -> Provider:
     return BedrockProvider(name, spec, key)
 
 
+def _gemini(name: str, spec: ProviderSpec, key: str | None) -> Provider:
+    from router.providers.google import GoogleProvider
+
+    return GoogleProvider(name, spec, key, vertex=False)
+
+
+def _vertex(name: str, spec: ProviderSpec, key: str | None) -> Provider:
+    from router.providers.google import GoogleProvider
+
+    return GoogleProvider(name, spec, key, vertex=True)
+
+
 def _aws_credentials(spec: ProviderSpec) -> str | None:
     if spec.api_key or spec.api_keys:
         return "a bedrock provider takes AWS credentials (aws_access_key_id, ...), not api_key"
@@ -126,6 +138,24 @@ PROVIDER_TYPES: Registry[ProviderType] = Registry(
             credentials=("aws_access_key_id", "aws_secret_access_key"),
             litellm=None,
         ),
+        ProviderType(
+            "gemini",
+            _gemini,
+            key_variable="GEMINI_API_KEY",
+            takes=("thinking_budget",),
+            wire="google",
+            litellm="gemini",
+        ),
+        # Credentials: api_key (express mode), credentials_file (a service account) or Google's chain;
+        # a chaos run fills api_key, which keeps the SDK from Google's token endpoint.
+        ProviderType(
+            "vertex",
+            _vertex,
+            needs=("project",),
+            takes=("project", "location", "credentials_file", "thinking_budget"),
+            wire="google",
+            litellm="vertex_ai",
+        ),
         ProviderType("openai_compatible", _openai, needs=("base_url",)),
         _preset("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
         _preset("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
@@ -142,7 +172,8 @@ PROVIDER_TYPES: Registry[ProviderType] = Registry(
         ),
         _preset("fireworks", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
         _preset("cerebras", "https://api.cerebras.ai/v1", "CEREBRAS_API_KEY"),
-        _preset("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"),
+        # Gemini on Google's OpenAI-compatible endpoint; `gemini` is the native wire.
+        _preset("gemini_openai", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"),
         _preset("ollama", "http://localhost:11434/v1", None),
         _preset("vllm", "http://localhost:8000/v1", None),
         _preset("lmstudio", "http://localhost:1234/v1", None),

@@ -15,8 +15,10 @@ Routes: OpenAI `POST /v1/chat/completions` and `GET /v1/models` (`base_url`); Az
 `POST /openai/deployments/{deployment}/chat/completions?api-version=...` and `GET /openai/models`
 (`azure_endpoint`); Anthropic `POST /v1/messages` and `GET /v1/models` with an
 `anthropic-version` header (`anthropic_base_url`); Bedrock `POST /model/{modelId}/converse`,
-`POST /model/{modelId}/converse-stream` and `GET /foundation-models` (`bedrock_url`). The model
-a fault rule names is the request's model, Azure's deployment or Bedrock's model id.
+`POST /model/{modelId}/converse-stream` and `GET /foundation-models` (`bedrock_url`); Google's
+Gemini API and Vertex AI `POST .../models/{model}:generateContent`, `:streamGenerateContent` and
+their models listings (`google_base_url`, see `router.testing.wires.google`). The model a fault
+rule names is the request's model, Azure's deployment or Bedrock's model id.
 
 This module is the wire-agnostic core: it reads the request through its wire
 (`router.testing.wires`), picks the fault, logs, and carries out the faults that are the same
@@ -82,6 +84,7 @@ from router.testing.wires import (
     BadRequest,
     BedrockWire,
     Chat,
+    GoogleWire,
     OpenAIWire,
     Wire,
 )
@@ -91,7 +94,7 @@ from router.testing.wires.bedrock import GUARDRAIL_MESSAGE
 __all__ = ["FakeUpstream", "RequestRecord", "client_url", "run_forever", "serve"]
 
 # Where wires share a path (`GET /v1/models`), the first that accepts the request answers it.
-_WIRES: tuple[Wire, ...] = (AnthropicWire(), OpenAIWire(), AzureWire(), BedrockWire())
+_WIRES: tuple[Wire, ...] = (AnthropicWire(), OpenAIWire(), AzureWire(), BedrockWire(), GoogleWire())
 # Handlers still running when the server stops get this long before they are cancelled;
 # ours end as soon as the stop is signalled, so this only bounds a misbehaving one.
 _SHUTDOWN_TIMEOUT = 1.0
@@ -105,7 +108,7 @@ class RequestRecord:
 
     `at` is seconds since `start()` (monotonic); `fault` is the injected fault's name or `"ok"`;
     `status` is the HTTP status sent, None when no response head was sent (reset, hang);
-    `wire` is the protocol it came on: `"openai"`, `"azure"`, `"anthropic"` or `"bedrock"`.
+    `wire` is the protocol it came on: `"openai"`, `"azure"`, `"anthropic"`, `"bedrock"` or `"google"`.
     """
 
     at: float
@@ -228,6 +231,11 @@ class FakeUpstream:
         """What boto3's `client("bedrock-runtime" or "bedrock", endpoint_url=...)` takes."""
         return self._root()
 
+    @property
+    def google_base_url(self) -> str:
+        """What google-genai's `HttpOptions(base_url=...)` takes, for the Gemini API and Vertex AI."""
+        return self._root()
+
     def _root(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
@@ -334,6 +342,8 @@ class FakeUpstream:
             for path in wire.chat_paths:
                 app.router.add_post(path, self._chat_handler(wire))
             models_paths.setdefault(wire.models_path, []).append(wire)
+            for method, path, handler in wire.routes():
+                app.router.add_route(method, path, handler)
         for path, wires in models_paths.items():
             app.router.add_get(path, self._models_handler(wires))
         # handler_cancellation: a hanging request ends when its client gives up.
@@ -686,7 +696,8 @@ def run_forever(upstream: FakeUpstream, out: TextIO = sys.stdout) -> None:
         print(f"fake upstream listening on {upstream.base_url}", file=out, flush=True)
         for rule in upstream.faults:
             print(f"  fault: {rule.model} -> {rule.fault.name}{_describe_scope(rule)}", file=out, flush=True)
-        print(f"  Azure OpenAI, Anthropic and Bedrock at {upstream.azure_endpoint}", file=out, flush=True)
+        others = "Azure OpenAI, Anthropic, Bedrock and Google"
+        print(f"  {others} at {upstream.azure_endpoint}", file=out, flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

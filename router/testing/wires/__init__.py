@@ -3,6 +3,7 @@
 from router.testing.wires.anthropic import AnthropicWire
 from router.testing.wires.base import Answer, BadRequest, Chat, Stream, Wire
 from router.testing.wires.bedrock import BedrockWire
+from router.testing.wires.google import GoogleWire
 from router.testing.wires.openai import AzureWire, OpenAIWire
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "BadRequest",
     "BedrockWire",
     "Chat",
+    "GoogleWire",
     "OpenAIWire",
     "Stream",
     "Wire",

@@ -12,7 +12,7 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -127,6 +127,11 @@ class Wire(ABC):
     def accepts(self, request: web.Request) -> bool:
         """Whether this wire answers `request` when several share its path (`GET /v1/models`)."""
         return True
+
+    def routes(self) -> Iterable[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
+        """Endpoints the wire serves beside its chat and models paths, as (method, path, handler):
+        Google's OAuth token endpoint, which service-account credentials call."""
+        return ()
 
     @abstractmethod
     def read(self, request: web.Request, body: Any) -> Chat:
