@@ -1,0 +1,188 @@
+"""`router serve`: worker processes, each one `Router` and one aiohttp site, supervised by the parent.
+
+With `--workers 1` the one worker runs in the parent process. With more, the parent starts them
+(spawned, so that no event loop or client is shared by a fork), each binding the same port with
+`SO_REUSEPORT` (the kernel spreads connections over them), restarts one that dies, and forwards
+SIGHUP (reload the policy: each worker keeps its last good one on a bad edit) and SIGTERM/SIGINT
+(stop accepting, finish the requests in flight, exit). Workers share breakers, health, limits,
+budgets and keys' buckets through the policy's state store, so more than one needs `state: redis`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from aiohttp import web
+
+from router._router import Router
+from router.gateway.app import Gateway
+from router.policy.loader import load_policy
+from router.state.registry import STORES
+
+__all__ = ["ServeOptions", "serve", "shared_state_needed"]
+
+logger = logging.getLogger("router")
+
+_RESTART_PAUSE = 1.0  # a worker that dies is started again after this, not in a tight loop
+_SUPERVISE_EVERY = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    policy: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    watch: bool = False
+
+
+def shared_state_needed(policy_path: str, workers: int) -> str | None:
+    """Why `workers` processes cannot serve this policy (its state is not shared), or None."""
+    if workers <= 1:
+        return None
+    backend = load_policy(policy_path, environment=True).state.backend
+    if STORES[backend].shared:
+        return None
+    return (
+        f"--workers {workers} needs state the workers share: with `state: {backend}` each worker would keep "
+        "its own breakers, limits and budgets (N times the limits). Set `state: {backend: redis, url: ...}` "
+        "in the policy, or serve with --workers 1."
+    )
+
+
+def serve(options: ServeOptions) -> None:
+    """Serve until SIGTERM or SIGINT; returns once every worker has finished its requests."""
+    if options.workers <= 1:
+        asyncio.run(_worker(options, reuse_port=False, index=0))
+        return
+    _Supervisor(options).run()
+
+
+async def _worker(options: ServeOptions, *, reuse_port: bool, index: int) -> None:
+    registry, metrics = _metrics()
+    router = Router.from_file(options.policy, on_event=metrics)
+    gateway = Gateway(router, metrics=registry)
+    spec = gateway.spec
+    runner = web.AppRunner(
+        gateway.app(),
+        access_log=None,
+        keepalive_timeout=spec.keepalive,
+        max_line_size=spec.max_header,
+        max_field_size=spec.max_header,
+        # In-flight requests may take as long as the longest route allows before the worker exits.
+        shutdown_timeout=max([60.0, *(route.total for route in router.plan.routes.values())]) + 1.0,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port, reuse_port=reuse_port or None, backlog=1024)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        await router.aclose()
+        raise SystemExit(f"cannot listen on {options.host}:{options.port}: {error.strerror}") from None
+    await router.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    router.reload_on_sighup()
+    watcher = loop.create_task(router.watch()) if options.watch else None
+    _announce(options, gateway, index)
+    await stop.wait()
+    gateway.draining = True
+    logger.info("worker %d (pid %d): stopping; finishing the requests in flight", index, os.getpid())
+    await runner.cleanup()  # stops accepting, then waits for the handlers in flight
+    if watcher is not None:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    await router.aclose()
+
+
+def _announce(options: ServeOptions, gateway: Gateway, index: int) -> None:
+    where = f"http://{options.host}:{options.port}"
+    logger.info(
+        "worker %d (pid %d) serving %s on %s (policy version %d)",
+        index, os.getpid(), options.policy, where, gateway.router.version,
+    )  # fmt: skip
+    if gateway.keys.open:
+        reach = "this machine" if _loopback(options.host) else f"anyone who can reach {options.host}"
+        log = logger.info if _loopback(options.host) else logger.warning
+        log("no gateway.keys in the policy: the gateway is open to %s", reach)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _metrics() -> tuple[Any, Any]:
+    """A Prometheus registry and the hook that feeds it; (None, None) without the `metrics` extra."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from router.metrics import PrometheusMetrics
+    except ImportError:
+        return None, None
+    registry = CollectorRegistry()
+    return registry, PrometheusMetrics(registry)
+
+
+def _run_worker(options: ServeOptions, index: int) -> None:
+    """A worker process's body (spawned: a fresh interpreter)."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_worker(options, reuse_port=True, index=index))
+
+
+class _Supervisor:
+    """The parent of `--workers N`: starts them, restarts one that dies, forwards signals."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: list[BaseProcess] = []
+        self.stopping = False
+
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        signal.signal(signal.SIGHUP, self._forward)
+        self.workers = [self._start(index) for index in range(self.options.workers)]
+        while not self.stopping:
+            time.sleep(_SUPERVISE_EVERY)
+            for index, process in enumerate(self.workers):
+                if not process.is_alive() and not self.stopping:
+                    logger.warning("worker %d exited with %s; starting it again", index, process.exitcode)
+                    time.sleep(_RESTART_PAUSE)
+                    self.workers[index] = self._start(index)
+        for process in self.workers:
+            process.join()
+
+    def _start(self, index: int) -> BaseProcess:
+        process = self.context.Process(
+            target=_run_worker, args=(self.options, index), name=f"router-worker-{index}"
+        )
+        process.start()
+        return process
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        for process in self.workers:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        self._forward(signal.SIGTERM, frame)
+
