@@ -31,6 +31,8 @@ PRICE_TABLE_IDS = {
     "fireworks": "fireworks",
     "cerebras": "cerebras",
     "gemini": "google",
+    "gemini_openai": "google",
+    "vertex": "google",
 }
 """The genai-prices provider of each built-in provider type whose models it prices."""
 

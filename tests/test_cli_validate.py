@@ -18,7 +18,7 @@ providers:
   claude: {type: anthropic}
   aws: {type: bedrock, region: us-east-1}
 targets:
-  a: {provider: openai, model: m}
+  a: {provider: openai, model: m, context_window: 8000}
 routes:
   chat: {targets: [a]}
 """
@@ -110,3 +110,15 @@ def test_a_reload_reports_a_new_provider_without_a_key_at_its_line(policy: Path)
         (5, 3, "providers.mistral.api_key")
     ]
     assert router.version == 1
+
+
+def test_a_target_without_a_window_is_a_warning_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(POLICY.replace(", context_window: 8000", "") + "  other: {targets: [a]}\n")
+    result = CliRunner().invoke(main, ["validate", "--structure-only", str(path)])
+    assert result.exit_code == 0  # a warning, not an error
+    assert result.stdout == f"{path}: ok\n"
+    assert result.stderr == (
+        f"{path}:6:3: warning: target 'a' declares no context_window, so its window is unchecked "
+        "(targets.a.context_window)\n"
+    )

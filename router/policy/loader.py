@@ -15,12 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from router.errors import PolicyError
+from router.errors import PolicyError, PolicyIssue
 from router.policy.document import Problem, known, validate_document
 from router.policy.model import BudgetSpec, Policy, ProviderSpec, RouteSpec, TargetRef, TargetSpec
 from router.policy.source import Path, dotted, read_file, read_source
 
-__all__ = ["load_policy", "parse_policy", "policy_json_schema", "reference_problems"]
+__all__ = ["load_policy", "parse_policy", "policy_json_schema", "reference_problems", "unchecked_windows"]
 
 _JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -53,6 +53,20 @@ def parse_policy(
     if isinstance(validated, Policy):
         return validated
     raise PolicyError(validated)
+
+
+def unchecked_windows(policy: Policy, text: str, filename: str = "<policy>") -> list[PolicyIssue]:
+    """A warning for each target of `policy` (read from `text`) that declares no context window: a
+    request too large for it is not skipped but sent, and refused by the provider (a failover)."""
+    source = read_source(text, filename)
+    warnings = []
+    for name, target in policy.targets.items():
+        if target.context_window is None:
+            where = source.keys.get(("targets", name)) or source.values[()]
+            message = f"warning: target {name!r} declares no context_window, so its window is unchecked"
+            field = f"targets.{name}.context_window"
+            warnings.append(PolicyIssue(filename, where.line, where.column, field, message))
+    return warnings
 
 
 def policy_json_schema() -> dict[str, Any]:

@@ -50,6 +50,8 @@ __all__ = [
     "RetryBudgetSpec",
     "RetrySpec",
     "RouteSpec",
+    "RuleSpec",
+    "RuleValue",
     "StateSpec",
     "StoreName",
     "StrategyName",
@@ -309,6 +311,21 @@ class ProviderSpec(_Spec):
     organization: str | None = None
     api_version: str | None = Field(None, description="azure_openai only, e.g. 2024-10-21.")
     region: str | None = Field(None, description="bedrock only, e.g. us-east-1.")
+    project: str | None = Field(None, description="vertex only: the Google Cloud project id.")
+    location: str | None = Field(
+        None, description="vertex only: the region, e.g. us-central1 (default: global)."
+    )
+    credentials_file: str | None = Field(
+        None,
+        description="vertex only: a service-account JSON key file (default: Google's credential chain).",
+    )
+    thinking_budget: int | None = Field(
+        None,
+        ge=-1,
+        le=1_000_000,
+        description="gemini and vertex only: thinking tokens per call (0: none, -1: the model decides); "
+        "a call's reasoning_effort overrides it.",
+    )
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
@@ -362,7 +379,11 @@ class Capabilities(_Spec):
 class TargetSpec(_Spec):
     provider: str
     model: ModelName
-    price: Price = Price()
+    price: Price | None = Field(
+        None,
+        description="Default: the price genai-prices knows for the provider type and model, else none "
+        "(free).",
+    )
     context_window: Count | None = Field(
         None, ge=1, le=10**9, description="Input + output tokens the model accepts."
     )
@@ -429,8 +450,27 @@ class FailbackSpec(_Spec):
     ramp: Period = Field(60.0, description="`ramp`: the time over which its share grows from 0 to all.")
 
 
+RuleValue = str | bool | int | float
+
+
+class RuleSpec(_Spec):
+    """Where a request goes when its metadata matches: every key of `when` holds the value (or one of
+    the values) given."""
+
+    when: dict[str, RuleValue | list[RuleValue]] = Field(
+        min_length=1, description="Metadata key -> a value, or a list of values any of which matches."
+    )
+    targets: list[str | TargetRef] = Field(min_length=1, description="The targets in place of the route's.")
+    strategy: StrategyName | None = Field(None, description="Default: the route's.")
+
+
 class RouteSpec(_Spec):
     targets: list[str | TargetRef] = Field(min_length=1, description="Primary first, then secondaries.")
+    rules: list[RuleSpec] = Field(
+        default_factory=list,
+        description="Routing on the request's metadata: the first rule that matches picks the targets, "
+        "else the route's own.",
+    )
     strategy: StrategyName = StrategyName("ordered")
     latency_budget: LatencyBudget = LatencyBudget()
     retry: RetrySpec = RetrySpec()
