@@ -74,3 +74,29 @@ def package_version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def quiet_litellm() -> Any:
+    """litellm kept off the network (the cost map read from the package, no telemetry, no callbacks).
+    Raises ImportError without litellm."""
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # read at import: no cost-map download
+    os.environ["LITELLM_TELEMETRY"] = "False"
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True
+    litellm.callbacks = []
+    litellm.success_callback = []
+    litellm.failure_callback = []
+    return litellm
+
+
+async def drain_litellm() -> None:
+    """Run litellm's queued logging coroutines and stop its worker, so none is left never awaited."""
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:  # another litellm version: its leftovers only cost a warning
+        return
+    await GLOBAL_LOGGING_WORKER.clear_queue()
+    await GLOBAL_LOGGING_WORKER.stop()

@@ -27,7 +27,6 @@ import contextlib
 import gc
 import importlib.util
 import json
-import os
 import platform
 import statistics
 import sys
@@ -38,7 +37,17 @@ from typing import Any
 import openai
 
 # The scripts run as files (python benchmarks/NAME.py): their folder is on sys.path.
-from _shared import YIELD_EVERY, Timed, cpus, package_version, per_call_ns, percentile_us, upstream_process
+from _shared import (
+    YIELD_EVERY,
+    Timed,
+    cpus,
+    drain_litellm,
+    package_version,
+    per_call_ns,
+    percentile_us,
+    quiet_litellm,
+    upstream_process,
+)
 
 from router import Call, Policy, Router
 from router.testing.scripted import ScriptedProvider
@@ -189,7 +198,7 @@ async def loopback(base_url: str, n: int, rounds: int, contender: str) -> dict[s
         if contender == "router":
             await router.aclose()
         else:
-            await _drain_litellm()
+            await drain_litellm()
     figures = medians(per_round)
     figures["overhead_p50"] = figures["other_p50"] - figures["bare_p50"]
     return figures
@@ -225,28 +234,9 @@ async def profile_instant(n: int) -> str:
 
 def litellm_router(base_url: str) -> Any:
     """A litellm Router over the upstream, kept off the network. Raises ImportError without litellm."""
-    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # read at import: no cost-map download
-    os.environ["LITELLM_TELEMETRY"] = "False"
-    import litellm
-
-    litellm.telemetry = False
-    litellm.suppress_debug_info = True
-    litellm.turn_off_message_logging = True
-    litellm.callbacks = []
-    litellm.success_callback = []
-    litellm.failure_callback = []
+    litellm = quiet_litellm()
     params = {"model": f"openai/{MODEL}", "api_base": base_url, "api_key": "x"}
     return litellm.Router(model_list=[{"model_name": "chat", "litellm_params": params}], num_retries=0)
-
-
-async def _drain_litellm() -> None:
-    """Run litellm's queued logging coroutines and stop its worker, so none is left never awaited."""
-    try:
-        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
-    except ImportError:  # another litellm version: its leftovers only cost a warning
-        return
-    await GLOBAL_LOGGING_WORKER.clear_queue()
-    await GLOBAL_LOGGING_WORKER.stop()
 
 
 # -- the run -----------------------------------------------------------------------------------
