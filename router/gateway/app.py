@@ -168,16 +168,16 @@ class Gateway:
         for name, value in request.headers.items():
             if name.lower().startswith(_HEADER_PREFIX):
                 fields[name[len(_HEADER_PREFIX) :].lower()] = value
-        if not caller.may_name(call.route, self.router.policy.aliases):
-            raise Refusal(403, "forbidden", f"this key may not use {call.route!r}")
-        refused = caller.refused_controls(fields)
-        if refused:
-            raise Refusal(403, "forbidden", f"this key may not set {', '.join(refused)}")
         trail = fields.pop("trail", False)
         try:
             control = Control.parse(fields)
         except InvalidRequest as error:
             raise Refusal(400, "invalid_request", str(error)) from None
+        if not caller.may_name(call.route, self.router.policy.aliases):
+            raise Refusal(403, "forbidden", f"this key may not use {call.route!r}")
+        refused = caller.refused_controls({**fields, **({"trail": trail} if trail else {})})
+        if refused:
+            raise Refusal(403, "forbidden", f"this key may not set {', '.join(refused)}")
         return control.keywords(), trail is True or str(trail).strip().lower() in _TRUE
 
     # -- the rest ---------------------------------------------------------------------------------

@@ -185,4 +185,3 @@ class _Supervisor:
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
         self._forward(signal.SIGTERM, frame)
-

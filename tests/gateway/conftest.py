@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from router import Router, parse_policy
 from router.gateway import Gateway
+from router.metrics import PrometheusMetrics
 from router.testing import FakeUpstream
 
 T = TypeVar("T")
@@ -58,9 +61,12 @@ def policy_text(upstream: FakeUpstream, gateway: str = GATEWAY) -> str:
 class GatewayServer:
     """`Gateway(Router(policy))` served on a free loopback port from a thread of its own."""
 
-    def __init__(self, text: str, **router_options: Any) -> None:
+    def __init__(self, text: str, *, path: Path | None = None, metrics: bool = False) -> None:
+        """`text` is the policy; with `path` it is written there and the router reads it from the file
+        (so that a reload reads it again); `metrics` feeds a Prometheus registry of its own."""
         self._text = text
-        self._options = router_options
+        self._path = path
+        self._metrics = metrics
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gateway", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -85,7 +91,14 @@ class GatewayServer:
         return self
 
     async def _astart(self) -> None:
-        self.gateway = Gateway(Router(parse_policy(self._text), **self._options))
+        registry = CollectorRegistry() if self._metrics else None
+        hook = PrometheusMetrics(registry) if registry is not None else None
+        if self._path is not None:
+            self._path.write_text(self._text)
+            router = Router.from_file(self._path, on_event=hook)
+        else:
+            router = Router(parse_policy(self._text), on_event=hook)
+        self.gateway = Gateway(router, metrics=registry)
         self._runner = web.AppRunner(self.gateway.app(), access_log=None, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
