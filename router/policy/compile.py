@@ -244,6 +244,9 @@ def _route(
     name: str, route: RouteSpec, targets: Mapping[str, TargetPlan], policy: Policy | None = None
 ) -> RoutePlan:
     chain, weights = _chain(route.targets, targets)
+    rules = tuple(_rule(index, rule, targets) for index, rule in enumerate(route.rules))
+    # The budgets cover every target the route may send a request to, its rules' too.
+    reach = chain + tuple(target for rule in rules for target in rule.targets if target not in chain)
     budget, retry = route.latency_budget, route.retry
     return RoutePlan(
         name=name,
@@ -268,8 +271,8 @@ def _route(
         failback_probes=route.failback.healthy_probes,
         failback_for=route.failback.healthy_for,
         failback_ramp=route.failback.ramp,
-        budgets=_budgets(name, chain, policy),
-        rules=tuple(_rule(index, rule, targets) for index, rule in enumerate(route.rules)),
+        budgets=_budgets(name, reach, policy),
+        rules=rules,
     )
 
 

@@ -191,3 +191,15 @@ def test_explain_metadata_must_be_key_value(tmp_path):
     path.write_text(POLICY)
     result = CliRunner().invoke(main, ["explain", str(path), "--metadata", "premium"])
     assert result.exit_code == 2 and "expected KEY=VALUE" in result.output
+
+
+def test_a_tier_budget_covers_a_rules_targets_too():
+    policy = parse_policy(
+        POLICY.replace("model: eu-model,", "model: eu-model, tier: premium,")  # eu: a rule's alone
+        + "budgets:\n  premium-daily: {tier: premium, usd: 5, per: day}\n",
+        "p.yaml",
+        env={},
+    )
+    route = compile_plan(policy).routes["chat"]
+    [budget] = route.budgets
+    assert budget.name == "premium-daily" and budget.covers(route.rules[0].targets[0])
