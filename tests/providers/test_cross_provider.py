@@ -1,4 +1,5 @@
-"""One chain across three wires, each through its real SDK, on one loopback fake upstream."""
+"""Chains across the wires (OpenAI, Anthropic, Bedrock, Google), each through its real SDK, on one
+loopback fake upstream."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 
 from router import Completion, Policy, Router, StreamRestart, Usage
 from router.testing import FakeUpstream, Fault
+from router.testing.wires.google import TOKEN_PATH
+from tests.providers.test_google import service_account_file
 
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 USER = [{"role": "user", "content": "Hello there"}]
@@ -179,3 +182,74 @@ async def test_a_target_that_declares_prefill_but_refuses_it_restarts_the_answer
         "reject_prefill",
         "ok",
     ]
+
+
+# -- Google: the Gemini API behind OpenAI, and Vertex AI in a chain of its own ------------------
+
+GEMINI_MODEL = "gemini-2.5-flash"
+
+
+async def answer(router: Router, streamed: bool) -> Completion:
+    if not streamed:
+        return await router.complete("chat", USER)
+    items = [item async for item in router.stream("chat", USER)]
+    assert isinstance(items[-1], Completion) and "".join(items[:-1]) == items[-1].text
+    return items[-1]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_openai_down_answers_from_gemini(fake_upstream, streamed):
+    fake_upstream.add_fault("gpt-4o", Fault.unavailable())
+    fake_upstream.set_reply(GEMINI_MODEL, "Gemini answers.")
+    data = policy_data(fake_upstream)
+    base_url = fake_upstream.google_base_url
+    data["providers"]["google"] = {"type": "gemini", "base_url": base_url, "api_key": "g"}
+    price = {"input": 0.3, "output": 2.5}
+    data["targets"]["gemini"] = {"provider": "google", "model": GEMINI_MODEL, "price": price}
+    data["routes"] = {"chat": {"targets": ["gpt", "gemini"], "retry": {"attempts": 1}}}
+    async with Router(Policy.model_validate(data)) as router:
+        result = await answer(router, streamed)
+    assert (result.text, result.target, result.provider, result.model) == (
+        "Gemini answers.", "gemini", "google", GEMINI_MODEL,
+    )  # fmt: skip
+    assert [(a.target, a.outcome, a.status) for a in result.attempts] == [
+        ("gpt", "server_error", 503),
+        ("gemini", "ok", None),
+    ]
+    usage = result.usage
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
+    assert result.cost_usd == pytest.approx(usage.input_tokens * 0.3e-6 + usage.output_tokens * 2.5e-6)
+    assert [record.wire for record in fake_upstream.log] == ["openai", "google"]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_vertex_in_a_chain_of_its_own(fake_upstream, tmp_path, private_key_pem, streamed):
+    """Two Vertex AI regions on one service account: the first is out of quota, the second answers."""
+    key_file = service_account_file(tmp_path, fake_upstream.google_base_url + TOKEN_PATH, private_key_pem)
+    fake_upstream.add_fault("gemini-2.5-pro", Fault.rate_limited(retry_after=30))
+    fake_upstream.set_reply(GEMINI_MODEL, "Vertex answers.")
+    regions = {"vertex-us": "us-central1", "vertex-eu": "europe-west4"}
+    providers = {
+        name: {
+            "type": "vertex",
+            "base_url": fake_upstream.google_base_url,
+            "project": "router-test",
+            "location": location,
+            "credentials_file": str(key_file),
+        }
+        for name, location in regions.items()
+    }
+    targets = {
+        "pro": {"provider": "vertex-us", "model": "gemini-2.5-pro"},
+        "flash": {"provider": "vertex-eu", "model": GEMINI_MODEL},
+    }
+    routes = {"chat": {"targets": ["pro", "flash"], "retry": {"attempts": 1}}}
+    policy = Policy.model_validate({"providers": providers, "targets": targets, "routes": routes})
+    async with Router(policy) as router:
+        result = await answer(router, streamed)
+    assert (result.text, result.target, result.provider) == ("Vertex answers.", "flash", "vertex-eu")
+    assert [(a.target, a.outcome, a.status) for a in result.attempts] == [
+        ("pro", "rate_limited", 429),
+        ("flash", "ok", None),
+    ]
+    assert [record.path.split("/")[5] for record in fake_upstream.log] == ["us-central1", "europe-west4"]

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.genai import errors as genai_errors
 
 from router import ErrorKind, Policy, ProviderError, Router
@@ -36,15 +34,6 @@ WEATHER_TOOL = {
     },
 }
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n not really an image").decode()
-
-
-@pytest.fixture(scope="session")
-def private_key_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return pem.decode()
 
 
 def service_account_file(directory: Path, token_uri: str, private_key: str) -> Path:
