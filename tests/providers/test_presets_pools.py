@@ -26,7 +26,7 @@ def spec(**fields: typing.Any) -> ProviderSpec:
 
 def test_every_preset_builds_an_openai_client_at_its_address():
     presets = [entry for entry in PROVIDER_TYPES.entries() if entry.preset is not None]
-    assert {entry.name for entry in presets} >= {"groq", "mistral", "openrouter", "gemini", "ollama"}
+    assert {entry.name for entry in presets} >= {"groq", "mistral", "openrouter", "gemini_openai", "ollama"}
     for entry in presets:
         assert entry.preset is not None
         environ = {entry.key_variable: "k"} if entry.key_variable else {}
