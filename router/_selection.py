@@ -82,30 +82,50 @@ def misfit(plan: TargetPlan, request: Request) -> tuple[Outcome, str] | None:
 
 
 def shaped(route: RoutePlan, request: Request, target: Callable[[str], TargetPlan]) -> RoutePlan:
-    """The route as this request takes it: the targets of the first rule its metadata matches, then
-    the caller's `Control` (targets named in the order given, found by `target`; attempts; the tighter
-    max_cost; stream recovery). The route itself when neither changes anything."""
-    changes: dict[str, Any] = {}
+    """The route as this request takes it: the targets of the first rule its metadata matches (compiled
+    with the plan), then the caller's `Control` (targets named in the order given, found by `target`;
+    attempts; the tighter max_cost; stream recovery). The route itself when neither changes anything."""
     rule = route.rule_for(request.metadata) if route.rules else None
-    if rule is not None:
-        changes.update(targets=rule.targets, weights=rule.weights, strategy=rule.strategy or route.strategy)
+    base = route if rule is None else rule.route
     control = request.control
-    if control is not None:
-        if control.targets is not None:
-            weights = dict(zip(route.targets, route.weights, strict=True))
-            weights.update((t, w) for r in route.rules for t, w in zip(r.targets, r.weights, strict=True))
-            chain = tuple(target(name) for name in control.targets)
-            # The caller's order is the order: that is what naming the targets asks for.
-            ordered = STRATEGIES["ordered"]
-            changes.update(targets=chain, weights=tuple(weights.get(t, 1.0) for t in chain), strategy=ordered)
-        if control.attempts is not None:
-            changes["attempts"] = control.attempts
-        if control.max_cost is not None:
-            tighter = control.max_cost if route.max_cost is None else min(route.max_cost, control.max_cost)
-            changes["max_cost"] = tighter
-        if control.stream_recovery is not None:
-            changes["stream_recovery"] = control.stream_recovery
-    return dataclasses.replace(route, **changes) if changes else route
+    if control is None:
+        return base
+    key = (id(base), control)
+    hit = _CONTROLLED.get(key)
+    if hit is not None and hit[0] is base:  # the entry holds `base`: its id is no other route's
+        return hit[1]
+    controlled = _controlled(route, base, control, target)
+    if len(_CONTROLLED) >= _CONTROLLED_MAX:
+        _CONTROLLED.clear()
+    _CONTROLLED[key] = (base, controlled)
+    return controlled
+
+
+# Routes as recent controls changed them: callers (a gateway's, say) repeat their controls, and a
+# copy of a RoutePlan costs about as much as the rest of the router's work on a request.
+_CONTROLLED: dict[tuple[int, Control], tuple[RoutePlan, RoutePlan]] = {}
+_CONTROLLED_MAX = 1024
+
+
+def _controlled(
+    route: RoutePlan, base: RoutePlan, control: Control, target: Callable[[str], TargetPlan]
+) -> RoutePlan:
+    changes: dict[str, Any] = {}
+    if control.targets is not None:
+        weights = dict(zip(route.targets, route.weights, strict=True))
+        weights.update((t, w) for r in route.rules for t, w in zip(r.targets, r.weights, strict=True))
+        chain = tuple(target(name) for name in control.targets)
+        # The caller's order is the order: that is what naming the targets asks for.
+        ordered = STRATEGIES["ordered"]
+        changes.update(targets=chain, weights=tuple(weights.get(t, 1.0) for t in chain), strategy=ordered)
+    if control.attempts is not None:
+        changes["attempts"] = control.attempts
+    if control.max_cost is not None:
+        tighter = control.max_cost if route.max_cost is None else min(route.max_cost, control.max_cost)
+        changes["max_cost"] = tighter
+    if control.stream_recovery is not None:
+        changes["stream_recovery"] = control.stream_recovery
+    return dataclasses.replace(base, **changes) if changes else base
 
 
 def order_candidates(

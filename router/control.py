@@ -38,7 +38,7 @@ class Control:
     attempts: int | None = None
     max_cost: float | None = None
     stream_recovery: StreamRecovery | None = None
-    metadata: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)  # a dict: unhashable
 
     def __post_init__(self) -> None:
         if self.targets is not None:

@@ -5,8 +5,8 @@ A request does one lookup, its route by name; after that it only follows referen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -78,13 +78,15 @@ class BudgetPlan:
 @dataclass(frozen=True, slots=True)
 class RulePlan:
     """A route's rule: when every key of `when` holds one of its values (`rule_value` of each), the
-    request goes to `targets` (with `strategy`, None: the route's)."""
+    request goes to `targets` (with `strategy`, None: the route's); `route` is the route so changed,
+    compiled once."""
 
     index: int
     when: tuple[tuple[str, frozenset[str]], ...]
     targets: tuple[TargetPlan, ...]
     weights: tuple[float, ...]
     strategy: Strategy | None
+    route: RoutePlan
 
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         # No regex, no parsing: one dict lookup and one set lookup per condition.
@@ -131,13 +133,22 @@ class RoutePlan:
     failback_ramp: float = 60.0
     budgets: tuple[BudgetPlan, ...] = ()
     rules: tuple[RulePlan, ...] = ()
+    # When every rule has a condition on one key: that key, and for each of its values the rules
+    # (in order) that hold it, so a request tries only those (one dict lookup, then their rest).
+    rule_index: tuple[str, Mapping[str, tuple[RulePlan, ...]]] | None = None
 
     def rule_for(self, metadata: Mapping[str, Any] | None) -> RulePlan | None:
         """The first rule the metadata matches, or None: the route's own targets."""
-        if metadata:
-            for rule in self.rules:
-                if rule.matches(metadata):
-                    return rule
+        if not metadata:
+            return None
+        candidates: Sequence[RulePlan] = self.rules
+        if self.rule_index is not None:
+            key, by_value = self.rule_index
+            value = metadata.get(key)
+            candidates = () if value is None else by_value.get(rule_value(value), ())
+        for rule in candidates:
+            if rule.matches(metadata):
+                return rule
         return None
 
     @property
@@ -244,11 +255,11 @@ def _route(
     name: str, route: RouteSpec, targets: Mapping[str, TargetPlan], policy: Policy | None = None
 ) -> RoutePlan:
     chain, weights = _chain(route.targets, targets)
-    rules = tuple(_rule(index, rule, targets) for index, rule in enumerate(route.rules))
+    rule_chains = [_chain(rule.targets, targets) for rule in route.rules]
     # The budgets cover every target the route may send a request to, its rules' too.
-    reach = chain + tuple(target for rule in rules for target in rule.targets if target not in chain)
+    reach = chain + tuple(t for ruled, _ in rule_chains for t in ruled if t not in chain)
     budget, retry = route.latency_budget, route.retry
-    return RoutePlan(
+    plan = RoutePlan(
         name=name,
         targets=chain,
         weights=weights,
@@ -272,8 +283,12 @@ def _route(
         failback_for=route.failback.healthy_for,
         failback_ramp=route.failback.ramp,
         budgets=_budgets(name, reach, policy),
-        rules=rules,
     )
+    if not route.rules:
+        return plan
+    specs = enumerate(zip(route.rules, rule_chains, strict=True))
+    rules = tuple(_rule(index, spec, ruled, plan) for index, (spec, ruled) in specs)
+    return replace(plan, rules=rules, rule_index=_rule_index(rules))
 
 
 def _chain(
@@ -283,11 +298,26 @@ def _chain(
     return tuple(targets[ref.target] for ref in refs), tuple(ref.weight for ref in refs)
 
 
-def _rule(index: int, rule: RuleSpec, targets: Mapping[str, TargetPlan]) -> RulePlan:
+def _rule(
+    index: int, rule: RuleSpec, chain: tuple[tuple[TargetPlan, ...], tuple[float, ...]], base: RoutePlan
+) -> RulePlan:
     when = tuple(
         (key, frozenset(rule_value(v) for v in (value if isinstance(value, list) else [value])))
         for key, value in rule.when.items()
     )
-    chain, weights = _chain(rule.targets, targets)
+    targets, weights = chain
     strategy = STRATEGIES[rule.strategy] if rule.strategy is not None else None
-    return RulePlan(index, when, chain, weights, strategy)
+    route = replace(base, targets=targets, weights=weights, strategy=strategy or base.strategy)
+    return RulePlan(index, when, targets, weights, strategy, route)
+
+
+def _rule_index(rules: tuple[RulePlan, ...]) -> tuple[str, Mapping[str, tuple[RulePlan, ...]]] | None:
+    """The first key every rule has a condition on, and the rules by each of its values; None if none."""
+    keys = [key for key, _ in rules[0].when if all(key in dict(rule.when) for rule in rules)]
+    if not keys:
+        return None
+    by_value: dict[str, list[RulePlan]] = {}
+    for rule in rules:
+        for value in dict(rule.when)[keys[0]]:
+            by_value.setdefault(value, []).append(rule)
+    return keys[0], MappingProxyType({value: tuple(held) for value, held in by_value.items()})

@@ -203,3 +203,35 @@ def test_a_tier_budget_covers_a_rules_targets_too():
     route = compile_plan(policy).routes["chat"]
     [budget] = route.budgets
     assert budget.name == "premium-daily" and budget.covers(route.rules[0].targets[0])
+
+
+def test_rules_on_one_shared_key_are_a_table_by_its_value_in_order():
+    policy = parse_policy(
+        POLICY.split("    rules:")[0]
+        + """\
+    rules:
+      - when: {tenant: [acme, globex], tier: premium}
+        targets: [big]
+      - when: {tenant: acme}
+        targets: [eu]
+      - when: {tenant: initech, beta: true}
+        targets: [small]
+""",
+        "p.yaml",
+        env={},
+    )
+    route = compile_plan(policy).routes["chat"]
+    assert route.rule_index is not None
+    key, by_value = route.rule_index
+    assert key == "tenant" and {v: [r.index for r in rules] for v, rules in by_value.items()} == {
+        "acme": [0, 1],
+        "globex": [0],
+        "initech": [2],
+    }
+    assert _targets(route, {"tenant": "acme", "tier": "premium"}) == ["big"]  # first match still wins
+    assert _targets(route, {"tenant": "acme"}) == ["eu"]
+    assert _targets(route, {"tenant": "globex"}) is None
+    assert _targets(route, {"tenant": "initech", "beta": "true"}) == ["small"]
+    assert _targets(route, {"tier": "premium"}) is None
+    # No key in every rule: the rules are tried in order.
+    assert _plan().routes["chat"].rule_index is None
