@@ -342,10 +342,13 @@ class GoogleProvider:
             ) from None
 
     def _classify(self, error: genai_errors.APIError) -> ProviderError:
-        status = error.code if isinstance(error.code, int) and error.code >= 100 else None
+        code = error.code if isinstance(error.code, int) and error.code >= 100 else None
+        response = getattr(error, "response", None)
+        # An error event inside a stream came on a 200: its code says what it is, not a status.
+        status = code if isinstance(response, httpx2.Response) else None
         rpc = error.status if isinstance(error.status, str) and _RPC_STATUS.match(error.status) else ""
         message = error.message if isinstance(error.message, str) else ""
-        kind = google_kind(status, rpc, message.lower())
+        kind = google_kind(code, rpc, message.lower())
         if kind is ErrorKind.AUTH:
             detail = _AUTH_DETAIL.get(rpc, "credentials rejected, or no access")
             if rpc == "FAILED_PRECONDITION":
@@ -353,10 +356,9 @@ class GoogleProvider:
         elif rpc:
             detail = redact(f"{rpc}: {message}" if message else rpc, self._secrets)
         else:
-            detail = f"HTTP {status}"  # no Google error: a proxy's page, not worth quoting
-        response = getattr(error, "response", None)
-        headers = getattr(response, "headers", None)
-        delay = retry_after(headers) if isinstance(headers, Mapping) and status is not None else None
+            detail = f"HTTP {code}"  # no Google error: a proxy's page, not worth quoting
+        headers = response.headers if status is not None and response is not None else None
+        delay = retry_after(headers) if isinstance(headers, Mapping) else None
         if delay is None and kind is ErrorKind.RATE_LIMITED:
             delay = _retry_delay(error.details)
         return ProviderError(kind, detail, provider=self.name, status=status, retry_after=delay)

@@ -15,11 +15,13 @@ import pytest
 from google.genai import errors as genai_errors
 
 from router import ErrorKind, Policy, ProviderError, Router
+from router.chaos.sim_provider import SimulatedUpstream
+from router.chaos.upstream import reply_for
 from router.policy.model import ProviderSpec
 from router.providers.base import Call, Chunk
 from router.providers.google import GoogleProvider, translate
 from router.providers.registry import PROVIDER_TYPES
-from router.testing import FakeUpstream, Fault
+from router.testing import FakeClock, FakeUpstream, Fault, parse_fault_spec
 from router.testing.wires.google import SAFETY_CATEGORY, TOKEN_PATH
 
 SECRET = "gemini-test-secret-0123456789abcdef"
@@ -560,3 +562,55 @@ async def test_vertex_through_the_router_with_its_service_account(fake_upstream,
         result = await router.complete("chat", USER)
     assert (result.text, result.provider) == (f"Hello from {MODEL}.", "vertex")
     assert "/locations/europe-west4/" in fake_upstream.log[0].path
+
+
+# -- the simulation reaches the adapter's verdicts ------------------------------------------
+
+AGREED = [
+    "503",
+    "500",
+    "429:retry_after=2",
+    "401",
+    "403",
+    "context_length",
+    "content_filter",
+    "reset",
+    "html",
+    "invalid_json",
+    "empty_choices",
+    "truncated",
+    "cut:2",
+    "malformed:1",
+    "overloaded_in_stream:2",
+    "exception_in_stream:throttlingException,2",
+]
+
+
+async def outcome(provider: Any, streamed: bool) -> tuple[Any, ...]:
+    """What a call comes to: the text, finish and usage, or the error's kind, status and delay."""
+    try:
+        if streamed:
+            got = [chunk async for chunk in provider.stream(call())]
+            finish = next((c.finish_reason for c in got if c.finish_reason), None)
+            return "".join(c.text for c in got), finish, next((c.usage for c in got if c.usage), None)
+        reply = await provider.complete(call())
+        return reply.text, reply.finish_reason, reply.usage
+    except ProviderError as error:
+        return error.kind, error.status, error.retry_after
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("fault", AGREED)
+async def test_the_simulated_google_provider_agrees_with_the_adapter(
+    fake_upstream, provider, fault, streamed
+):
+    rule = parse_fault_spec(f"{MODEL}={fault}")
+    fake_upstream.set_reply(MODEL, reply_for(MODEL))
+    fake_upstream.add_fault(rule.model, rule.fault)
+    real = await outcome(provider, streamed)
+    simulated_upstream = SimulatedUpstream([rule], seed=0, clock=FakeClock())
+    simulated = simulated_upstream.provider("gemini", ProviderSpec(type="gemini"))
+    assert await outcome(simulated, streamed) == real
+    assert [call.status for call in simulated_upstream.calls] == [
+        record.status for record in fake_upstream.log
+    ]
