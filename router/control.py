@@ -21,6 +21,10 @@ from router.policy.model import StreamRecovery, parse_duration
 __all__ = ["Control"]
 
 _RECOVERIES: tuple[str, ...] = get_args(StreamRecovery)
+MAX_TARGETS = 64
+"""The most targets one call may name (each `provider:model` among them is a client's breaker and limiter)."""
+MAX_ATTEMPTS = 100
+"""The most calls per target one call may ask for, as a route's `retry.attempts`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +46,27 @@ class Control:
 
     def __post_init__(self) -> None:
         if self.targets is not None:
-            if isinstance(self.targets, str) or not all(isinstance(t, str) and t for t in self.targets):
+            targets = self.targets
+            if isinstance(targets, str) or not isinstance(targets, Sequence):
                 raise InvalidRequest("targets must be a list of target names or provider:model addresses")
-            if not self.targets:
-                raise InvalidRequest("targets must name at least one target")
+            if not all(isinstance(t, str) and t for t in targets):
+                raise InvalidRequest("targets must be a list of target names or provider:model addresses")
+            if not 1 <= len(targets) <= MAX_TARGETS:
+                raise InvalidRequest(f"targets must name at least one target and at most {MAX_TARGETS}")
             object.__setattr__(self, "targets", tuple(self.targets))
         if self.deadline is not None and not (is_number(self.deadline) and self.deadline > 0):
             raise InvalidRequest("deadline must be a number of seconds above 0")
         if self.attempts is not None and (
-            isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or not 1 <= self.attempts <= MAX_ATTEMPTS
         ):
-            raise InvalidRequest("attempts must be a whole number of at least 1")
+            raise InvalidRequest(f"attempts must be a whole number from 1 to {MAX_ATTEMPTS}")
         if self.max_cost is not None and not (is_number(self.max_cost) and self.max_cost >= 0):
             raise InvalidRequest("max_cost must be a number of USD, 0 or more")
         if self.stream_recovery is not None and self.stream_recovery not in _RECOVERIES:
             raise InvalidRequest(
-                f"stream_recovery must be one of {', '.join(_RECOVERIES)}, got {self.stream_recovery!r}"
+                f"stream_recovery must be one of {', '.join(_RECOVERIES)}, got {_shown(self.stream_recovery)}"
             )
         if self.metadata is not None and not isinstance(self.metadata, Mapping):
             raise InvalidRequest("metadata must be a mapping")
@@ -72,7 +81,7 @@ class Control:
             key = str(name).strip().lower().replace("-", "_")
             reader = _READERS.get(key)
             if reader is None:
-                raise InvalidRequest(f"unknown control field {name!r}; fields: {', '.join(_READERS)}")
+                raise InvalidRequest(f"unknown control field {_shown(name)}; fields: {', '.join(_READERS)}")
             given[key] = None if value is None else reader(value)
         return cls(**given)
 
@@ -100,7 +109,7 @@ def _number(name: str, whole: bool = False) -> Any:
                 return int(value) if whole else float(value)
             except ValueError:
                 kind = "a whole number" if whole else "a number"
-                raise InvalidRequest(f"{name} must be {kind}, got {value!r}") from None
+                raise InvalidRequest(f"{name} must be {kind}, got {_shown(value)}") from None
         return value
 
     return read
@@ -142,3 +151,9 @@ _READERS = {
     "stream_recovery": _text,
     "metadata": _metadata,
 }
+
+
+def _shown(value: Any) -> str:
+    """A caller's value in a message, cut short: it may come from a header of any length."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -51,7 +51,10 @@ async def test_a_provider_model_address_is_an_ad_hoc_target(rig):
         ({"targets": ["p9:m"]}, "target 'p9:m'"),  # no such provider
         ({"targets": []}, "at least one target"),
         ({"targets": "a"}, "list of target names"),
-        ({"attempts": 0}, "attempts must be a whole number of at least 1"),
+        ({"attempts": 0}, "attempts must be a whole number from 1 to 100"),
+        ({"attempts": 101}, "attempts must be a whole number from 1 to 100"),
+        ({"targets": ["a"] * 65}, "at most 64"),
+        ({"targets": (t for t in ["a"])}, "list of target names"),
         ({"attempts": True}, "attempts must be a whole number"),
         ({"max_cost": -0.5}, "max_cost must be a number of USD, 0 or more"),
         ({"stream_recovery": "later"}, "stream_recovery must be one of continue, restart, raise"),
@@ -137,6 +140,7 @@ def test_control_parse_reads_header_and_json_values():
         ({"deadline": "-1"}, "deadline must be a number of seconds above 0"),
         ({"metadata": "tier"}, "key=value pairs"),
         ({"stream_recovery": "never"}, "stream_recovery must be one of"),
+        ({"x" * 5000: 1}, r"unknown control field 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\.\.\.;"),
     ],
 )
 def test_control_parse_refuses_bad_fields(fields, message):
