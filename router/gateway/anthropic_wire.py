@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from router.gateway.failures import Failure, failure_of
-from router.gateway.openai_wire import control_of, finish_reason, trail_of
-from router.gateway.wire import Item, WireCall, bad_request, event_bytes, field_of
+from router.gateway.openai_wire import control_of, finish_reason
+from router.gateway.wire import Item, Trail, WireCall, bad_request, event_bytes, field_of
 from router.results import Completion, StreamRestart, ToolCall
 
 __all__ = ["ANTHROPIC", "AnthropicWire"]
@@ -89,7 +89,7 @@ class AnthropicWire:
         return {"type": "error", "error": {"type": kind, "message": failure.message}}
 
     async def stream(
-        self, response: web.StreamResponse, items: AsyncIterator[Item], call: WireCall, trail: bool
+        self, response: web.StreamResponse, items: AsyncIterator[Item], call: WireCall, trail: Trail | None
     ) -> None:
         start: dict[str, Any] = {
             "id": _identifier(),
@@ -128,8 +128,8 @@ class AnthropicWire:
             "delta": {"stop_reason": _stop_reason(completion), "stop_sequence": None},
             "usage": usage,
         }
-        if trail:
-            delta["router"] = trail_of(completion)
+        if trail is not None:
+            delta["router"] = trail(completion)
         await response.write(_event("message_delta", delta))
         await response.write(_event("message_stop", {}))
 

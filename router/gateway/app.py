@@ -27,7 +27,7 @@ from router.gateway import admin
 from router.gateway.anthropic_wire import ANTHROPIC
 from router.gateway.failures import Failure, Refusal, failure_of
 from router.gateway.keys import Caller, Keys, Spend
-from router.gateway.openai_wire import OPENAI, trail_of
+from router.gateway.openai_wire import OPENAI
 from router.gateway.wire import Item, Wire, WireCall
 from router.policy.model import GatewaySpec
 from router.results import SKIPS, Completion
@@ -116,7 +116,7 @@ class Gateway:
         finally:
             if not call.stream:
                 keys.spent(caller, spend, cost)
-        body = wire.answer(completion, call, trail_of(completion) if trail else None)
+        body = wire.answer(completion, call, self._trail(completion) if trail else None)
         return web.json_response(body, headers=_answer_headers(completion, call), dumps=_dumps)
 
     async def _stream(
@@ -140,12 +140,36 @@ class Gateway:
                     headers["x-router-ignored"] = ",".join(call.ignored)
                 response = web.StreamResponse(headers=headers)
                 await response.prepare(request)
-                await wire.stream(response, watched.after(first), call, trail)
+                await wire.stream(response, watched.after(first), call, self._trail if trail else None)
                 await response.write_eof()
                 return response
         finally:
             completion = watched.completion
             keys.spent(caller, spend, completion.cost_usd if completion is not None else 0.0)
+
+    def _trail(self, completion: Completion) -> dict[str, Any]:
+        """Who answered (and on which worker), what it cost, and every attempt on the way."""
+        return {
+            "target": completion.target,
+            "provider": completion.provider,
+            "model": completion.model,
+            "cost_usd": completion.cost_usd,
+            "latency_s": completion.latency_s,
+            "worker": self.router.worker,
+            "warnings": list(completion.warnings),
+            "attempts": [
+                {
+                    "target": a.target,
+                    "provider": a.provider,
+                    "model": a.model,
+                    "outcome": str(a.outcome),
+                    "latency_s": a.latency_s,
+                    "error": a.error,
+                    "status": a.status,
+                }
+                for a in completion.attempts
+            ],
+        }
 
     async def _body(self, request: web.Request) -> Any:
         """The request's JSON, read within the body bounds: 413 too large, 408 too slow, 400 not JSON."""
@@ -210,7 +234,8 @@ class Gateway:
         except Exception:  # the store is away: this worker serves on its local state
             state = "degraded"
         status = "ready" if state == "ok" else "degraded"
-        return web.json_response({"status": status, "state": state, "policy_version": self.router.version})
+        body = {"status": status, "state": state, "policy_version": self.router.version}
+        return web.json_response({**body, "worker": self.router.worker})
 
     async def prometheus(self, request: web.Request) -> web.Response:
         if self.metrics is None:

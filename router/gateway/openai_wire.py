@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from router.gateway.failures import Failure, failure_of
-from router.gateway.wire import Item, WireCall, bad_request, event_bytes, field_of
+from router.gateway.wire import Item, Trail, WireCall, bad_request, event_bytes, field_of
 from router.options import PROVIDER_OPTIONS
 from router.results import Completion, StreamRestart, ToolCall, Usage
 
@@ -105,7 +105,7 @@ class OpenAIWire:
         return {"error": {"message": failure.message, "type": kind, "code": failure.kind, "param": None}}
 
     async def stream(
-        self, response: web.StreamResponse, items: AsyncIterator[Item], call: WireCall, trail: bool
+        self, response: web.StreamResponse, items: AsyncIterator[Item], call: WireCall, trail: Trail | None
     ) -> None:
         chunks = _Chunks(call.route)
         await response.write(chunks.delta({"role": "assistant", "content": ""}))
@@ -125,7 +125,7 @@ class OpenAIWire:
         assert completion is not None  # a stream ends with its completion
         for index, tool_call in enumerate(completion.tool_calls):
             await response.write(chunks.delta({"tool_calls": [{"index": index, **_tool_call(tool_call)}]}))
-        extra = {"router": trail_of(completion)} if trail else {}
+        extra = {"router": trail(completion)} if trail is not None else {}
         await response.write(chunks.delta({}, finish_reason(completion), **extra))
         if call.include_usage:
             await response.write(chunks.chunk([], usage=_usage(completion.usage)))
@@ -159,30 +159,6 @@ def control_of(body: Mapping[str, Any]) -> dict[str, Any]:
     if metadata is not None:
         control.setdefault("metadata", metadata)
     return control
-
-
-def trail_of(completion: Completion) -> dict[str, Any]:
-    """Who answered, what it cost, and every attempt on the way (`"trail": true`)."""
-    return {
-        "target": completion.target,
-        "provider": completion.provider,
-        "model": completion.model,
-        "cost_usd": completion.cost_usd,
-        "latency_s": completion.latency_s,
-        "warnings": list(completion.warnings),
-        "attempts": [
-            {
-                "target": a.target,
-                "provider": a.provider,
-                "model": a.model,
-                "outcome": str(a.outcome),
-                "latency_s": a.latency_s,
-                "error": a.error,
-                "status": a.status,
-            }
-            for a in completion.attempts
-        ],
-    }
 
 
 def finish_reason(completion: Completion) -> str:

@@ -29,7 +29,7 @@ from router.gateway.app import Gateway
 from router.policy.loader import load_policy
 from router.state.registry import STORES
 
-__all__ = ["ServeOptions", "serve", "shared_state_needed"]
+__all__ = ["ServeOptions", "serve", "unservable"]
 
 logger = logging.getLogger("router")
 
@@ -46,12 +46,11 @@ class ServeOptions:
     watch: bool = False
 
 
-def shared_state_needed(policy_path: str, workers: int) -> str | None:
-    """Why `workers` processes cannot serve this policy (its state is not shared), or None."""
-    if workers <= 1:
-        return None
+def unservable(policy_path: str, workers: int) -> str | None:
+    """Load the policy (`PolicyError` for its issues, with the environment's missing keys), and say why
+    `workers` processes cannot serve it: more than one needs state they share."""
     backend = load_policy(policy_path, environment=True).state.backend
-    if STORES[backend].shared:
+    if workers <= 1 or STORES[backend].shared:
         return None
     return (
         f"--workers {workers} needs state the workers share: with `state: {backend}` each worker would keep "
@@ -62,6 +61,7 @@ def shared_state_needed(policy_path: str, workers: int) -> str | None:
 
 def serve(options: ServeOptions) -> None:
     """Serve until SIGTERM or SIGINT; returns once every worker has finished its requests."""
+    _log_to_stderr("%(asctime)s %(levelname)s %(message)s")
     if options.workers <= 1:
         asyncio.run(_worker(options, reuse_port=False, index=0))
         return
@@ -127,6 +127,12 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _log_to_stderr(form: str) -> None:
+    """The router's own lines from INFO up; the libraries' (an HTTP client's line per call) from WARNING."""
+    logging.basicConfig(level=logging.WARNING, format=form)
+    logger.setLevel(logging.INFO)
+
+
 def _metrics() -> tuple[Any, Any]:
     """A Prometheus registry and the hook that feeds it; (None, None) without the `metrics` extra."""
     try:
@@ -141,7 +147,7 @@ def _metrics() -> tuple[Any, Any]:
 
 def _run_worker(options: ServeOptions, index: int) -> None:
     """A worker process's body (spawned: a fresh interpreter)."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
+    _log_to_stderr(f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_worker(options, reuse_port=True, index=index))
 

@@ -8,7 +8,7 @@ A wire is a `Wire` (`openai_wire.OPENAI`, `anthropic_wire.ANTHROPIC`); `app.py` 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,9 +17,10 @@ from aiohttp import web
 from router.gateway.failures import Failure, Refusal
 from router.results import Completion, StreamRestart
 
-__all__ = ["Item", "Wire", "WireCall", "bad_request", "event_bytes", "field_of"]
+__all__ = ["Item", "Trail", "Wire", "WireCall", "bad_request", "event_bytes", "field_of"]
 
 Item = str | StreamRestart | Completion
+Trail = Callable[[Completion], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +60,10 @@ class Wire(Protocol):
         response: web.StreamResponse,
         items: AsyncIterator[Item],
         call: WireCall,
-        trail: bool,
+        trail: Trail | None,
     ) -> None:
-        """Write the stream's events, then its end; an error after the first event is written as an event."""
+        """Write the stream's events, then its end (with `trail(completion)` when given); an error after the
+        first event is written as an event."""
         ...
 
 
