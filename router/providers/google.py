@@ -58,7 +58,7 @@ from google.genai import types
 
 from router.errors import ErrorKind, ProviderError
 from router.policy.model import ProviderSpec
-from router.providers._http import redact, retry_after, secrets_of
+from router.providers._http import TooManyValues, check_json_body, redact, retry_after, secrets_of
 from router.providers._translate import (
     Block,
     Image,
@@ -193,6 +193,7 @@ class GoogleProvider:
     def _make_client(self) -> genai.Client:
         spec = self._spec
         self._http = sdk_http_client(spec.transport, spec.max_response_bytes)
+        self._http.event_hooks["response"].append(_bound_json)
         options = types.HttpOptions(
             base_url=str(spec.base_url) if spec.base_url else None,
             api_version=_VERTEX_VERSION if self._vertex else _GEMINI_VERSION,
@@ -318,6 +319,8 @@ class GoogleProvider:
             raise self._classify(error) from None
         except httpx2.TransportError as error:
             raise self._transport_error(error) from None
+        except TooManyValues as error:
+            raise ProviderError(ErrorKind.SERVER_ERROR, str(error), provider=self.name) from None
         except google.auth.exceptions.DefaultCredentialsError:
             raise ProviderError(
                 ErrorKind.AUTH,
@@ -368,6 +371,14 @@ class GoogleProvider:
             return ProviderError(ErrorKind.SERVER_ERROR, str(error), provider=self.name)
         kind = ErrorKind.TIMEOUT if isinstance(error, httpx2.TimeoutException) else ErrorKind.CONNECTION
         return ProviderError(kind, type(error).__name__, provider=self.name)
+
+
+async def _bound_json(response: httpx2.Response) -> None:
+    """Refuse an answer whose JSON would hold the event loop while the SDK parses it (see
+    `MAX_JSON_VALUES`); a stream's events are parsed one by one, and are left alone."""
+    if response.request.url.path.endswith(":streamGenerateContent"):
+        return
+    await check_json_body(await response.aread())
 
 
 @dataclass(slots=True)

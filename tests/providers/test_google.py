@@ -5,8 +5,11 @@ service-account key file whose token comes from the fake upstream."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -614,3 +617,46 @@ async def test_the_simulated_google_provider_agrees_with_the_adapter(
     assert [call.status for call in simulated_upstream.calls] == [
         record.status for record in fake_upstream.log
     ]
+
+
+# -- answers too costly to parse -----------------------------------------------------------
+
+
+class _Junk(http.server.BaseHTTPRequestHandler):
+    """A Gemini answer padded with 150 000 values: more than the bound, in 300 KB."""
+
+    BODY = json.dumps(
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+            "junk": [1] * 150_000,
+        }
+    ).encode()
+
+    def do_POST(self) -> None:  # the stdlib names it
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(self.BODY)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_an_answer_with_too_many_json_values_is_refused_unparsed():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Junk)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    spec = ProviderSpec(type="gemini", base_url=f"http://127.0.0.1:{server.server_address[1]}")
+    provider = GoogleProvider("gemini", spec, SECRET, vertex=False)
+    try:
+        with pytest.raises(ProviderError, match="JSON values") as caught:
+            await provider.complete(call())
+    finally:
+        await provider.aclose()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert caught.value.kind is ErrorKind.SERVER_ERROR
