@@ -11,33 +11,54 @@ from router.policy.model import ProviderSpec
 from router.providers.base import Call, Chunk, Message, Provider, Reply
 from router.providers.registry import PROVIDER_TYPES
 
-__all__ = ["Call", "Chunk", "Message", "Provider", "Reply", "build_provider"]
+__all__ = [
+    "Call",
+    "Chunk",
+    "Message",
+    "Provider",
+    "Reply",
+    "build_provider",
+    "client_with_keys",
+    "provider_keys",
+]
 
 
 def build_provider(
     name: str, spec: ProviderSpec, *, clock: Clock, environ: Mapping[str, str], source: str = "<policy>"
 ) -> Provider:
-    """The client for one provider of the policy; a key pool when it lists several keys.
+    """The client for one provider of the policy, built now; a key pool when it lists several keys.
 
-    Missing credentials fail here, at load time, naming the variable to set.
+    Missing credentials fail here, naming the variable to set. (The router builds its clients on
+    their first call instead: `router.providers.lazy`.)
     """
-    entry = PROVIDER_TYPES[spec.type]
+    return client_with_keys(name, spec, provider_keys(name, spec, environ=environ, source=source), clock)
+
+
+def provider_keys(name: str, spec: ProviderSpec, *, environ: Mapping[str, str], source: str) -> list[str]:
+    """The API keys of one provider: the policy's, else the one in its type's variable (none for a type
+    that needs no key). A missing one is a `PolicyError` at the provider's `api_key`."""
     keys = spec.api_key_values()
-    variable = entry.key_variable
-    if not keys and variable:
-        if not environ.get(variable):
-            raise PolicyError(
-                [
-                    PolicyIssue(
-                        source,
-                        0,
-                        0,
-                        f"providers.{name}.api_key",
-                        f"no API key: set api_key in the policy or {variable} in the environment",
-                    )
-                ]
-            )
-        keys = [environ[variable]]
+    variable = PROVIDER_TYPES[spec.type].key_variable
+    if keys or not variable:
+        return keys
+    if not environ.get(variable):
+        raise PolicyError(
+            [
+                PolicyIssue(
+                    source,
+                    0,
+                    0,
+                    f"providers.{name}.api_key",
+                    f"no API key: set api_key in the policy or {variable} in the environment",
+                )
+            ]
+        )
+    return [environ[variable]]
+
+
+def client_with_keys(name: str, spec: ProviderSpec, keys: list[str], clock: Clock) -> Provider:
+    """The client of provider `name` for `keys` (`provider_keys`): a key pool when there are several."""
+    entry = PROVIDER_TYPES[spec.type]
     if len(keys) > 1:
         from router.providers.pool import KeyPool
 

@@ -13,15 +13,17 @@ half-open timing runs on the injected clock, with an open period that doubles on
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
-
-import pybreaker
+from typing import TYPE_CHECKING, Protocol
 
 from router.clock import Clock
 from router.resilience.window import OutcomeWindow, TripRule
+
+if TYPE_CHECKING:
+    import pybreaker
 
 __all__ = ["Breaker", "BreakerState", "BreakerTransition", "FleetLink"]
 
@@ -122,12 +124,14 @@ class Breaker:
         self.epoch = ""  # the fleet store's epoch that `generation` counts in
         self.generation = 0
         self.holder = ""
+        import pybreaker  # see `_listener_type`
+
         self._cb = pybreaker.CircuitBreaker(
             fail_max=_NEVER,
             reset_timeout=_NEVER,
             success_threshold=success_threshold,
             name=name,
-            listeners=[_Listener(self)],
+            listeners=[_listener_type()(self)],
             throw_new_error_on_trip=False,
         )
 
@@ -287,15 +291,25 @@ class Breaker:
             self._on_transition(event)
 
 
-class _Listener(pybreaker.CircuitBreakerListener):
-    def __init__(self, breaker: Breaker) -> None:
-        self._breaker = breaker
+@functools.cache
+def _listener_type() -> Callable[[Breaker], pybreaker.CircuitBreakerListener]:
+    """The listener that hands pybreaker's transitions to a `Breaker`. pybreaker is imported with the
+    first breaker built, not with this module: it imports redis-py when that is installed (and redis-py
+    its telemetry), about 0.1 s that a policy check or a state table (which import `BreakerState`)
+    should not pay."""
+    import pybreaker
 
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        old = BreakerState(old_state.name) if old_state else BreakerState.CLOSED
-        self._breaker._changed(old, BreakerState(new_state.name))
+    class Listener(pybreaker.CircuitBreakerListener):
+        def __init__(self, breaker: Breaker) -> None:
+            self._breaker = breaker
+
+        def state_change(
+            self,
+            cb: pybreaker.CircuitBreaker,
+            old_state: pybreaker.CircuitBreakerState | None,
+            new_state: pybreaker.CircuitBreakerState,
+        ) -> None:
+            old = BreakerState(old_state.name) if old_state else BreakerState.CLOSED
+            self._breaker._changed(old, BreakerState(new_state.name))
+
+    return Listener
