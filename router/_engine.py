@@ -440,7 +440,7 @@ class _Run:
     async def _deliver(self, opened: OpenStream) -> AsyncGenerator[str, None]:
         """The stream's text for the caller; the attempt is recorded however the stream ends."""
         try:
-            async with aclosing(read(opened, self.engine.clock, self.route.idle)) as texts:
+            async with aclosing(read(opened)) as texts:
                 async for text in texts:
                     if text:
                         yield text
@@ -515,7 +515,7 @@ class _Run:
             return await self.call_reply(runtime, started)
         opened = await self.open_stream(runtime, started)
         try:
-            async for _ in read(opened, self.engine.clock, self.route.idle):
+            async for _ in read(opened):
                 pass
         except StreamBroken:
             raise  # closed by `read`

@@ -9,6 +9,7 @@ that asks another target to go on from the text a broken stream already delivere
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from router._admission import NO_TICKET, Ticket
 from router._selection import Request, estimate_tokens
-from router.clock import Clock
+from router.clock import Clock, Timer
 from router.errors import ErrorKind, ProviderError, RouterError, StreamBroken
 from router.providers.base import Call, Chunk
 from router.resilience.runtime import TargetRuntime
@@ -34,6 +35,70 @@ __all__ = [
 logger = logging.getLogger("router")
 
 
+class _Watch:
+    """A stream's deadlines: the first token's (then the whole stream's) and the idle gap's, kept by one
+    timer instead of a timeout scope per chunk.
+
+    A wait for a chunk only notes when it began; the timer, when it fires, looks at the deadline
+    that is due now and is armed again for it if it has not passed (at most once per idle period),
+    or cancels the waiting task, whose wait then raises `TimeoutError` (as `asyncio.timeout` does).
+    Time a reader spends between chunks is not idle time: only waits count.
+    """
+
+    __slots__ = ("cancelling", "clock", "deadline", "expired", "idle", "since", "task", "timer")
+
+    def __init__(self, clock: Clock, deadline: float, idle: float | None) -> None:
+        self.clock = clock
+        self.deadline = deadline
+        self.idle = idle
+        self.since = 0.0  # when the current wait began
+        self.task: asyncio.Task[object] | None = None  # the task waiting for a chunk, None between waits
+        self.cancelling = 0
+        self.timer: Timer | None = None
+        self.expired = False
+
+    def due(self) -> float:
+        idle = self.idle
+        return self.deadline if idle is None else min(self.deadline, self.since + idle)
+
+    def stalled(self) -> bool:
+        """Whether the wait that expired ran out of idle time (else, of the deadline)."""
+        return self.due() < self.deadline
+
+    async def next(self, chunks: AsyncIterator[Chunk]) -> Chunk:
+        """The next chunk, or `TimeoutError` when a deadline passes first (or StopAsyncIteration)."""
+        self.since = self.clock.monotonic()
+        if self.timer is None:
+            self.timer = self.clock.call_at(self.due(), self._fire)
+        task = asyncio.current_task()
+        assert task is not None
+        self.task, self.cancelling = task, task.cancelling()
+        try:
+            return await anext(chunks)
+        except asyncio.CancelledError:
+            if self.expired and task.uncancel() <= self.cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            self.task = None
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _fire(self) -> None:
+        self.timer = None
+        if self.task is None or self.expired:
+            return  # nobody waits: the next wait arms the timer again
+        due = self.due()
+        if self.clock.monotonic() < due:
+            self.timer = self.clock.call_at(due, self._fire)
+            return
+        self.expired = True
+        self.task.cancel()
+
+
 @dataclass(slots=True)
 class OpenStream:
     """A stream that has produced its first text (or ended): from here on, failover is no longer free.
@@ -48,6 +113,7 @@ class OpenStream:
     deadline: float
     input_tokens: int
     warnings: list[str]
+    watch: _Watch
     received: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
@@ -101,32 +167,35 @@ async def open_stream(
 ) -> OpenStream:
     """Start a stream and wait for its first text (or its end), under the first-token budget."""
     chunks = runtime.provider.stream(call)
-    opened = OpenStream(runtime, chunks, started, deadline, input_tokens, warnings)
+    watch = _Watch(clock, first_deadline, idle)
+    opened = OpenStream(runtime, chunks, started, deadline, input_tokens, warnings, watch)
     try:
-        await _first_text(opened, clock, first_deadline, idle)
+        await _first_text(opened)
     except TimeoutError:
+        watch.stop()
         await close(chunks)
         waited = (clock.monotonic() - started) * 1000
         raise ProviderError(
             ErrorKind.TIMEOUT, f"no first token after {waited:.0f} ms", provider=runtime.plan.provider
         ) from None
     except BaseException as error:
+        watch.stop()
         await close(chunks)
         if isinstance(error, Exception) and not isinstance(error, RouterError):
             raise adapter_failure(runtime, error) from error
         raise
+    watch.deadline = deadline  # from the first text on, the stream's own
     if opened.ended:
+        watch.stop()
         _check_end(opened)
     return opened
 
 
-async def _first_text(opened: OpenStream, clock: Clock, first_deadline: float, idle: float | None) -> None:
+async def _first_text(opened: OpenStream) -> None:
+    # Silence between events counts even before the first text (role-only deltas, pings).
     while True:
-        # Silence between events counts even before the first text (role-only deltas, pings).
-        wait_until = first_deadline if idle is None else min(first_deadline, clock.monotonic() + idle)
         try:
-            async with clock.timeout_at(wait_until):
-                chunk = await anext(opened.chunks)
+            chunk = await opened.watch.next(opened.chunks)
         except StopAsyncIteration:
             opened.ended = True
             return
@@ -136,46 +205,43 @@ async def _first_text(opened: OpenStream, clock: Clock, first_deadline: float, i
             return
 
 
-async def read(opened: OpenStream, clock: Clock, idle: float | None) -> AsyncGenerator[str, None]:
+async def read(opened: OpenStream) -> AsyncGenerator[str, None]:
     """The stream's text from the first on; a cut, a stall or a bad end raises StreamBroken.
 
     On StreamBroken the stream is closed here; on anything else (the reader left, a cancellation)
     closing it is its owner's, who has permits to give back first.
     """
-    chunks = opened.chunks
+    chunks, watch, received = opened.chunks, opened.watch, opened.received
     try:
-        if opened.received:
-            yield opened.received[0]
+        if received:
+            yield received[0]
         while not opened.ended:
-            chunk = await _next(opened, clock, idle)
-            if chunk is None:
+            try:
+                chunk = await watch.next(chunks)
+            except StopAsyncIteration:
                 opened.ended = True
                 _check_end(opened)
                 break
+            except TimeoutError:
+                why = "stalled" if watch.stalled() else "ran past its deadline"
+                raise _broken(opened, f"the stream {why} after output began") from None
+            except ProviderError as error:
+                message = f"the stream broke after output began: {error.kind}: {error.message}"
+                raise _broken(opened, message) from None
+            except Exception as error:
+                message = f"the stream broke after output began: {type(error).__name__}"
+                raise _broken(opened, message) from error
             opened.absorb(chunk)
-            if chunk.text:
-                opened.received.append(chunk.text)
-                yield chunk.text
+            text = chunk.text
+            if text:
+                received.append(text)
+                yield text
     except StreamBroken:
+        watch.stop()
         await close(chunks)
         raise
-
-
-async def _next(opened: OpenStream, clock: Clock, idle: float | None) -> Chunk | None:
-    """The next chunk (None at the end), with every way of failing turned into StreamBroken."""
-    until = opened.deadline if idle is None else min(opened.deadline, clock.monotonic() + idle)
-    try:
-        async with clock.timeout_at(until):
-            return await anext(opened.chunks)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        why = "stalled" if until < opened.deadline else "ran past its deadline"
-        raise _broken(opened, f"the stream {why} after output began") from None
-    except ProviderError as error:
-        raise _broken(opened, f"the stream broke after output began: {error.kind}: {error.message}") from None
-    except Exception as error:
-        raise _broken(opened, f"the stream broke after output began: {type(error).__name__}") from error
+    finally:
+        watch.stop()
 
 
 def _check_end(opened: OpenStream) -> None:

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 __all__ = ["Clock", "SystemClock"]
+
+
+class Timer(Protocol):
+    """What `Clock.call_at` returns: a timer that may be called off."""
+
+    def cancel(self) -> None: ...
 
 
 class Clock(Protocol):
@@ -25,6 +32,9 @@ class Clock(Protocol):
 
     def timeout_at(self, when: float) -> AbstractAsyncContextManager[object]:
         """A scope that raises `TimeoutError` when `monotonic()` reaches `when`."""
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        """Call `callback` on the running loop when `monotonic()` reaches `when` (unless cancelled)."""
 
 
 class SystemClock:
@@ -40,3 +50,7 @@ class SystemClock:
         # Translate to the loop's own clock: uvloop and friends need not use time.monotonic.
         loop = asyncio.get_running_loop()
         return asyncio.timeout_at(loop.time() + (when - time.monotonic()))
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        loop = asyncio.get_running_loop()
+        return loop.call_at(loop.time() + (when - time.monotonic()), callback)

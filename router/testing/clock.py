@@ -20,6 +20,9 @@ class _Timer:
         self.callback = callback
         self.cancelled = False
 
+    def cancel(self) -> None:
+        self.cancelled = True
+
 
 class _FakeTimeout:
     """An `asyncio.Timeout` whose expiry is driven by a `FakeClock` instead of the loop."""

@@ -8,8 +8,10 @@ from router._stream import OpenStream
 
 
 def test_the_text_is_joined_once_and_replaces_its_pieces() -> None:
-    nothing: Any = None  # neither is used here
-    opened = OpenStream(nothing, nothing, started=0.0, deadline=1.0, input_tokens=1, warnings=[])
+    nothing: Any = None  # none is used here
+    opened = OpenStream(
+        nothing, nothing, started=0.0, deadline=1.0, input_tokens=1, warnings=[], watch=nothing
+    )
     assert opened.text == ""
     opened.received += ["one ", "two ", "three"]
 
