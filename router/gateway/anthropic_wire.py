@@ -112,6 +112,8 @@ class AnthropicWire:
                     await blocks.restart(item)
                 else:
                     completion = item
+        except ConnectionError:
+            raise  # the client is gone: nothing more to tell it
         except Exception as error:
             failure = failure_of(error) or Failure(500, "internal_error", "the gateway failed; see its log")
             await response.write(_event("error", self.error(failure)))

@@ -140,8 +140,9 @@ class Gateway:
                     headers["x-router-ignored"] = ",".join(call.ignored)
                 response = web.StreamResponse(headers=headers)
                 await response.prepare(request)
-                await wire.stream(response, watched.after(first), call, self._trail if trail else None)
-                await response.write_eof()
+                with contextlib.suppress(ConnectionError):  # the client left: the stream is closed below
+                    await wire.stream(response, watched.after(first), call, self._trail if trail else None)
+                    await response.write_eof()
                 return response
         finally:
             completion = watched.completion

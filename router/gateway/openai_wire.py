@@ -118,6 +118,8 @@ class OpenAIWire:
                     await response.write(chunks.delta({}, router={"restart": _restart(item)}))
                 else:
                     completion = item
+        except ConnectionError:
+            raise  # the client is gone: nothing more to tell it
         except Exception as error:
             failure = failure_of(error) or Failure(500, "internal_error", "the gateway failed; see its log")
             await response.write(event_bytes(self.error(failure)))

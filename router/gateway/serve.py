@@ -35,6 +35,7 @@ logger = logging.getLogger("router")
 
 _RESTART_PAUSE = 1.0  # a worker that dies is started again after this, not in a tight loop
 _SUPERVISE_EVERY = 0.2
+_EARLY_EXIT = 10.0  # a worker that exits this soon after its start is not started again: the fleet stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,9 @@ class _Supervisor:
         self.options = options
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[BaseProcess] = []
+        self.started: dict[int, float] = {}
         self.stopping = False
+        self.failed = ""
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -170,17 +173,29 @@ class _Supervisor:
             time.sleep(_SUPERVISE_EVERY)
             for index, process in enumerate(self.workers):
                 if not process.is_alive() and not self.stopping:
-                    logger.warning("worker %d exited with %s; starting it again", index, process.exitcode)
-                    time.sleep(_RESTART_PAUSE)
-                    self.workers[index] = self._start(index)
+                    self._restart(index, process)
         for process in self.workers:
             process.join()
+        if self.failed:
+            raise SystemExit(self.failed)
+
+    def _restart(self, index: int, process: BaseProcess) -> None:
+        if time.monotonic() - self.started[index] < _EARLY_EXIT:
+            # Dying as it starts (the port taken, the policy changed under it): starting it again would loop.
+            self.failed = f"worker {index} exited with {process.exitcode} as it started; stopping the others"
+            logger.error("%s", self.failed)
+            self._stop(signal.SIGTERM, None)
+            return
+        logger.warning("worker %d exited with %s; starting it again", index, process.exitcode)
+        time.sleep(_RESTART_PAUSE)
+        self.workers[index] = self._start(index)
 
     def _start(self, index: int) -> BaseProcess:
         process = self.context.Process(
             target=_run_worker, args=(self.options, index), name=f"router-worker-{index}"
         )
         process.start()
+        self.started[index] = time.monotonic()
         return process
 
     def _forward(self, signum: int, frame: Any) -> None:
