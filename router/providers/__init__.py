@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from router.clock import Clock
 from router.errors import PolicyError, PolicyIssue
-from router.policy.model import ProviderSpec
 from router.providers.base import Call, Chunk, Message, Provider, Reply
 from router.providers.registry import PROVIDER_TYPES
+
+if TYPE_CHECKING:  # a policy check reads the registry through this package: asyncio (the clock) not needed
+    from collections.abc import Mapping
+
+    from router.clock import Clock
+    from router.policy.model import ProviderSpec
 
 __all__ = [
     "Call",

@@ -124,16 +124,26 @@ class Breaker:
         self.epoch = ""  # the fleet store's epoch that `generation` counts in
         self.generation = 0
         self.holder = ""
-        import pybreaker  # see `_listener_type`
+        self._cb: pybreaker.CircuitBreaker | None = None  # made on the first transition: `_machine`
 
-        self._cb = pybreaker.CircuitBreaker(
-            fail_max=_NEVER,
-            reset_timeout=_NEVER,
-            success_threshold=success_threshold,
-            name=name,
-            listeners=[_listener_type()(self)],
-            throw_new_error_on_trip=False,
-        )
+    @property
+    def _machine(self) -> pybreaker.CircuitBreaker:
+        """pybreaker's state machine, made when the breaker first changes state: until then it would
+        only say "closed", as `state` does, and a router whose breakers never move (`router explain`,
+        a healthy worker) never imports pybreaker (see `_listener_type`)."""
+        cb = self._cb
+        if cb is None:
+            import pybreaker
+
+            cb = self._cb = pybreaker.CircuitBreaker(
+                fail_max=_NEVER,
+                reset_timeout=_NEVER,
+                success_threshold=self._success_threshold,
+                name=self.name,
+                listeners=[_listener_type()(self)],
+                throw_new_error_on_trip=False,
+            )
+        return cb
 
     def reconfigure(self, rule: TripRule, success_threshold: int) -> None:
         """New settings from a reloaded policy; the state (open, its wait, the fleet's view) stays.
@@ -164,7 +174,7 @@ class Breaker:
             if fleet is not None:
                 fleet.request_probe(self)  # the lease is taken in the background; this call skips
                 return False
-            self._cb.half_open()
+            self._machine.half_open()
         if self._probing:
             return False
         self._probing = True
@@ -188,7 +198,7 @@ class Breaker:
             self._probing = True
             fleet.settle_probe(self, success=True)
         else:
-            self._cb.close()
+            self._machine.close()
 
     def record_failure(self, error: BaseException) -> None:
         """A real call failed on the target (`error` is for the record: the rule counts, not kinds)."""
@@ -207,7 +217,7 @@ class Breaker:
                 self._probing = True
                 fleet.settle_probe(self, success=False)
             else:
-                self._cb.open()
+                self._machine.open()
 
     def judge(self) -> None:
         """Open the breaker if this worker's own window says so (alone, or cut off from the fleet)."""
@@ -215,7 +225,7 @@ class Breaker:
             return
         calls, failures = self._window.counts(self._clock.monotonic())
         if self.rule.trips(calls, failures, self._window.in_a_row):
-            self._cb.open()
+            self._machine.open()
 
     def apply(
         self, epoch: str, generation: int, state: BreakerState, retry_in: float, trips: int, holder: str
@@ -242,11 +252,11 @@ class Breaker:
         self._applying = retry_in
         try:
             if state == BreakerState.OPEN:
-                self._cb.open()
+                self._machine.open()
             elif state == BreakerState.HALF_OPEN:
-                self._cb.half_open()
+                self._machine.half_open()
             else:
-                self._cb.close()
+                self._machine.close()
         finally:
             self._applying = None
 
@@ -262,7 +272,7 @@ class Breaker:
             fleet.settle_probe(self, success=True)
         else:
             self._probing = False
-            self._cb.close()
+            self._machine.close()
 
     def release(self) -> None:
         """The admitted call ended without a verdict (cancelled, or the caller's own fault)."""
@@ -294,9 +304,9 @@ class Breaker:
 @functools.cache
 def _listener_type() -> Callable[[Breaker], pybreaker.CircuitBreakerListener]:
     """The listener that hands pybreaker's transitions to a `Breaker`. pybreaker is imported with the
-    first breaker built, not with this module: it imports redis-py when that is installed (and redis-py
-    its telemetry), about 0.1 s that a policy check or a state table (which import `BreakerState`)
-    should not pay."""
+    first transition, not with this module: it imports redis-py when that is installed (and redis-py
+    its telemetry), 0.1 to 0.2 s that a policy check, `router explain` or a worker on the memory store
+    whose breakers stay closed should not pay."""
     import pybreaker
 
     class Listener(pybreaker.CircuitBreakerListener):

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from router._registry import Registry
-from router.clock import Clock
-from router.state.base import StateStore
-from router.state.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from router.clock import Clock
     from router.policy.model import StateSpec
+    from router.state.base import StateStore
 
 __all__ = ["STORES", "StoreType", "register_store"]
 
@@ -35,6 +34,8 @@ class StoreType:
 
 
 def _memory(spec: StateSpec, worker: str, clock: Clock) -> StateStore:
+    from router.state.memory import MemoryStore  # not with the registry: a policy check needs only the names
+
     return MemoryStore(clock)
 
 
