@@ -45,10 +45,11 @@ class _Watch:
     Time a reader spends between chunks is not idle time: only waits count.
     """
 
-    __slots__ = ("cancelling", "clock", "deadline", "expired", "idle", "since", "task", "timer")
+    __slots__ = ("cancelling", "clock", "deadline", "expired", "idle", "loop", "since", "task", "timer")
 
     def __init__(self, clock: Clock, deadline: float, idle: float | None) -> None:
         self.clock = clock
+        self.loop = asyncio.get_running_loop()
         self.deadline = deadline
         self.idle = idle
         self.since = 0.0  # when the current wait began
@@ -70,7 +71,7 @@ class _Watch:
         self.since = self.clock.monotonic()
         if self.timer is None:
             self.timer = self.clock.call_at(self.due(), self._fire)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.loop)
         assert task is not None
         self.task, self.cancelling = task, task.cancelling()
         try:

@@ -14,6 +14,7 @@ from router.policy.model import ProviderSpec
 
 __all__ = [
     "MAX_JSON_VALUES",
+    "EventDecoder",
     "ServerSentEvent",
     "TooManyValues",
     "check_json_body",
@@ -21,6 +22,7 @@ __all__ = [
     "redact",
     "retry_after",
     "secrets_of",
+    "server_sent_event_batches",
     "server_sent_events",
 ]
 
@@ -41,6 +43,8 @@ _COUNT_ABOVE = 64 * 1024  # a body this small holds too few values to be worth c
 _SLICE = 256 * 1024  # a long body is counted a slice at a time, the loop running between slices
 _ALL_BUT_STRUCTURE = bytes(sorted(set(range(256)) - set(b",:[{")))
 _BACKSLASH = ord("\\")
+_CR = ord("\r")
+_LINE_ENDS = b"\r\n"
 
 
 class TooManyValues(ValueError):
@@ -134,25 +138,77 @@ class ServerSentEvent:
     data: str
 
 
+class EventDecoder:
+    """The event-stream grammar: a blank line ends each event; comments (`:` keep-alives) and events
+    without data are skipped. Fed lines, or a body's bytes a piece at a time as they arrive."""
+
+    __slots__ = ("_after_cr", "_data", "_name", "_unfinished")
+
+    def __init__(self) -> None:
+        self._name = ""
+        self._data: list[str] = []
+        self._unfinished = b""  # a line the last piece left unfinished
+        self._after_cr = False  # that piece ended in `\r`: a `\n` starting the next ends no line
+
+    def lines(self, lines: Iterable[str]) -> list[ServerSentEvent]:
+        """The events the lines end."""
+        events = []
+        for line in lines:
+            if not line:
+                data = self._data
+                if data:
+                    events.append(ServerSentEvent(self._name, data[0] if len(data) == 1 else "\n".join(data)))
+                    self._data = []
+                self._name = ""
+            elif line[0] != ":":
+                field, _, value = line.partition(":")
+                if value[:1] == " ":
+                    value = value[1:]
+                if field == "data":
+                    self._data.append(value)
+                elif field == "event":
+                    self._name = value
+        return events
+
+    def feed(self, piece: bytes) -> list[ServerSentEvent]:
+        """The events a piece of the body ends: cut into lines at `\r\n`, `\n` or `\r` (as the format
+        says, and nothing else: not at U+2028) and read at once, with no step per line between them."""
+        if self._after_cr and piece[:1] == b"\n":
+            piece = piece[1:]
+        if not piece:
+            return []
+        self._after_cr = piece[-1] == _CR
+        if self._unfinished:
+            piece = self._unfinished + piece
+        lines = piece.splitlines()
+        self._unfinished = lines.pop() if piece[-1] not in _LINE_ENDS else b""
+        return self.lines([line.decode("utf-8", "replace") for line in lines])
+
+    def end(self) -> list[ServerSentEvent]:
+        """What the stream's end completes: its last line, and an event it ends before closing."""
+        unfinished, self._unfinished = self._unfinished, b""
+        events = self.lines((unfinished.decode("utf-8", "replace"),)) if unfinished else []
+        return [*events, *self.lines(("",))] if self._data else events
+
+
+async def server_sent_event_batches(body: AsyncIterable[bytes]) -> AsyncIterator[list[ServerSentEvent]]:
+    """The events of a stream's body, in the batches each piece of it completes (see `EventDecoder`);
+    one step per piece, not per event."""
+    events = EventDecoder()
+    async for piece in body:
+        yield events.feed(piece)
+    yield events.end()
+
+
 async def server_sent_events(lines: AsyncIterable[str]) -> AsyncIterator[ServerSentEvent]:
-    """The events in a stream's lines: a blank line ends each; comments (`:` keep-alives) and
-    events without data are skipped. An event the stream ends before closing is delivered too."""
-    name = ""
-    data: list[str] = []
+    """The events in a stream's lines (see `EventDecoder`). An event the stream ends before closing
+    is delivered too."""
+    events = EventDecoder()
     async for line in lines:
-        if not line:
-            if data:
-                yield ServerSentEvent(name, "\n".join(data))
-            name, data = "", []
-        elif not line.startswith(":"):
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
-    if data:
-        yield ServerSentEvent(name, "\n".join(data))
+        for event in events.lines((line,)):
+            yield event
+    for event in events.end():
+        yield event
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

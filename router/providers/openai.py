@@ -25,7 +25,7 @@ from router.providers._http import (
     redact,
     retry_after,
     secrets_of,
-    server_sent_events,
+    server_sent_event_batches,
 )
 from router.providers.base import Call, Chunk, Reply
 from router.providers.kinds import kind_for_status
@@ -119,16 +119,18 @@ class OpenAIProvider:
         params = self._params(call)
         params["stream"] = True
         if self._stream_usage:
-            params["stream_options"] = {"include_usage": True}
+            # In the body as given (the caller's extra_body still wins): no walk of the SDK's types.
+            params["extra_body"].setdefault("stream_options", {"include_usage": True})
         tools = _ToolCallParts()
         with self._sdk_errors():
             async with self._client.chat.completions.with_streaming_response.create(**params) as response:
-                async for event in server_sent_events(response.iter_lines()):
-                    if event.data.strip() == "[DONE]":
-                        return
-                    chunk = _parse_chunk(event.data, tools)
-                    if chunk is not None:
-                        yield chunk
+                async for events in server_sent_event_batches(response.iter_bytes()):
+                    for event in events:
+                        if event.data.strip() == "[DONE]":
+                            return
+                        chunk = _parse_chunk(event.data, tools)
+                        if chunk is not None:
+                            yield chunk
 
     async def list_models(self) -> list[str]:
         with self._sdk_errors():
