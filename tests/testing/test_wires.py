@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from router.testing import FakeUpstream, Fault
-from router.testing.wires import AnthropicWire, AzureWire, BedrockWire, OpenAIWire
+from router.testing.wires import AnthropicWire, AzureWire, BedrockWire, GoogleWire, OpenAIWire
 from router.testing.wires.eventstream import encode_frame
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello, please."}]
@@ -171,7 +171,7 @@ def test_eventstream_frames_decode_with_botocore() -> None:
 
 
 def test_every_wire_has_a_name_and_paths() -> None:
-    wires = [OpenAIWire(), AzureWire(), AnthropicWire(), BedrockWire()]
+    wires = [OpenAIWire(), AzureWire(), AnthropicWire(), BedrockWire(), GoogleWire()]
 
-    assert [w.name for w in wires] == ["openai", "azure", "anthropic", "bedrock"]
+    assert [w.name for w in wires] == ["openai", "azure", "anthropic", "bedrock", "google"]
     assert all(w.chat_paths and w.models_path for w in wires)
