@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -250,22 +250,39 @@ class _ToolCallParts:
 def _parse_chunk(data: str, tools: _ToolCallParts) -> Chunk | None:
     try:
         check_json_event(data)
-        event = json.loads(data)
-        if isinstance(event, dict) and isinstance(event.get("error"), dict):
-            raise _stream_error(event["error"])
-        choices = event.get("choices") or []
-        usage = _usage(event["usage"]) if event.get("usage") else None
+        event = _json(data)
+        error = event.get("error")
+        if isinstance(error, dict):
+            raise _stream_error(error)
+        choices = event.get("choices")
+        usage = event.get("usage")
+        if usage:
+            usage = _usage(usage)
         if not choices:
             return Chunk(usage=usage) if usage else None
         choice = choices[0]
         delta = choice.get("delta") or {}
         text = delta.get("content") or ""
-        if not isinstance(text, str):
+        if type(text) is not str:
             raise TypeError("content is not text")
         if delta.get("tool_calls"):
             tools.add(delta["tool_calls"])
         finish = choice.get("finish_reason")
-        calls = tools.calls() if finish else ()
-        return Chunk(text=text, finish_reason=finish, usage=usage, tool_calls=calls)
+        return Chunk(text, finish, usage or None, None, tools.calls() if finish else ())
     except (ValueError, TypeError, AttributeError, KeyError):
         return Chunk(warning=f"skipped a malformed stream event ({len(data)} bytes)")
+
+
+# The C scanner `json.loads` ends in (typeshed does not declare the attribute).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _json(text: str) -> Any:
+    """`json.loads` of one event, without its wrapper's steps (an event is parsed per streamed token)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # not a value where it starts (leading blanks, or not JSON): the full path says
+        return json.loads(text)
+    if end != len(text) and not text[end:].isspace():
+        raise ValueError("extra data after the JSON value")
+    return value
