@@ -44,6 +44,7 @@ import contextlib
 import json
 import mimetypes
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ class GoogleProvider:
         self._secrets = secrets_of(spec, key)
         self._client: genai.Client | None = None
         self._http: httpx2.AsyncClient | None = None  # the SDK's; it closes only clients it made
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # not asyncio's: the router may call from several loops
 
     def __repr__(self) -> str:
         return f"GoogleProvider({self.name!r}, {'vertex' if self._vertex else 'gemini'})"
@@ -177,18 +178,20 @@ class GoogleProvider:
 
     async def _sdk(self) -> genai.Client:
         """The SDK client, made at the first call: a credentials file is read then, not at start-up."""
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    try:
-                        self._client = await asyncio.to_thread(self._make_client)
-                    except ValueError as error:  # the SDK's word on settings it cannot use
-                        raise ProviderError(
-                            ErrorKind.AUTH,
-                            redact(f"unusable settings: {error}", self._secrets),
-                            provider=self.name,
-                        ) from None
-        return self._client
+        if self._client is not None:
+            return self._client
+        try:
+            return await asyncio.to_thread(self._client_once)
+        except ValueError as error:  # the SDK's word on settings it cannot use
+            raise ProviderError(
+                ErrorKind.AUTH, redact(f"unusable settings: {error}", self._secrets), provider=self.name
+            ) from None
+
+    def _client_once(self) -> genai.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
 
     def _make_client(self) -> genai.Client:
         spec = self._spec
