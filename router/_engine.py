@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from router._admission import Ticket, admit
 from router._budgets import Budgets
+from router._deadline import Deadline
 from router._decide import Failover, Raise, Retry, Verdict, decide
 from router._selection import Request, misfit, order_candidates, over_budget, shaped, unavailable
 from router._stream import OpenStream, adapter_failure, close, continuation, open_stream, read
@@ -487,9 +488,9 @@ class _Run:
 
     async def call_reply(self, runtime: TargetRuntime, started: float) -> _Answer:
         call, deadline = self._call(runtime, started, self.request)
+        timer = Deadline(self.engine.clock, deadline)
         try:
-            async with self.engine.clock.timeout_at(deadline):
-                reply = await runtime.provider.complete(call)
+            reply = await timer.wait(runtime.provider.complete(call))
         except TimeoutError:
             raise ProviderError(
                 ErrorKind.TIMEOUT,
@@ -500,6 +501,8 @@ class _Run:
             raise
         except Exception as error:
             raise adapter_failure(runtime, error) from error
+        finally:
+            timer.stop()
         if reply.finish_reason is None:
             # As for a stream: an answer that does not say how it ended may be cut short.
             raise ProviderError(

@@ -9,15 +9,15 @@ that asks another target to go on from the text a broken stream already delivere
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from router._admission import NO_TICKET, Ticket
+from router._deadline import Deadline
 from router._selection import Request, estimate_tokens
-from router.clock import Clock, Timer
+from router.clock import Clock
 from router.errors import ErrorKind, ProviderError, RouterError, StreamBroken
 from router.providers.base import Call, Chunk
 from router.resilience.runtime import TargetRuntime
@@ -35,71 +35,6 @@ __all__ = [
 logger = logging.getLogger("router")
 
 
-class _Watch:
-    """A stream's deadlines: the first token's (then the whole stream's) and the idle gap's, kept by one
-    timer instead of a timeout scope per chunk.
-
-    A wait for a chunk only notes when it began; the timer, when it fires, looks at the deadline
-    that is due now and is armed again for it if it has not passed (at most once per idle period),
-    or cancels the waiting task, whose wait then raises `TimeoutError` (as `asyncio.timeout` does).
-    Time a reader spends between chunks is not idle time: only waits count.
-    """
-
-    __slots__ = ("cancelling", "clock", "deadline", "expired", "idle", "loop", "since", "task", "timer")
-
-    def __init__(self, clock: Clock, deadline: float, idle: float | None) -> None:
-        self.clock = clock
-        self.loop = asyncio.get_running_loop()
-        self.deadline = deadline
-        self.idle = idle
-        self.since = 0.0  # when the current wait began
-        self.task: asyncio.Task[object] | None = None  # the task waiting for a chunk, None between waits
-        self.cancelling = 0
-        self.timer: Timer | None = None
-        self.expired = False
-
-    def due(self) -> float:
-        idle = self.idle
-        return self.deadline if idle is None else min(self.deadline, self.since + idle)
-
-    def stalled(self) -> bool:
-        """Whether the wait that expired ran out of idle time (else, of the deadline)."""
-        return self.due() < self.deadline
-
-    async def next(self, chunks: AsyncIterator[Chunk]) -> Chunk:
-        """The next chunk, or `TimeoutError` when a deadline passes first (or StopAsyncIteration)."""
-        self.since = self.clock.monotonic()
-        if self.timer is None:
-            self.timer = self.clock.call_at(self.due(), self._fire)
-        task = asyncio.current_task(self.loop)
-        assert task is not None
-        self.task, self.cancelling = task, task.cancelling()
-        try:
-            return await anext(chunks)
-        except asyncio.CancelledError:
-            if self.expired and task.uncancel() <= self.cancelling:
-                raise TimeoutError from None
-            raise
-        finally:
-            self.task = None
-
-    def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _fire(self) -> None:
-        self.timer = None
-        if self.task is None or self.expired:
-            return  # nobody waits: the next wait arms the timer again
-        due = self.due()
-        if self.clock.monotonic() < due:
-            self.timer = self.clock.call_at(due, self._fire)
-            return
-        self.expired = True
-        self.task.cancel()
-
-
 @dataclass(slots=True)
 class OpenStream:
     """A stream that has produced its first text (or ended): from here on, failover is no longer free.
@@ -114,7 +49,7 @@ class OpenStream:
     deadline: float
     input_tokens: int
     warnings: list[str]
-    watch: _Watch
+    watch: Deadline
     received: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
@@ -168,7 +103,7 @@ async def open_stream(
 ) -> OpenStream:
     """Start a stream and wait for its first text (or its end), under the first-token budget."""
     chunks = runtime.provider.stream(call)
-    watch = _Watch(clock, first_deadline, idle)
+    watch = Deadline(clock, first_deadline, idle)
     opened = OpenStream(runtime, chunks, started, deadline, input_tokens, warnings, watch)
     try:
         await _first_text(opened)
@@ -196,7 +131,7 @@ async def _first_text(opened: OpenStream) -> None:
     # Silence between events counts even before the first text (role-only deltas, pings).
     while True:
         try:
-            chunk = await opened.watch.next(opened.chunks)
+            chunk = await opened.watch.wait(anext(opened.chunks))
         except StopAsyncIteration:
             opened.ended = True
             return
@@ -218,7 +153,7 @@ async def read(opened: OpenStream) -> AsyncGenerator[str, None]:
             yield received[0]
         while not opened.ended:
             try:
-                chunk = await watch.next(chunks)
+                chunk = await watch.wait(anext(chunks))
             except StopAsyncIteration:
                 opened.ended = True
                 _check_end(opened)
