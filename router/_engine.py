@@ -587,17 +587,24 @@ class _Run:
         and the usage and cost are every part's."""
         last = answers[-1]
         plan = last.runtime.plan
-        usage = Usage(sum(a.usage.input_tokens for a in answers), sum(a.usage.output_tokens for a in answers))
+        if len(answers) == 1:  # most answers: one part, nothing to add up
+            usage, text = last.usage, last.text
+            cost = plan.cost(usage.input_tokens, usage.output_tokens)
+        else:
+            tokens_in = sum(a.usage.input_tokens for a in answers)
+            usage = Usage(tokens_in, sum(a.usage.output_tokens for a in answers))
+            text = "".join(answer.text for answer in answers)
+            cost = sum(a.runtime.plan.cost(a.usage.input_tokens, a.usage.output_tokens) for a in answers)
         for answer in answers:
             if answer.estimated:
                 self.warnings.append(f"{answer.runtime.plan.name}: the broken stream's usage is estimated")
         return Completion(
-            text="".join(answer.text for answer in answers),
+            text=text,
             target=plan.name,
             provider=plan.provider,
             model=plan.model,
             usage=usage,
-            cost_usd=sum(a.runtime.plan.cost(a.usage.input_tokens, a.usage.output_tokens) for a in answers),
+            cost_usd=cost,
             latency_s=self.engine.clock.monotonic() - self.started,
             attempts=tuple(self.trail),
             finish_reason=last.finish_reason,
