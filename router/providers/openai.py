@@ -106,9 +106,23 @@ class OpenAIProvider:
             raise
 
     async def complete(self, call: Call) -> Reply:
+        params = self._params(call)
+        # The client's public `post`, as `create` would call it with the body it builds, less what
+        # the typed `create` adds per call (its walk of the parameters is ~10 % of a routed call's
+        # CPU even over an empty list); the answer comes back unparsed, as raw bytes.
+        options: dict[str, Any] = {"timeout": params["timeout"]}
+        if "extra_headers" in params:
+            options["headers"] = params["extra_headers"]
+        if "extra_query" in params:
+            options["params"] = params["extra_query"]
         with self._sdk_errors():
-            raw = await self._client.chat.completions.with_raw_response.create(**self._params(call))
-            body = raw.http_response.content
+            response = await self._client.post(
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                body={"model": params["model"], **params["extra_body"]},
+                options=options,
+            )
+            body = response.content
         try:
             await check_json_body(body)  # what parsing it would cost the loop
         except TooManyValues as error:
