@@ -25,8 +25,9 @@ else runs beside it.
 Then failover, one request at a time: the primary answers 500 at once (retry attempts 1) and
 the secondary answers. Its cost is the p50 of the routed request minus the p50 of the same two
 calls made directly on the same adapter (the failing one, then the answering one), the two
-interleaved call by call. The same difference over an in-process provider that answers (and
-fails) at once is the router's own CPU cost of a failover.
+interleaved call by call; the same difference of the CPU time the process spent on each (p50)
+is reported beside it, as a busy machine inflates wall time. The same difference over an
+in-process provider that answers (and fails) at once is the router's own CPU cost of a failover.
 
 Nothing here asserts a speed; see README.md.
 """
@@ -141,8 +142,10 @@ async def _sleep_unless_failed(tasks: list[asyncio.Task[None]], seconds: float) 
 
 
 async def paired(calls: dict[str, Timed], iterations: int, rounds: int) -> dict[str, float]:
-    """p50 and p99 (us) of each call, interleaved call by call; the median over rounds of each."""
-    clock = time.perf_counter_ns
+    """p50 and p99 (us) of each call, interleaved call by call, and the p50 of the CPU time this
+    process spent on it (`_cpu_p50`: what a busy machine's other work does not inflate); the
+    median over rounds of each."""
+    clock, cpu = time.perf_counter_ns, time.process_time_ns
     for call in calls.values():  # warm-up
         for _ in range(min(iterations, 100)):
             await call()
@@ -150,17 +153,22 @@ async def paired(calls: dict[str, Timed], iterations: int, rounds: int) -> dict[
     for _ in range(rounds):
         gc.collect()
         samples: dict[str, list[int]] = {name: [] for name in calls}
+        cpu_samples: dict[str, list[int]] = {name: [] for name in calls}
         for index in range(iterations):
             for name, call in calls.items():
-                start = clock()
+                start, start_cpu = clock(), cpu()
                 await call()
+                cpu_samples[name].append(cpu() - start_cpu)
                 samples[name].append(clock() - start)
             if not index % YIELD_EVERY:
                 await asyncio.sleep(0)  # untimed
         figures.append({
-            f"{name}_{label}": percentile_us(durations, q)
-            for name, durations in samples.items()
-            for label, q in (("p50", 0.50), ("p99", 0.99))
+            **{
+                f"{name}_{label}": percentile_us(durations, q)
+                for name, durations in samples.items()
+                for label, q in (("p50", 0.50), ("p99", 0.99))
+            },
+            **{f"{name}_cpu_p50": percentile_us(durations, 0.5) for name, durations in cpu_samples.items()},
         })  # fmt: skip
     return {key: statistics.median(f[key] for f in figures) for key in figures[0]}
 
@@ -319,6 +327,7 @@ def run(concurrency: int, duration: float, rounds: int, failover_iterations: int
         **{f"{name}_calls_per_cpu_s": round(median(name, True)) for name in CONTENDERS},
         **{f"{name}_cpu": ratio(*pair, True) for name, pair in RATIOS.items()},
         "failover_overhead_p50_us": us(loopback["routed_p50"] - loopback["direct_p50"]),
+        "failover_overhead_cpu_p50_us": us(loopback["routed_cpu_p50"] - loopback["direct_cpu_p50"]),
         "failover_routed_p50_us": us(loopback["routed_p50"]),
         "failover_direct_p50_us": us(loopback["direct_p50"]),
         "failover_routed_p99_us": us(loopback["routed_p99"]),
@@ -348,6 +357,7 @@ def render_table(result: dict[str, Any]) -> str:
     lines.append("")
     for key in (
         "failover_overhead_p50_us",
+        "failover_overhead_cpu_p50_us",
         "failover_routed_p50_us",
         "failover_direct_p50_us",
         "failover_instant_overhead_p50_us",
