@@ -58,10 +58,12 @@ class Gateway:
         self.metrics = metrics
         self.draining = False
         self._keys = Keys(router.policy.gateway, router._quotas)  # the router's leases: one per worker
+        self._spec = self.spec  # with the keys, of the policy in service
         self._keys_version = router.version
 
     @property
     def spec(self) -> GatewaySpec:
+        """The policy's `gateway` section (its defaults when it has none)."""
         return self.router.policy.gateway or GatewaySpec()
 
     @property
@@ -69,6 +71,7 @@ class Gateway:
         """The key table of the policy in service (rebuilt after a reload)."""
         if self._keys_version != self.router.version:
             self._keys = Keys(self.router.policy.gateway, self.router._quotas)
+            self._spec = self.spec
             self._keys_version = self.router.version
         return self._keys
 
@@ -175,10 +178,13 @@ class Gateway:
     async def _body(self, request: web.Request) -> Any:
         """The request's JSON, read within the body bounds: 413 too large, 408 too slow, 400 not JSON."""
         try:
-            async with asyncio.timeout(self.spec.read_timeout):
+            if request.content.is_eof():  # all of it came with the headers (most bodies): no timer needed
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(self._spec.read_timeout):
+                    raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise Refusal(413, "too_large", f"the body is larger than {self.spec.max_body} bytes") from None
+            raise Refusal(413, "too_large", f"the body is larger than {self._spec.max_body} bytes") from None
         except TimeoutError:
             raise Refusal(408, "too_slow", "the body did not arrive in time") from None
         try:

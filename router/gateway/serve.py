@@ -70,34 +70,18 @@ def serve(options: ServeOptions) -> None:
 
 
 async def _worker(options: ServeOptions, *, reuse_port: bool, index: int) -> None:
+    stop = _stop_on_signals()  # first: a SIGTERM while the worker starts ends it cleanly
     registry, metrics = _metrics()
     router = Router.from_file(options.policy, on_event=metrics)
-    gateway = Gateway(router, metrics=registry)
-    spec = gateway.spec
-    runner = web.AppRunner(
-        gateway.app(),
-        access_log=None,
-        keepalive_timeout=spec.keepalive,
-        max_line_size=spec.max_header,
-        max_field_size=spec.max_header,
-        # In-flight requests may take as long as the longest route allows before the worker exits.
-        shutdown_timeout=max([60.0, *(route.total for route in router.plan.routes.values())]) + 1.0,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, options.host, options.port, reuse_port=reuse_port or None, backlog=1024)
-    try:
-        await site.start()
-    except OSError as error:
-        await runner.cleanup()
-        await router.aclose()
-        raise SystemExit(f"cannot listen on {options.host}:{options.port}: {error.strerror}") from None
-    await router.start()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     router.reload_on_sighup()
-    watcher = loop.create_task(router.watch()) if options.watch else None
+    gateway = Gateway(router, metrics=registry)
+    try:
+        await router.start()  # the fleet joined and the clients built before the first connection
+        runner = await _listen(gateway, options, reuse_port)
+    except BaseException:
+        await router.aclose()
+        raise
+    watcher = asyncio.get_running_loop().create_task(router.watch()) if options.watch else None
     _announce(options, gateway, index)
     await stop.wait()
     gateway.draining = True
@@ -107,6 +91,34 @@ async def _worker(options: ServeOptions, *, reuse_port: bool, index: int) -> Non
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
     await router.aclose()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _listen(gateway: Gateway, options: ServeOptions, reuse_port: bool) -> web.AppRunner:
+    spec = gateway.spec
+    runner = web.AppRunner(
+        gateway.app(),
+        access_log=None,
+        keepalive_timeout=spec.keepalive,
+        max_line_size=spec.max_header,
+        max_field_size=spec.max_header,
+        # In-flight requests may take as long as the longest route allows before the worker exits.
+        shutdown_timeout=max([60.0, *(route.total for route in gateway.router.plan.routes.values())]) + 1.0,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port, reuse_port=reuse_port or None, backlog=1024)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise SystemExit(f"cannot listen on {options.host}:{options.port}: {error.strerror}") from None
+    return runner
 
 
 def _announce(options: ServeOptions, gateway: Gateway, index: int) -> None:
