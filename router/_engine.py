@@ -35,7 +35,7 @@ from router.errors import (
     StreamBroken,
 )
 from router.events import AttemptEvent, Event, FailoverEvent, RetryEvent
-from router.policy.compile import Plan, RoutePlan
+from router.policy.compile import Plan, RoutePlan, TargetPlan
 from router.providers.base import Call
 from router.resilience.retry_budget import RetryBudget
 from router.resilience.runtime import TargetRuntime
@@ -44,6 +44,7 @@ from router.results import Attempt, Completion, Outcome, StreamRestart, ToolCall
 __all__ = ["Engine"]
 
 _T = TypeVar("_T")
+_SHAPED_ROUTES = 1024  # routes as rules and controls changed them, kept per plan (see `Engine._shaped`)
 _Invoke = Callable[[TargetRuntime, float], Awaitable[_T]]
 
 
@@ -87,6 +88,7 @@ class Engine:
         self.emit = emit
         self.budgets = budgets
         self._runtimes = runtimes  # the router's: it adds the runtimes of `provider:model` addresses
+        self._shaped_routes: dict[int, _Route] = {}  # by id of the plan each holds (see `_shaped`)
         budget = plan.retry_budget
         self.retry_budget = retry_budget or RetryBudget(
             ratio=budget.ratio, min_retries=budget.min_retries, window=budget.window, clock=clock
@@ -117,11 +119,23 @@ class Engine:
         return _Run(self, route, request, deadline)
 
     def _shaped(self, route: _Route, request: Request) -> _Route:
-        """The route as the request's metadata (rules) and control change it."""
-        plan = shaped(route.plan, request, lambda name: self._runtimes[name].plan)
-        if plan.targets is route.plan.targets:
-            return route if plan is route.plan else _Route(plan, route.runtimes)
-        return _Route(plan, tuple(self._runtimes[target.name] for target in plan.targets))
+        """The route as the request's metadata (rules) and control change it; a rule's route, or a
+        repeated control's, is made once."""
+        plan = shaped(route.plan, request, self._target_plan)
+        if plan is route.plan:
+            return route
+        made = self._shaped_routes.get(id(plan))
+        if made is not None and made.plan is plan:  # it holds `plan`: the id is no other plan's
+            return made
+        same = plan.targets is route.plan.targets
+        made = _Route(plan, route.runtimes if same else tuple(self._runtimes[t.name] for t in plan.targets))
+        if len(self._shaped_routes) >= _SHAPED_ROUTES:
+            self._shaped_routes.clear()
+        self._shaped_routes[id(plan)] = made
+        return made
+
+    def _target_plan(self, name: str) -> TargetPlan:
+        return self._runtimes[name].plan
 
     async def complete(self, route: str, request: Request, deadline: float | None = None) -> Completion:
         run = self._start(route, request, deadline)
