@@ -101,18 +101,25 @@ async def request(
 
 
 def fleet_policy(upstream: FakeUpstream, redis_url: str, namespace: str, tmp_path: Path) -> Path:
-    text = policy_text(
-        upstream,
-        gateway=(
-            f"gateway: {{keys: {{team: {{key: {TEAM_KEY}, budget: {{usd: {BUDGET}}}}}, "
-            f"ops: {{key: {OPS_KEY}}}}}}}"
-        ),
-    )
-    text = text.replace(
-        "api_key: upstream-key-0123456789}",
-        "api_key: upstream-key-0123456789, breaker: {fail_max: 2, reset_timeout: 1m, max_reset_timeout: 1m}}",
-    )
-    text += f"state: {{backend: redis, url: '{redis_url}', namespace: '{namespace}'}}\n"
+    # One provider type only: each worker builds its clients as it starts, and every SDK costs its import.
+    text = f"""
+providers:
+  up:
+    type: openai_compatible
+    base_url: "{upstream.base_url}"
+    api_key: upstream-key-0123456789
+    breaker: {{fail_max: 2, reset_timeout: 1m, max_reset_timeout: 1m}}
+targets:
+  primary: {{provider: up, model: gpt-a, price: {{input: 1000, output: 2000}}}}
+  backup: {{provider: up, model: gpt-b, price: {{input: 1000, output: 2000}}}}
+routes:
+  chat: {{targets: [primary, backup], retry: {{attempts: 1}}}}
+gateway:
+  keys:
+    team: {{key: {TEAM_KEY}, budget: {{usd: {BUDGET}}}}}
+    ops: {{key: {OPS_KEY}}}
+state: {{backend: redis, url: "{redis_url}", namespace: "{namespace}"}}
+"""
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     return path
