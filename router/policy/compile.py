@@ -92,14 +92,19 @@ class RulePlan:
         # No regex, no parsing: one dict lookup and one set lookup per condition.
         for key, values in self.when:
             value = metadata.get(key)
-            if value is None or rule_value(value) not in values:
+            if value is None:
+                return False
+            if isinstance(value, list | tuple):  # tags, as LiteLLM's: any of them will do
+                if not any(rule_value(item) in values for item in value):
+                    return False
+            elif rule_value(value) not in values:
                 return False
         return True
 
 
 def rule_value(value: Any) -> str:
     """The one text a metadata value and a rule's value are compared as: `true` in YAML, True in
-    Python and "true" in a header all match; a list or a mapping matches nothing."""
+    Python and "true" in a header all match; a mapping matches nothing."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
@@ -145,7 +150,11 @@ class RoutePlan:
         if self.rule_index is not None:
             key, by_value = self.rule_index
             value = metadata.get(key)
-            candidates = () if value is None else by_value.get(rule_value(value), ())
+            if isinstance(value, list | tuple):
+                held = {rule.index: rule for item in value for rule in by_value.get(rule_value(item), ())}
+                candidates = [held[index] for index in sorted(held)]
+            else:
+                candidates = () if value is None else by_value.get(rule_value(value), ())
         for rule in candidates:
             if rule.matches(metadata):
                 return rule
