@@ -25,7 +25,7 @@ from router._budgets import Budgets
 from router._engine import Engine
 from router._fleet import Fleet, SharedBuckets
 from router._quota import Quotas, buckets_of
-from router._selection import Request, estimate_tokens, order_candidates
+from router._selection import Request, estimate_tokens, order_candidates, shaped
 from router.clock import Clock, SystemClock
 from router.control import Control
 from router.errors import ErrorKind, InvalidRequest, PolicyError, PolicyIssue, ProviderError, RouterError
@@ -37,10 +37,11 @@ from router.policy.compile import Plan, TargetPlan, compile_plan, direct_target,
 from router.policy.loader import load_policy
 from router.policy.model import LatencyBudget, Policy, ProviderSpec, StreamRecovery
 from router.policy.source import dotted
-from router.providers import Provider, build_provider
+from router.providers import Provider
 from router.providers._http import secrets_of
 from router.providers.base import Message
 from router.providers.credentials import missing_credentials
+from router.providers.lazy import LazyProvider, on_first_call
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
@@ -56,6 +57,8 @@ _T = TypeVar("_T")
 
 # How often a replaced client's closer looks again whether the last calls on it have ended.
 _RETIRE_POLL = 1.0
+# The most `provider:model` addresses one plan serves (each is a runtime of its own).
+_MAX_ADDRESSES = 1000
 # Reloads started by a signal, kept until they end (the loop holds tasks only weakly).
 _RELOADS: set[asyncio.Task[None]] = set()
 
@@ -98,6 +101,7 @@ class Router:
         self._engine: Engine  # set by _install
         self._retry_budget: RetryBudget | None = None
         self._providers: dict[str, Provider] = {}
+        self._built_routes: set[str] = set()  # routes whose providers' clients are built (see `_build`)
         self._runtimes: dict[str, TargetRuntime] = {}
         # Replaced clients not closed yet, and the tasks that wait to close them (see `_retire`).
         self._retired: list[Provider] = []
@@ -175,6 +179,7 @@ class Router:
         self._policy, self.plan, self._providers, self._runtimes, self._engine = (
             policy, plan, providers, runtimes, engine
         )  # fmt: skip
+        self._built_routes = set()
         for provider in replaced:
             self._retire(provider)
         if self._health is not None:
@@ -393,6 +398,12 @@ class Router:
         provider, _, model = address.partition(":")
         if not model or provider not in self.plan.providers:
             return  # the engine reports the unknown route
+        if len(self._runtimes) - len(self.plan.targets) >= _MAX_ADDRESSES:
+            # Each address keeps a breaker and a limiter: callers naming new models without end would
+            # grow the router without end.
+            raise InvalidRequest(
+                f"{_MAX_ADDRESSES} provider:model addresses are in use already; name a route or a target"
+            )
         target = direct_target(provider, self.plan.providers[provider], model)
         runtime = self._runtimes[address] = self._runtime(
             target, self.plan.providers[provider], self._providers[provider]
@@ -448,6 +459,8 @@ class Router:
             messages, max_tokens, temperature, options, streaming=False, metadata=metadata, control=control
         )
         await self._start_within(self.policy.state.socket_timeout)
+        if route not in self._built_routes:
+            await self._build(route)
         return await self._engine.complete(route, request, deadline)
 
     def stream(
@@ -480,7 +493,7 @@ class Router:
         request = _request(
             messages, max_tokens, temperature, options, streaming=True, metadata=metadata, control=control
         )
-        if self._started:
+        if self._started and route in self._built_routes:
             return self._engine.stream(route, request, deadline)
         return self._stream_after_start(route, request, deadline)
 
@@ -488,6 +501,7 @@ class Router:
         self, route: str, request: Request, deadline: float | None
     ) -> AsyncIterator[str | StreamRestart | Completion]:
         await self._start_within(self.policy.state.socket_timeout)
+        await self._build(route)
         async with aclosing(self._engine.stream(route, request, deadline)) as items:
             async for item in items:
                 yield item
@@ -581,14 +595,20 @@ class Router:
         future: Future[_T] = asyncio.run_coroutine_threadsafe(coroutine, self._sync_loop)
         return future.result()
 
-    def candidates(self, route: str, messages: Sequence[Message] = ()) -> list[tuple[TargetPlan, str]]:
-        """The route's targets in the order a request would try them now, with breaker states."""
+    def candidates(
+        self, route: str, messages: Sequence[Message] = (), *, metadata: Mapping[str, Any] | None = None
+    ) -> list[tuple[TargetPlan, str]]:
+        """The route's targets in the order a request (with `metadata`, for the route's rules) would try
+        them now, with breaker states."""
         route_plan = self.plan.routes.get(route)
         if route_plan is None:
             raise InvalidRequest(
                 f"unknown route {route!r}; routes: {', '.join(sorted(self.plan.routes)) or 'none'}"
             )
-        request = _request(messages or [{"role": "user", "content": ""}], None, None, {}, streaming=False)
+        request = _request(
+            messages or [{"role": "user", "content": ""}], None, None, {}, streaming=False, metadata=metadata
+        )
+        route_plan = shaped(route_plan, request, lambda name: self._runtimes[name].plan)
         runtimes = [self._runtimes[target.name] for target in route_plan.targets]
         ordered = order_candidates(route_plan, runtimes, request, self._rng, self._clock.monotonic())
         return [(r.plan, r.breaker.state) for r in ordered]
@@ -611,8 +631,11 @@ class Router:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Join the fleet and start the health checker; the first request does it if you do not."""
+        """Join the fleet, start the health checker and build every provider's client (each on a thread of
+        its own, the loop serving meanwhile). The first request joins and starts if you do not, and
+        builds only the clients its route needs."""
         await self._start_within(None)
+        await _built(self._providers.values())
 
     async def _start_within(self, seconds: float | None) -> None:
         """`start`, waiting for the fleet's join at most `seconds`: a store that does not answer
@@ -633,12 +656,28 @@ class Router:
                     self._quotas.lost()
             self._joining = None  # later requests do not wait for it
         if self._health is not None and self._health_task is None:
-            self._health_task = asyncio.get_running_loop().create_task(self._health.run())
+            self._health_task = asyncio.get_running_loop().create_task(self._probe_once_built(self._health))
             self._background.append(self._health_task)
+
+    async def _build(self, route: str) -> None:
+        """Build the clients of every provider `route` may call, each on a thread of its own
+        (`router.providers.lazy`), before its request starts: an SDK's import is never counted against
+        an attempt's timeout or a breaker, and the loop serves other routes meanwhile."""
+        plan = self._engine.route(route)
+        names = plan.names if plan is not None else ()
+        await _built({self._runtimes[name].provider for name in names if name in self._runtimes})
+        if plan is not None and self._engine.route(route) is plan:  # no reload meanwhile
+            self._built_routes.add(route)
+
+    async def _probe_once_built(self, checker: HealthChecker) -> None:
+        # Probes probe every target: its clients are built first, outside the probes' timeouts.
+        await _built(self._providers.values())
+        await checker.run()
 
     async def check_health(self) -> None:
         """One round of probes (this worker's share of the fleet's), then the fleet's verdicts applied."""
         checker = self._health or self._checker(self.policy)
+        await _built(self._providers.values())
         await checker.check_all()
         await checker.refresh()
 
@@ -839,27 +878,18 @@ def _request(
 def _build_providers(
     specs: Mapping[str, ProviderSpec], overrides: Mapping[str, Provider], source: str, clock: Clock
 ) -> dict[str, Provider]:
-    built: dict[str, Provider] = {}
-    for name, spec in specs.items():
-        if name in overrides:
-            built[name] = overrides[name]
-            continue
-        try:
-            built[name] = build_provider(name, spec, clock=clock, environ=os.environ, source=source)
-        except PolicyError:
-            raise
-        except Exception as error:
-            # The SDK's message may quote the configuration; name the field instead.
-            raise PolicyError(
-                [
-                    PolicyIssue(
-                        source,
-                        0,
-                        0,
-                        f"providers.{name}",
-                        f"cannot build the {spec.type} client ({type(error).__name__}); "
-                        "check api_key and base_url",
-                    )
-                ]
-            ) from None
-    return built
+    """Each provider's client as given in `overrides`, else built on its first call; a missing key fails
+    now, at load time."""
+    return {
+        name: overrides[name]
+        if name in overrides
+        else on_first_call(name, spec, clock=clock, environ=os.environ, source=source)
+        for name, spec in specs.items()
+    }
+
+
+async def _built(providers: Collection[Provider]) -> None:
+    """Wait until every client among `providers` that is built on first call is built (in parallel)."""
+    waits = [provider.ready() for provider in providers if isinstance(provider, LazyProvider)]
+    if waits:
+        await asyncio.gather(*waits)

@@ -1,5 +1,5 @@
 """The `router` command: validate, explain, diff, complete, models, status, drain, restore, health,
-chaos, simulate, demo, schema, fake-upstream.
+chaos, simulate, demo, schema, fake-upstream, serve.
 
 Exit codes: 0 success, 1 a request failed, 2 a policy (or the command line) is wrong or the
 shared state does not answer.
@@ -7,38 +7,40 @@ shared state does not answer.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
-import json
-import logging
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from router._router import Router
 from router.errors import AllTargetsFailed, PolicyError, ProviderError, RouterError
-from router.policy.compile import compile_plan
-from router.policy.loader import load_policy, policy_json_schema
-from router.resilience.breaker import BreakerState
-from router.resilience.runtime import Health
-from router.results import Completion, StreamRestart, TargetStatus
-from router.state.registry import STORES
-from router.traffic import RouteTraffic, expected_traffic
+
+# Each command imports what it uses: `router --help` and `router validate` load neither the engine
+# nor rich nor asyncio, and no command builds an SDK client before a call needs it.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from router._router import Router
+    from router.policy.compile import RoutePlan
+    from router.results import Completion, TargetStatus
+    from router.traffic import RouteTraffic
 
 __all__ = ["main"]
 
 
 def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     # Made per command, so the width and the streams are those of this run (and of test runners).
     return Console(stderr=stderr, highlight=False)
 
 
 def _load_router(path: str) -> Router:
+    from router._router import Router
+    from router.policy.loader import load_policy
+
     with _unloadable_exits(path):
         # Every missing key is reported at once, at its provider, before any client is built.
         return Router(load_policy(path, environment=True), source=path)
@@ -73,10 +75,13 @@ def main() -> None:
 )
 def validate(files: tuple[str, ...], structure_only: bool) -> None:
     """Check policy files and the environment they need; print file:line:col: message for every problem."""
+    from router.policy.loader import load_policy, unchecked_windows
+    from router.policy.source import read_file
+
     failed = False
     for path in files:
         try:
-            load_policy(path, environment=not structure_only)
+            policy = load_policy(path, environment=not structure_only)
         except PolicyError as error:
             failed = True
             for issue in error.issues:
@@ -85,6 +90,8 @@ def validate(files: tuple[str, ...], structure_only: bool) -> None:
             failed = True
             click.echo(f"{path}: cannot read: {error.strerror}", err=True)
         else:
+            for warning in unchecked_windows(policy, read_file(path), path):
+                click.echo(str(warning), err=True)
             click.echo(f"{path}: ok")
     sys.exit(2 if failed else 0)
 
@@ -105,9 +112,26 @@ def _size(command: Any) -> Any:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--route", "routes", multiple=True, help="Only this route (repeatable).")
 @click.option("--traffic", is_flag=True, help="The expected traffic split and the cost per 1,000 requests.")
+@click.option(
+    "--metadata",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A request's metadata (repeatable): which of the route's rules applies, and its candidates.",
+)
 @_size
-def explain(file: str, routes: tuple[str, ...], traffic: bool, input_tokens: int, output_tokens: int) -> None:
-    """Show each route's candidates in the order a request would try them now."""
+def explain(
+    file: str,
+    routes: tuple[str, ...],
+    traffic: bool,
+    pairs: tuple[str, ...],
+    input_tokens: int,
+    output_tokens: int,
+) -> None:
+    """Show each route's candidates in the order a request would try them now, and where prices come from."""
+    metadata = _metadata(pairs)
+    if traffic and pairs:
+        raise click.UsageError("--traffic is every request's split; --metadata, one request's candidates")
     router = _load_router(file)
     out = _console()
     if traffic:
@@ -117,13 +141,48 @@ def explain(file: str, routes: tuple[str, ...], traffic: bool, input_tokens: int
         if name not in router.plan.routes:
             click.echo(f"unknown route {name!r}; routes: {', '.join(router.plan.routes)}", err=True)
             sys.exit(2)
-        out.print(_candidates_table(router, name))
+        out.print(_candidates_table(router, name, metadata))
         out.print(f"  fails over on: {', '.join(sorted(router.plan.routes[name].failover_on))}")
+        for line in _rule_lines(router.plan.routes[name], metadata if pairs else None):
+            out.print(line)
+
+
+def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
+    metadata = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--metadata")
+        metadata[key.strip()] = value.strip()
+    return metadata
+
+
+def _rule_lines(plan: RoutePlan, metadata: dict[str, str] | None) -> list[str]:
+    """The route's rules, first match first; with `metadata`, which one applies."""
+    lines = ["  rules (the first that matches picks the targets):"] if plan.rules else []
+    for rule in plan.rules:
+        when = " and ".join(
+            f"{key}={next(iter(values))}" if len(values) == 1 else f"{key} in {{{', '.join(sorted(values))}}}"
+            for key, values in rule.when
+        )
+        strategy = f" ({rule.strategy.name})" if rule.strategy else ""
+        targets = ", ".join(t.name for t in rule.targets)
+        lines.append(f"    {rule.index + 1}. when {when} -> {targets}{strategy}")
+    if metadata is not None:
+        picked = plan.rule_for(metadata)
+        given = ", ".join(f"{key}={value}" for key, value in metadata.items()) or "none"
+        applies = f"rule {picked.index + 1} applies" if picked else "no rule matches: the route's own targets"
+        lines.append(f"  metadata {given}: {applies}")
+    return lines
 
 
 def _explain_traffic(
     router: Router, out: Console, routes: tuple[str, ...], input_tokens: int, output_tokens: int
 ) -> None:
+    from router.resilience.breaker import BreakerState
+    from router.resilience.runtime import Health
+    from router.traffic import expected_traffic
+
     rows = _fleet_status(router)
     down = [row.target for row in rows if row.breaker == BreakerState.OPEN or row.drained
             or row.health == Health.UNHEALTHY]  # fmt: skip
@@ -133,22 +192,26 @@ def _explain_traffic(
     _print_traffic(out, [t for t in split if not routes or t.route in routes], input_tokens, output_tokens)
 
 
-def _candidates_table(router: Router, name: str) -> Table:
+def _candidates_table(router: Router, name: str, metadata: dict[str, str]) -> Table:
     """Route `name`'s plan in the title, its candidates in the order a request would try them now."""
+    from rich.table import Table
+
     plan = router.plan.routes[name]
     retry = f"{plan.attempts} attempts on {', '.join(sorted(plan.retry_on)) or 'nothing'}"
     budget = f"total {plan.total:g}s" + (f", per attempt {plan.per_attempt:g}s" if plan.per_attempt else "")
     hedge = f", hedge after {plan.hedge_after:g}s" if plan.hedge_after else ""
     table = Table(title=f"route {name}: {plan.strategy}; {budget}{hedge}; retry {retry}")
-    for column in ("#", "target", "provider/model", "USD/M in", "USD/M out", "window", "tier", "breaker"):
+    prices = ("USD/M in", "USD/M out", "price from")
+    for column in ("#", "target", "provider/model", *prices, "window", "tier", "breaker"):
         table.add_column(column)
-    for order, (target, state) in enumerate(router.candidates(name), start=1):
+    for order, (target, state) in enumerate(router.candidates(name, metadata=metadata), start=1):
         table.add_row(
             str(order),
             target.name,
             f"{target.provider}/{target.model}",
             f"{target.input_price * 1e6:g}",
             f"{target.output_price * 1e6:g}",
+            target.price_source,
             str(target.context_window or "?"),
             target.tier,
             state,
@@ -165,6 +228,8 @@ def _candidates_table(router: Router, name: str) -> Table:
 @click.option("-v", "--verbose", is_flag=True, help="Print the attempt trail.")
 def complete(file: str, route: str, prompt: str, stream: bool, max_tokens: int | None, verbose: bool) -> None:
     """Send PROMPT through ROUTE and print the answer."""
+    import asyncio
+
     router = _load_router(file)
     messages = [{"role": "user", "content": prompt}]
     try:
@@ -190,6 +255,8 @@ async def _ask(
     router: Router, route: str, messages: list[dict[str, str]], stream: bool, max_tokens: int | None
 ) -> Completion:
     """The answer to `messages` through `route`; a streamed one is printed as it arrives."""
+    from router.results import Completion, StreamRestart
+
     async with router:
         if not stream:
             return await router.complete(route, messages, max_tokens=max_tokens)
@@ -228,6 +295,8 @@ def _print_trail(attempts: tuple[object, ...]) -> None:
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per provider.")
 def models(file: str, providers: tuple[str, ...], timeout: float) -> None:
     """List each provider's models through its listing endpoint."""
+    import asyncio
+
     router = _load_router(file)
     names = providers or tuple(router.plan.providers)
     unknown = [name for name in names if name not in router.plan.providers]
@@ -253,6 +322,8 @@ def models(file: str, providers: tuple[str, ...], timeout: float) -> None:
 
 
 def _print_traffic(out: Console, split: list[RouteTraffic], input_tokens: int, output_tokens: int) -> None:
+    from rich.table import Table
+
     out.print(f"requests of {input_tokens} input and {output_tokens} output tokens")
     for route in split:
         table = Table(title=f"route {route.route}: ${route.cost_per_1000:.4f} / 1k requests")
@@ -271,6 +342,8 @@ def _print_traffic(out: Console, split: list[RouteTraffic], input_tokens: int, o
 @_size
 def diff(old: str, new: str, input_tokens: int, output_tokens: int) -> None:
     """How traffic and the cost per 1,000 requests move from policy OLD to policy NEW."""
+    from rich.table import Table
+
     before = {t.route: t for t in _traffic_of(old, input_tokens, output_tokens)}
     after = {t.route: t for t in _traffic_of(new, input_tokens, output_tokens)}
     table = Table(title=f"{old} -> {new} (requests of {input_tokens} in / {output_tokens} out tokens)")
@@ -299,6 +372,10 @@ def diff(old: str, new: str, input_tokens: int, output_tokens: int) -> None:
 
 
 def _traffic_of(path: str, input_tokens: int, output_tokens: int) -> list[RouteTraffic]:
+    from router.policy.compile import compile_plan
+    from router.policy.loader import load_policy
+    from router.traffic import expected_traffic
+
     with _unloadable_exits(path):
         plan = compile_plan(load_policy(path), path)
     return expected_traffic(plan, input_tokens=input_tokens, output_tokens=output_tokens)
@@ -309,6 +386,11 @@ def _traffic_of(path: str, input_tokens: int, output_tokens: int) -> list[RouteT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 def status(file: str, as_json: bool) -> None:
     """Every target's breaker, health, last probe, drain and leases, as the fleet sees it."""
+    import dataclasses
+    import json
+
+    from rich.table import Table
+
     router = _load_router(file)
     rows = _fleet_status(router)
     if as_json:
@@ -333,6 +415,7 @@ def status(file: str, as_json: bool) -> None:
 
 def _fleet_status(router: Router) -> list[TargetStatus]:
     """`router.status()`; a state store that does not answer is one line on stderr and exit code 2."""
+    import asyncio
 
     async def run() -> list[TargetStatus]:
         async with router:
@@ -349,6 +432,8 @@ def _fails_in_one_line() -> Iterator[None]:
     The router's own warning about the store is not printed besides it (unless logging is
     configured, which is then the caller's choice).
     """
+    import logging
+
     quiet, logger = logging.NullHandler(), logging.getLogger("router")
     logger.addHandler(quiet)
     try:
@@ -361,6 +446,10 @@ def _fails_in_one_line() -> Iterator[None]:
 
 
 def _set_drained(file: str, target: str, drained: bool) -> None:
+    import asyncio
+
+    from router.state.registry import STORES
+
     router = _load_router(file)
     if not STORES[router.policy.state.backend].shared:
         # Unshared state lives inside each running process: this command cannot reach any of them.
@@ -402,6 +491,8 @@ def restore(file: str, target: str) -> None:
 @click.option("--daemon", is_flag=True, help="Keep probing every interval until stopped.")
 def health(file: str, daemon: bool) -> None:
     """Probe the policy's targets (one prober per target across the fleet) and print the verdicts."""
+    import asyncio
+
     router = _load_router(file)
 
     async def run() -> list[TargetStatus]:
@@ -424,6 +515,10 @@ def health(file: str, daemon: bool) -> None:
 @main.command()
 def schema() -> None:
     """Print the policy's JSON Schema (for editor completion)."""
+    import json
+
+    from router.policy.loader import policy_json_schema
+
     click.echo(json.dumps(policy_json_schema(), indent=2))
 
 
@@ -557,6 +652,32 @@ def fake_upstream(host: str, port: int, faults: tuple[str, ...]) -> None:
         serve(host, port, faults)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--fault") from None
+
+
+@main.command()
+@click.argument("policy", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port; more than one needs `state: redis`.",
+)
+@click.option("--watch", is_flag=True, help="Reload the policy when its file changes (the `watch` extra).")
+def serve(policy: str, host: str, port: int, workers: int, watch: bool) -> None:
+    """Serve the routes over HTTP (OpenAI's /v1/chat/completions, Anthropic's /v1/messages) until SIGTERM."""
+    from router.gateway.serve import ServeOptions, unservable
+    from router.gateway.serve import serve as run
+
+    with _unloadable_exits(policy):
+        refused = unservable(policy, workers)
+    if refused:
+        click.echo(refused, err=True)
+        sys.exit(2)
+    with _unloadable_exits(policy):
+        run(ServeOptions(policy, host, port, workers, watch))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,14 +48,16 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> list[Client]:
-    """Every client the router builds, in order (the initial p1 and p2, then one p1 per reload)."""
+    """Every client the router builds, in order (the initial p1 and p2, then one p1 per reload); built
+    at once, in place of the clients built on first call (`router.providers.lazy`), whose closing
+    `tests/providers/test_lazy.py` covers."""
     clients: list[Client] = []
 
     def build(name: str, spec: Any, **kwargs: Any) -> Provider:
         clients.append(Client(name, clock))
         return clients[-1]
 
-    monkeypatch.setattr("router._router.build_provider", build)
+    monkeypatch.setattr("router._router.on_first_call", build)
     return clients
 
 

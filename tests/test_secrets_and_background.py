@@ -112,7 +112,7 @@ async def test_a_listing_that_raises_anything_is_a_failed_listing() -> None:
 def test_router_models_prints_one_line_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("router._router.build_provider", lambda name, *args, **kwargs: _Broken(name))
+    monkeypatch.setattr("router._router.on_first_call", lambda name, *args, **kwargs: _Broken(name))
     path = tmp_path / "p.yaml"
     path.write_text(policy_text("http://127.0.0.1:9/v1"))
     result = CliRunner().invoke(main, ["models", str(path)])
@@ -172,7 +172,7 @@ async def test_the_health_checker_survives_a_failing_store_and_failing_probes(ca
             for _ in range(20):
                 await asyncio.sleep(0)
     status = {row.target: row.health for row in await router.status()}
-    running = [task for task in router._background if "HealthChecker.run" in repr(task.get_coro())]
+    running = [task for task in router._background if task is router._health_task]
     assert running and not running[0].done()  # still checking
     await router.aclose()
     assert status == {"a": "healthy", "b": "healthy"}

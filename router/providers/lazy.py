@@ -8,9 +8,10 @@ missing key fails there, at its provider's line, as before.
 The build runs on a thread of its own, never on the event loop: while one route's first request
 waits for its SDK, the loop goes on serving the others. A plain thread rather than the loop's
 executor, so that one build serves every loop the router is used from (`complete_sync` has its own).
-Nothing is built ahead of need, at `Router.start()` or import time: a build still under way on a
-thread when a fleet test (or a pre-forking server) forks would leave the child a module whose
-import lock is held by a thread it does not have, and its first import of that SDK would hang.
+Builds are always awaited (by the request that needs them, or by `Router.start()`, which builds
+every client), never left running in the background: a build still under way when a fleet test
+(or a pre-forking server) forks would leave the child a module whose import lock is held by a
+thread it does not have, and its first import of that SDK would hang.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ async def test_a_registered_type_is_routed_to_from_a_policy(monkeypatch: pytest.
         )
         streamed = [item async for item in toy_router.stream("chat", USER)]
         assert streamed[:-1] == ["toy ", "toy-1"] and isinstance(streamed[-1], Completion)
-        client = toy_router._providers["mine"]
+        client = toy_router._providers["mine"].built  # built by the first call
         assert isinstance(client, ToyProvider) and client.key == "toy-secret"
     assert client.closed
 
@@ -171,7 +171,7 @@ def test_a_taken_or_malformed_name_is_refused() -> None:
 
 
 def test_every_built_in_type_speaks_a_wire_the_fake_upstream_serves() -> None:
-    wires = {"openai", "azure", "anthropic", "bedrock"}
+    wires = {"openai", "azure", "anthropic", "bedrock", "google"}
     assert {entry.wire for entry in PROVIDER_TYPES.entries()} == wires
     presets = [entry for entry in PROVIDER_TYPES.entries() if entry.preset is not None]
     assert all(entry.wire == "openai" and entry.needs == () for entry in presets)

@@ -538,7 +538,7 @@ async def test_the_router_closes_the_session_it_opened(fake_upstream):
     })  # fmt: skip
     router = Router(policy, seed=0)
     assert (await router.complete("chat", USER)).text
-    provider = router._providers["up"]
+    provider = router._providers["up"].built  # built by the first call
     assert isinstance(provider, OpenAIProvider)
     transport = provider._client._client._transport
     assert isinstance(transport, AiohttpTransport)
