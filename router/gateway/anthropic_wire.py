@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from router.gateway.failures import Failure, failure_of
-from router.gateway.openai_wire import control_of, finish_reason
-from router.gateway.wire import Item, Trail, WireCall, bad_request, event_bytes, field_of
+from router.gateway.openai_wire import finish_reason
+from router.gateway.wire import Item, Trail, WireCall, bad_request, control_of, event_bytes, field_of
 from router.results import Completion, StreamRestart, ToolCall
 
 __all__ = ["ANTHROPIC", "AnthropicWire"]

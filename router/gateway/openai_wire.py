@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from router.gateway.failures import Failure, failure_of
-from router.gateway.wire import Item, Trail, WireCall, bad_request, event_bytes, field_of
+from router.gateway.wire import Item, Trail, WireCall, bad_request, control_of, event_bytes, field_of
 from router.options import PROVIDER_OPTIONS
 from router.results import Completion, StreamRestart, ToolCall, Usage
 
@@ -149,18 +149,6 @@ class _Chunks:
 
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return event_bytes({**self.head, "choices": choices, **extra})
-
-
-def control_of(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The body's per-request control: its `router` object, with the body's own `metadata` under it."""
-    control = body.get("router")
-    if control is not None and not isinstance(control, dict):
-        raise bad_request("router must be an object of per-request controls")
-    control = dict(control or {})
-    metadata = body.get("metadata")
-    if metadata is not None:
-        control.setdefault("metadata", metadata)
-    return control
 
 
 def finish_reason(completion: Completion) -> str:

@@ -17,7 +17,7 @@ from aiohttp import web
 from router.gateway.failures import Failure, Refusal
 from router.results import Completion, StreamRestart
 
-__all__ = ["Item", "Trail", "Wire", "WireCall", "bad_request", "event_bytes", "field_of"]
+__all__ = ["Item", "Trail", "Wire", "WireCall", "bad_request", "control_of", "event_bytes", "field_of"]
 
 Item = str | StreamRestart | Completion
 Trail = Callable[[Completion], dict[str, Any]]
@@ -83,6 +83,18 @@ def field_of(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], 
 
 def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
+
+
+def control_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body's per-request control: its `router` object, with the body's own `metadata` under it."""
+    control = body.get("router")
+    if control is not None and not isinstance(control, dict):
+        raise bad_request("router must be an object of per-request controls")
+    control = dict(control or {})
+    metadata = body.get("metadata")
+    if metadata is not None:
+        control.setdefault("metadata", metadata)
+    return control
 
 
 def event_bytes(data: Any, event: str | None = None) -> bytes:

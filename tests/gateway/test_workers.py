@@ -47,6 +47,7 @@ class Served:
     """`router serve POLICY --workers 2` on a free port, stopped with SIGTERM."""
 
     def __init__(self, policy: Path, log: Path) -> None:
+        self.policy = policy
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("w")
@@ -84,10 +85,11 @@ async def request(
     *,
     method: str = "POST",
     key: str = OPS_KEY,
+    model: str = "chat",
     session: aiohttp.ClientSession | None = None,
 ) -> tuple[int, Any]:
     """One request; without `session` on a connection of its own (so that either worker may take it)."""
-    body = {"model": "chat", "messages": HELLO, "router": {"trail": True}}
+    body = {"model": model, "messages": HELLO, "router": {"trail": True}}
     own = session is None
     session = session or aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
     try:
@@ -194,6 +196,21 @@ async def test_a_breaker_opened_through_one_worker_is_honoured_by_the_other(
     first_attempt = body["router"]["attempts"][0]
     assert (first_attempt["target"], first_attempt["outcome"]) == ("primary", "breaker_open")
     assert upstream.count("gpt-a") == 2  # the second worker never called it
+
+
+async def test_sighup_reloads_every_worker(served: Served, upstream: FakeUpstream):
+    """SIGHUP to `router serve` reaches both workers: a route added to the file is served by each."""
+    policy = served.policy
+    policy.write_text(policy.read_text().replace("routes:\n", "routes:\n  fresh: {targets: [backup]}\n"))
+    served.process.send_signal(signal.SIGHUP)
+    answered: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(answered) < 2:
+        assert time.monotonic() < deadline, f"workers that reloaded: {answered}"
+        status, body = await request(served.url, model="fresh")
+        if status == 200:
+            answered.add(body["router"]["worker"])
+    assert served.process.poll() is None
 
 
 async def test_sigterm_finishes_the_requests_in_flight(served: Served, upstream: FakeUpstream):
