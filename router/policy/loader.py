@@ -108,6 +108,19 @@ def _references(policy: Policy) -> list[tuple[Path, str]]:
             problems.append((where, f"alias {alias!r} hides the route of the same name"))
         elif name not in names:
             problems.append((where, f"{name!r} is neither a route nor a target{known(name, names)}"))
+    return problems + _unknown_key_routes(policy)
+
+
+def _unknown_key_routes(policy: Policy) -> list[tuple[Path, str]]:
+    """A gateway key's `routes` that no request could name: not a route, an alias or `provider:model`."""
+    names = {**policy.routes, **policy.aliases}
+    problems: list[tuple[Path, str]] = []
+    for key_name, key in (policy.gateway.keys if policy.gateway is not None else {}).items():
+        for index, name in enumerate(key.routes or ()):
+            provider, colon, _ = name.partition(":")
+            if name not in names and not (colon and provider in policy.providers):
+                message = f"{name!r} is not a route, an alias or provider:model{known(name, names)}"
+                problems.append((("gateway", "keys", key_name, "routes", index), message))
     return problems
 
 

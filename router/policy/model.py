@@ -601,10 +601,19 @@ class KeyBudgetSpec(_Spec):
     per: Literal["hour", "day"] = "hour"
 
 
+def _long_secret(secret: SecretStr) -> SecretStr:
+    if len(secret.get_secret_value()) < 16:
+        raise ValueError("a key is at least 16 characters (a short one can be guessed)")
+    return secret
+
+
+GatewayKey = Annotated[SecretStr, AfterValidator(_long_secret)]
+
+
 class GatewayKeySpec(_Spec):
     """One caller's key (`router serve`): the routes it may name, its request rate and its budget."""
 
-    key: SecretStr = Field(description="The secret the caller sends, e.g. ${TEAM_A_KEY}.")
+    key: GatewayKey = Field(description="The secret the caller sends, e.g. ${TEAM_A_KEY}.")
     routes: list[str] | None = Field(
         None, description="Routes, aliases or provider:model addresses it may name; all when omitted."
     )
@@ -614,18 +623,12 @@ class GatewayKeySpec(_Spec):
         default_factory=lambda: list(_CONTROLS), description="The per-request controls it may use."
     )
 
-    @model_validator(mode="after")
-    def _long_enough(self) -> GatewayKeySpec:
-        if len(self.key.get_secret_value()) < 16:
-            raise ValueError("a key is at least 16 characters (a short one can be guessed)")
-        return self
-
 
 class GatewaySpec(_Spec):
     """`router serve`: who may call (no `keys`: anyone who can reach it) and the bounds on what they send."""
 
     keys: dict[str, GatewayKeySpec] = Field(default_factory=dict, max_length=10_000)
-    admin_key: SecretStr | None = Field(None, description="Needed by /admin/*; without it they answer 404.")
+    admin_key: GatewayKey | None = Field(None, description="Needed by /admin/*; without it they answer 404.")
     max_body: Count = Field(4 * 1024 * 1024, ge=1024, le=1024**3, description="Bytes of a request body.")
     max_header: Count = Field(8190, ge=1024, le=65_536, description="Bytes of a header line.")
     read_timeout: Period = Field(30.0, description="How long a client may take to send its request body.")
