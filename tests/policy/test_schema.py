@@ -30,11 +30,13 @@ def test_durations_are_strings_with_a_unit() -> None:
 
 def test_closed_choices_are_enumerated() -> None:
     defs = policy_json_schema()["$defs"]
-    assert defs["ProviderSpec"]["properties"]["type"]["enum"][:5] == [
+    assert defs["ProviderSpec"]["properties"]["type"]["enum"][:7] == [
         "openai",
         "azure_openai",
         "anthropic",
         "bedrock",
+        "gemini",
+        "vertex",
         "openai_compatible",
     ]
     assert set(defs["RouteSpec"]["properties"]["strategy"]["enum"]) == {
