@@ -67,10 +67,11 @@ THREE_PROVIDERS = {
             "aws_secret_access_key": "bench",
         },
     },
+    # Prices given, as the shipped policies give them: a target without one loads genai-prices' table.
     "targets": {
-        "gpt": {"provider": "openai", "model": "gpt-4o"},
-        "claude": {"provider": "anthropic", "model": "claude-haiku-4-5"},
-        "nova": {"provider": "bedrock", "model": "amazon.nova-lite-v1:0"},
+        "gpt": {"provider": "openai", "model": "gpt-4o", "price": {"input": 2.5, "output": 10}},
+        "claude": {"provider": "anthropic", "model": "claude-haiku-4-5", "price": {"input": 1, "output": 5}},
+        "nova": {"provider": "bedrock", "model": "amazon.nova-lite-v1:0", "price": {"input": 1, "output": 2}},
     },
     "routes": {"chat": {"targets": ["gpt", "claude", "nova"]}},
 }
