@@ -6,6 +6,7 @@ of the first one failing when the router starts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from router.policy.model import ProviderSpec
@@ -21,7 +22,8 @@ def missing_credentials(spec: ProviderSpec, environ: Mapping[str, str]) -> list[
 
     An API key the policy does not give must be in the type's variable; AWS credentials taken from
     the environment must come as a pair (the rest of the AWS chain, a profile or an instance role,
-    cannot be judged from here). Messages name variables, never values.
+    cannot be judged from here); a service-account key file named in the policy must be there
+    (unless a key stands in for it). Messages name variables and files, never values.
     """
     entry = PROVIDER_TYPES[spec.type]
     problems: list[tuple[str, str]] = []
@@ -30,6 +32,9 @@ def missing_credentials(spec: ProviderSpec, environ: Mapping[str, str]) -> list[
         problems.append(
             ("api_key", f"no API key: set api_key in the policy or {variable} in the environment")
         )
+    key_file = spec.credentials_file
+    if key_file and not spec.api_key_values() and not os.path.isfile(key_file):
+        problems.append(("credentials_file", f"no such file: {key_file} (a service-account key file)"))
     takes_aws = "aws_access_key_id" in entry.takes
     if takes_aws and not (spec.aws_access_key_id or spec.aws_secret_access_key):
         present = [name for name in _AWS_PAIR if environ.get(name)]

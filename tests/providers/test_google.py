@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from google.genai import errors as genai_errors
 
-from router import ErrorKind, Policy, ProviderError, Router
+from router import ErrorKind, Policy, PolicyError, ProviderError, Router
 from router.chaos.sim_provider import SimulatedUpstream
 from router.chaos.upstream import reply_for
+from router.policy.loader import parse_policy
 from router.policy.model import ProviderSpec
 from router.providers.base import Call, Chunk
 from router.providers.google import GoogleProvider, translate
@@ -660,3 +661,22 @@ async def test_an_answer_with_too_many_json_values_is_refused_unparsed():
         server.server_close()
         thread.join(5)
     assert caught.value.kind is ErrorKind.SERVER_ERROR
+
+
+def test_a_missing_service_account_key_file_is_reported_at_its_provider(tmp_path):
+    text = f"""
+providers:
+  vertex:
+    type: vertex
+    project: p
+    credentials_file: {tmp_path / "absent.json"}
+targets:
+  flash: {{provider: vertex, model: {MODEL}}}
+routes:
+  chat: {{targets: [flash]}}
+"""
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(text, "policy.yaml", env={}, environment=True)
+    assert "no such file" in str(caught.value) and "credentials_file" in str(caught.value)
+    (tmp_path / "absent.json").write_text("{}")
+    assert parse_policy(text, "policy.yaml", env={}, environment=True).providers["vertex"].project == "p"
