@@ -413,9 +413,21 @@ class _Run:
         pieces = [opened]  # the answer's parts: a continuation adds one, a restart starts over
         while True:
             try:
-                async with aclosing(self._deliver(opened)) as deltas:
-                    async for delta in deltas:
-                        yield delta
+                # The stream's text for the caller, its attempt recorded however it ends (read here,
+                # not through a generator of its own: one step less per chunk).
+                try:
+                    async with aclosing(read(opened)) as texts:
+                        async for text in texts:
+                            if text:
+                                yield text
+                except ProviderError as error:  # broken, or withheld by a content filter at the end
+                    self._end_stream(opened, error)
+                    error.attempts = tuple(self.trail)
+                    raise
+                except BaseException:  # the caller walked away (or was cancelled): no verdict on the target
+                    await self._abandon(opened)
+                    raise
+                self._end_stream(opened, None)
                 break
             except StreamBroken as error:
                 broken = error
@@ -451,22 +463,6 @@ class _Run:
         if opened is None:
             raise self._final(error)
         return opened, False
-
-    async def _deliver(self, opened: OpenStream) -> AsyncGenerator[str, None]:
-        """The stream's text for the caller; the attempt is recorded however the stream ends."""
-        try:
-            async with aclosing(read(opened)) as texts:
-                async for text in texts:
-                    if text:
-                        yield text
-        except ProviderError as error:  # broken, or withheld by a content filter at the end
-            self._end_stream(opened, error)
-            error.attempts = tuple(self.trail)
-            raise
-        except BaseException:  # the caller walked away (or was cancelled): no verdict on the target
-            await self._abandon(opened)
-            raise
-        self._end_stream(opened, None)
 
     async def _abandon(self, opened: OpenStream) -> None:
         """Nobody will read this stream: give back its permits, record a cancellation, close it."""
