@@ -154,7 +154,9 @@ class EventDecoder:
         """The events the lines end."""
         events = []
         for line in lines:
-            if not line:
+            if line[:6] == "data: ":  # most lines: the general rule's result, in one step
+                self._data.append(line[6:])
+            elif not line:
                 data = self._data
                 if data:
                     events.append(ServerSentEvent(self._name, data[0] if len(data) == 1 else "\n".join(data)))
