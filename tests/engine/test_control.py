@@ -168,3 +168,18 @@ async def test_models_lists_routes_aliases_and_addresses(rig):
     }
     assert (await r.router.complete("fast", USER)).target == "a"
     assert (await r.router.complete("p2:c", USER)).target == "p2:c"
+
+
+async def test_provider_model_addresses_are_bounded(rig, monkeypatch):
+    import router._router
+
+    monkeypatch.setattr(router._router, "_MAX_ADDRESSES", 2)
+    r = rig()
+    assert (await r.router.complete("p2:x", USER)).target == "p2:x"
+    assert (await r.router.complete("chat", USER, targets=["p2:y"])).target == "p2:y"
+    assert (await r.router.complete("p2:x", USER)).target == "p2:x"  # known already: no new one
+    with pytest.raises(InvalidRequest, match="2 provider:model addresses are in use already"):
+        await r.router.complete("p2:z", USER)
+    with pytest.raises(InvalidRequest, match="addresses are in use already"):
+        await r.router.complete("chat", USER, targets=["a", "p1:z"])
+    assert r.p1.count() + r.p2.count() == 3

@@ -63,8 +63,16 @@ def test_no_match_keeps_the_routes_own_targets():
     route = _plan().routes["chat"]
     assert _targets(route, {}) is None
     assert _targets(route, {"tier": "free"}) is None
-    assert _targets(route, {"tier": ["premium"]}) is None  # a list is no value of a rule's
+    assert _targets(route, {"tier": {"premium": 1}}) is None  # a mapping is no value of a rule's
     assert _targets(route, {"region": None}) is None
+
+
+def test_a_list_in_metadata_matches_when_any_item_does():
+    # As LiteLLM's request `tags`: the first rule that any of them satisfies.
+    route = _plan().routes["chat"]
+    assert _targets(route, {"tier": ["free", "premium"]}) == ["big"]
+    assert _targets(route, {"tier": ["free"], "region": ("us", "eu")}) == ["eu"]
+    assert _targets(route, {"tier": []}) is None
 
 
 def test_rules_are_compiled_into_sets_with_their_strategy():
@@ -233,5 +241,15 @@ def test_rules_on_one_shared_key_are_a_table_by_its_value_in_order():
     assert _targets(route, {"tenant": "globex"}) is None
     assert _targets(route, {"tenant": "initech", "beta": "true"}) == ["small"]
     assert _targets(route, {"tier": "premium"}) is None
+    # Tags: the rules any of them holds, still first match first.
+    assert _targets(route, {"tenant": ["initech", "acme"], "beta": True}) == ["eu"]
+    assert _targets(route, {"tenant": ["initech", "nobody"], "beta": True}) == ["small"]
     # No key in every rule: the rules are tried in order.
     assert _plan().routes["chat"].rule_index is None
+
+
+def test_explain_metadata_is_not_for_the_traffic_split(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    result = CliRunner().invoke(main, ["explain", str(path), "--traffic", "--metadata", "tier=premium"])
+    assert result.exit_code == 2 and "--traffic is every request's split" in result.output
