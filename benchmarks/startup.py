@@ -7,12 +7,14 @@
 Every figure is measured in fresh interpreters (the median of `--runs`), as a user meets it:
 
 - `import_router_ms`: `import router`, timed inside the child (the interpreter's own start-up,
-  `python_startup_ms`, is measured apart as the baseline).
+  `python_startup_ms`, is measured apart, for reference).
 - `help_ms`, `validate_ms`, `explain_ms` (one per shipped policy): the `router` command, as its
   console script runs it, wall time of the whole process.
 - `router_build_ms`: `Router(policy)` for a policy of three providers (openai, anthropic,
   bedrock), in a child that has imported `router` and nothing else; `router_import_and_build_ms`
   with the import.
+- with `--baseline DIR`, the figures above again for the package in DIR (an older commit's
+  `git archive`, say), in the same run, so that before and after meet the same machine load.
 - `first_call_ms`: the first call on a route whose provider's SDK is not imported yet (anthropic,
   against a `FakeUpstream` on loopback), then `warm_call_ms`, the next; `first_call_loop_lag_ms`
   is the longest the event loop went unserved meanwhile (a 1 ms ticker), which says whether the
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -123,24 +126,27 @@ _FIRST_CALL = textwrap.dedent("""\
     """)
 
 
-def _child(args: list[str], importtime: bool = False) -> tuple[float, str, str]:
-    """Run a fresh interpreter; its wall time in ms, stdout and stderr. A failure stops the benchmark."""
+def _child(args: list[str], importtime: bool = False, tree: Path | None = None) -> tuple[float, str, str]:
+    """Run a fresh interpreter (on the `router` package in `tree`, if given); its wall time in ms, stdout
+    and stderr. A failure stops the benchmark."""
     command = [sys.executable, *(["-X", "importtime"] if importtime else []), *args]
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree is not None else None
     start = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    # The child's working directory comes first on its path: the tree's, so that its package is imported.
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tree or ROOT, timeout=300, env=env)
     elapsed = (time.perf_counter() - start) * 1e3
     if run.returncode != 0:
         raise RuntimeError(f"{' '.join(args)[:80]} failed ({run.returncode}): {run.stderr[-2000:]}")
     return elapsed, run.stdout, run.stderr
 
 
-def _median_wall(args: list[str], runs: int) -> float:
-    return statistics.median(_child(args)[0] for _ in range(runs))
+def _median_wall(args: list[str], runs: int, tree: Path | None = None) -> float:
+    return statistics.median(_child(args, tree=tree)[0] for _ in range(runs))
 
 
-def _median_reported(code: str, runs: int) -> dict[str, float]:
+def _median_reported(code: str, runs: int, tree: Path | None = None) -> dict[str, float]:
     """The median of each figure a child prints as one JSON object."""
-    reports = [json.loads(_child(["-c", code])[1].strip().splitlines()[-1]) for _ in range(runs)]
+    reports = [json.loads(_child(["-c", code], tree=tree)[1].strip().splitlines()[-1]) for _ in range(runs)]
     return {key: statistics.median(report[key] for report in reports) for key in reports[0]}
 
 
@@ -154,26 +160,51 @@ def top_imports(importtime: str, top: int = TOP) -> list[tuple[str, float]]:
     return [(name, us / 1e3) for name, us in own.most_common(top)]
 
 
-def measure(runs: int, policies: list[Path]) -> dict[str, Any]:
-    result: dict[str, Any] = {"runs": runs}
-    result["python_startup_ms"] = _median_wall(["-c", "pass"], runs)
+def _package_figures(runs: int, shipped: list[str], tree: Path | None = None) -> dict[str, Any]:
+    """The figures that any version of the package has: the import, the commands, a Router's build."""
+    result: dict[str, Any] = {}
     result["import_router_ms"] = _median_reported(
         "import json, time\nstart = time.perf_counter()\nimport router\n"
         "print(json.dumps({'ms': (time.perf_counter() - start) * 1e3}))",
         runs,
+        tree,
     )["ms"]
-    result["help_ms"] = _median_wall(["-c", CLI, "--help"], runs)
-    shipped = [str(path.resolve().relative_to(ROOT)) for path in policies]
-    result["validate_ms"] = _median_wall(["-c", CLI, "validate", *shipped], runs)
-    result["explain_ms"] = {path: _median_wall(["-c", CLI, "explain", path], runs) for path in shipped}
-    built = _median_reported(_BUILD, runs)
+    result["help_ms"] = _median_wall(["-c", CLI, "--help"], runs, tree)
+    if tree is not None:  # an older package may not read today's policies: those are left out, and named
+        result["unreadable"] = [path for path in shipped if not _validates(path, tree)]
+        shipped = [path for path in shipped if path not in result["unreadable"]]
+    result["validate_ms"] = _median_wall(
+        ["-c", CLI, "validate", *(str(ROOT / p) for p in shipped)], runs, tree
+    )
+    result["explain_ms"] = {
+        path: _median_wall(["-c", CLI, "explain", str(ROOT / path)], runs, tree) for path in shipped
+    }
+    built = _median_reported(_BUILD, runs, tree)
     result["router_build_ms"] = built["build"]
     result["router_import_and_build_ms"] = built["import"] + built["build"]
+    return result
+
+
+def _validates(path: str, tree: Path) -> bool:
+    try:
+        _child(["-c", CLI, "validate", str(ROOT / path)], tree=tree)
+    except RuntimeError:
+        return False
+    return True
+
+
+def measure(runs: int, policies: list[Path], baseline: Path | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"runs": runs}
+    result["python_startup_ms"] = _median_wall(["-c", "pass"], runs)
+    shipped = [str(path.resolve().relative_to(ROOT)) for path in policies]
+    result.update(_package_figures(runs, shipped))
     first = _median_reported(_FIRST_CALL, runs)
     result["first_call_ms"], result["warm_call_ms"] = first["first"], first["warm"]
     result["first_call_loop_lag_ms"] = first["lag"]
     result["top_imports_validate_ms"] = top_imports(_child(["-c", CLI, "validate", *shipped], True)[2])
     result["top_imports_router_build_ms"] = top_imports(_child(["-c", _BUILD], True)[2])
+    if baseline is not None:
+        result["baseline"] = {"tree": str(baseline), **_package_figures(runs, shipped, baseline)}
     result["goals_ms"] = GOALS
     result["goals_met"] = {name: _met(name, result[name]) for name, goal in GOALS.items() if goal is not None}
     result["python"] = platform.python_version()
@@ -188,24 +219,42 @@ def _met(name: str, value: float | dict[str, float]) -> bool:
     return all(v <= goal for v in values)
 
 
-def _row(label: str, value: float, goal: float | None) -> str:
+def _row(label: str, value: float, goal: float | None, before: float | None = None) -> str:
     verdict = "" if goal is None else f"goal <= {goal:.0f} ms  {'met' if value <= goal else 'NOT met'}"
-    return f"{label:<44} {value:9.1f} ms   {verdict}"
+    was = f"  (baseline tree {before:.1f} ms)" if before is not None else ""
+    return f"{label:<44} {value:9.1f} ms   {verdict}{was}"
 
 
 def print_table(result: dict[str, Any]) -> None:
     print(f"start-up, median of {result['runs']} fresh processes each (Python {result['python']})")
-    print(_row("python -c pass (baseline)", result["python_startup_ms"], None))
-    print(_row("import router", result["import_router_ms"], GOALS["import_router_ms"]))
-    print(_row("router --help", result["help_ms"], GOALS["help_ms"]))
-    validated = f"router validate ({len(result['explain_ms'])} policies)"
-    print(_row(validated, result["validate_ms"], GOALS["validate_ms"]))
+    base = result.get("baseline") or {}
+    print(_row("python -c pass (the interpreter alone)", result["python_startup_ms"], None))
+    if base.get("unreadable"):
+        print(f"(the baseline tree cannot read {', '.join(base['unreadable'])}: not in its figures)")
+    for key, label in (
+        ("import_router_ms", "import router"),
+        ("help_ms", "router --help"),
+        ("validate_ms", f"router validate ({len(result['explain_ms'])} policies)"),
+    ):
+        print(_row(label, result[key], GOALS[key], base.get(key)))
     for path, ms in result["explain_ms"].items():
-        print(_row(f"router explain {path}", ms, GOALS["explain_ms"]))
+        print(_row(f"router explain {path}", ms, GOALS["explain_ms"], base.get("explain_ms", {}).get(path)))
     print(
-        _row("Router(three providers), router imported", result["router_build_ms"], GOALS["router_build_ms"])
+        _row(
+            "Router(three providers), router imported",
+            result["router_build_ms"],
+            GOALS["router_build_ms"],
+            base.get("router_build_ms"),
+        )
     )
-    print(_row("import router + Router(three providers)", result["router_import_and_build_ms"], None))
+    print(
+        _row(
+            "import router + Router(three providers)",
+            result["router_import_and_build_ms"],
+            None,
+            base.get("router_import_and_build_ms"),
+        )
+    )
     print(_row("first call, its SDK not imported (anthropic)", result["first_call_ms"], None))
     print(_row("  the next call", result["warm_call_ms"], None))
     print(_row("  longest loop stall during the first call", result["first_call_loop_lag_ms"], None))
@@ -226,8 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policy", action="append", type=Path, help="Validate and explain this (default: the shipped ones)."
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="Also measure the router package in DIR, in this run (e.g. a `git archive` of an older commit).",
+    )
     args = parser.parse_args(argv)
-    result = measure(max(1, args.runs), args.policy or POLICIES)
+    result = measure(max(1, args.runs), args.policy or POLICIES, args.baseline)
     if args.json:
         print(json.dumps(result))
     else:
