@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -118,6 +119,8 @@ class Router:
             call=self._fleet.call if self._fleet is not None else None,
         )
         self._budgets = Budgets(self._quotas)
+        # Context windows learned from model listings, by (provider, model) (see `learn_windows`).
+        self._windows: dict[tuple[str, str], int] = {}
         self._install(policy)
         if policy.health.enabled:
             self._health = self._checker(policy)
@@ -172,6 +175,7 @@ class Router:
             name: self._reloaded(target, plan.providers[target.provider], providers[target.provider])
             for name, target in plan.targets.items()
         }
+        self._apply_windows(runtimes, policy, old)
         engine = self._engine_for(plan, runtimes, policy, old)
         replaced = [p for name, p in self._providers.items() if providers.get(name) is not p]
         self._grace = max(self._grace, _longest_request(plan))
@@ -612,6 +616,53 @@ class Router:
         runtimes = [self._runtimes[target.name] for target in route_plan.targets]
         ordered = order_candidates(route_plan, runtimes, request, self._rng, self._clock.monotonic())
         return [(r.plan, r.breaker.state) for r in ordered]
+
+    async def learn_windows(self, *, within: float = 10.0) -> dict[str, int]:
+        """Learn the context windows the policy does not declare from the model listings of the providers
+        whose wire reports them (Anthropic's `max_input_tokens`): each becomes its target's window, checked
+        as a declared one is (`explain` shows its source, `listing`), and stays across reloads that leave
+        the window undeclared and the provider as it was. Returns the windows learned, by target; a
+        listing that fails or takes longer than `within` seconds teaches nothing (logged)."""
+        wanted: dict[str, list[TargetRuntime]] = {}
+        for runtime in self._runtimes.values():
+            if runtime.plan.context_window is None:
+                wanted.setdefault(runtime.plan.provider, []).append(runtime)
+        learned = {}
+        for provider, runtimes in wanted.items():
+            windows = await self._listed_windows(provider, within)
+            for runtime in runtimes:
+                window = windows.get(runtime.plan.model)
+                if window is not None:
+                    self._windows[(provider, runtime.plan.model)] = window
+                    learned[runtime.plan.name] = window
+        self._apply_windows(self._runtimes, self.policy, self.policy)
+        return learned
+
+    async def _listed_windows(self, provider: str, within: float) -> dict[str, int]:
+        client = self._providers[provider]
+        try:
+            async with self._clock.timeout_at(self._clock.monotonic() + within):
+                if isinstance(client, LazyProvider):
+                    client = await client.client()
+                listing = getattr(client, "context_windows", None)
+                return {} if listing is None else dict(await listing())
+        except Exception as error:  # a failed listing, a timeout: the windows stay unknown
+            logger.warning("learning the context windows of %s failed (%s)", provider, type(error).__name__)
+            return {}
+
+    def _apply_windows(
+        self, runtimes: Mapping[str, TargetRuntime], policy: Policy, old: Policy | None
+    ) -> None:
+        """Give each target without a declared window the one learned for its model, if any; forget what
+        was learned from a provider whose settings changed."""
+        if old is not None:
+            kept = {key for key in self._windows if old.providers.get(key[0]) == policy.providers.get(key[0])}
+            self._windows = {key: window for key, window in self._windows.items() if key in kept}
+        for runtime in runtimes.values():
+            plan = runtime.plan
+            window = self._windows.get((plan.provider, plan.model))
+            if window is not None and plan.context_window is None:
+                runtime.plan = dataclasses.replace(plan, context_window=window, window_source="listing")
 
     async def list_models(self, provider: str, *, within: float = 10.0) -> list[str] | ProviderError:
         """The models a provider lists, or the typed error that stopped it (a cheap health probe)."""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from router._router import Router
-    from router.policy.compile import RoutePlan
+    from router.policy.compile import RoutePlan, TargetPlan
     from router.results import Completion, TargetStatus
     from router.traffic import RouteTraffic
 
@@ -119,12 +119,18 @@ def _size(command: Any) -> Any:
     metavar="KEY=VALUE",
     help="A request's metadata (repeatable): which of the route's rules applies, and its candidates.",
 )
+@click.option(
+    "--windows",
+    is_flag=True,
+    help="Ask the providers' model listings for the context windows the policy does not declare.",
+)
 @_size
 def explain(
     file: str,
     routes: tuple[str, ...],
     traffic: bool,
     pairs: tuple[str, ...],
+    windows: bool,
     input_tokens: int,
     output_tokens: int,
 ) -> None:
@@ -137,6 +143,8 @@ def explain(
     if traffic:
         _explain_traffic(router, out, routes, input_tokens, output_tokens)
         return
+    if windows:
+        _learn_windows(router)
     for name in routes or tuple(router.plan.routes):
         if name not in router.plan.routes:
             click.echo(f"unknown route {name!r}; routes: {', '.join(router.plan.routes)}", err=True)
@@ -145,6 +153,18 @@ def explain(
         out.print(f"  fails over on: {', '.join(sorted(router.plan.routes[name].failover_on))}")
         for line in _rule_lines(router.plan.routes[name], metadata if pairs else None):
             out.print(line)
+
+
+def _learn_windows(router: Router) -> None:
+    import asyncio
+
+    async def learn() -> None:
+        try:
+            await router.learn_windows()
+        finally:
+            await router.aclose()
+
+    asyncio.run(learn())
 
 
 def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -212,11 +232,18 @@ def _candidates_table(router: Router, name: str, metadata: dict[str, str]) -> Ta
             f"{target.input_price * 1e6:g}",
             f"{target.output_price * 1e6:g}",
             target.price_source,
-            str(target.context_window or "?"),
+            _window(target),
             target.tier,
             state,
         )
     return table
+
+
+def _window(target: TargetPlan) -> str:
+    if target.context_window is None:
+        return "?"
+    learned = " (listing)" if target.window_source == "listing" else ""
+    return f"{target.context_window}{learned}"
 
 
 @main.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from router.errors import ErrorKind, PolicyError, PolicyIssue
 from router.policy.loader import reference_problems
@@ -55,6 +55,7 @@ class TargetPlan:
     prefill: bool
     tier: str
     price_source: PriceSource = "policy"
+    window_source: Literal["policy", "listing", "unknown"] = "policy"
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return input_tokens * self.input_price + output_tokens * self.output_price
@@ -218,6 +219,7 @@ def _target(name: str, spec: TargetSpec, provider: ProviderSpec) -> TargetPlan:
         prefill=spec.capabilities.prefill,
         tier=spec.tier,
         price_source=source,
+        window_source="unknown" if spec.context_window is None else "policy",
     )
 
 

@@ -157,12 +157,23 @@ class AnthropicProvider:
                 raise
 
     async def list_models(self) -> list[str]:
+        return [model.id for model in await self._listing()]
+
+    async def context_windows(self) -> dict[str, int]:
+        """The input tokens each listed model accepts, where the listing says (`max_input_tokens`)."""
+        return {
+            model.id: window
+            for model in await self._listing()
+            if isinstance(window := getattr(model, "max_input_tokens", None), int) and window > 0
+        }
+
+    async def _listing(self) -> list[Any]:
         if not self._has_credentials:
             raise self._no_credentials()
         try:
             with self._sdk_errors():
                 page = await self._client.models.list(limit=1000)
-                return [model.id async for model in page]
+                return [model async for model in page]
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ProviderError(
                 ErrorKind.SERVER_ERROR,

@@ -26,7 +26,10 @@ from router.testing.faults import (
 )
 from router.testing.wires.base import Answer, BadRequest, Chat, Stream, Wire, estimate_tokens
 
-__all__ = ["AnthropicWire"]
+__all__ = ["LISTED_WINDOW", "AnthropicWire"]
+
+LISTED_WINDOW = 200_000
+"""The `max_input_tokens` the fake listing reports for every model."""
 
 # status -> (error type, message), what the Messages API sends.
 _STATUS_DEFAULTS: dict[int, tuple[str, str]] = {
@@ -220,7 +223,14 @@ class AnthropicWire(Wire):
 
     def models(self, models: list[str]) -> dict[str, Any]:
         data = [
-            {"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
+            {
+                "type": "model",
+                "id": model,
+                "display_name": model,
+                "created_at": "2025-01-01T00:00:00Z",
+                # As Anthropic's listing reports it (the router learns a window it is not told).
+                "max_input_tokens": LISTED_WINDOW,
+            }
             for model in models
         ]
         return {
