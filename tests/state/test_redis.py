@@ -68,7 +68,7 @@ async def every_operation(store: RedisStore) -> list[str]:
         "health": store.health(),
         "set_drained": store.set_drained("t", True),
         "drained": store.drained(),
-        "reserve": store.reserve("b", 1, 10, 1, 0),
+        "lease": store.lease("b", 1, 10, 1, "w"),
         "adjust": store.adjust("b", 1, 10, 1),
     }
     answered = []
@@ -202,7 +202,7 @@ async def test_every_key_lives_under_the_namespace(
         "health",
         "set_drained",
         "drained",
-        "reserve",
+        "lease",
         "adjust",
     ]
     client = redis.asyncio.Redis.from_url(dedicated_redis.url, decode_responses=True)
@@ -219,6 +219,8 @@ async def test_every_key_lives_under_the_namespace(
         "ns-a:epoch",
         "ns-a:health-targets",
         "ns-a:health:t",
+        "ns-a:held:b",
+        "ns-a:holders:b",
         "ns-a:lease:l",
     ]
     assert channels == ["ns-a:breakers"]
@@ -396,7 +398,7 @@ async def test_a_virtual_clock_does_not_cut_real_io_short(redis_store: MakeStore
         "health",
         "set_drained",
         "drained",
-        "reserve",
+        "lease",
         "adjust",
     ]
     await eventually(lambda: any(r.target == "t" for r in records(heard)), within=0.5)
