@@ -38,6 +38,11 @@ def approx(value: float, harness: Harness) -> Any:
     return pytest.approx(value, abs=harness.tolerance)
 
 
+def approx_level(value: float, harness: Harness, per_second: float = 10) -> Any:
+    """A bucket's level, known to what it refills in the harness's time tolerance."""
+    return pytest.approx(value, abs=per_second * harness.tolerance)
+
+
 # -- breakers: the failure window -----------------------------------------------------------
 
 
@@ -332,7 +337,7 @@ async def test_the_bucket_refills_over_time_up_to_capacity(harness: Harness) -> 
     # capacity 10, 10 per second; worker "" only reads the level (known to the harness's time tolerance)
     assert (await store.lease("tpm", 8, 10, 10, "w1")).level == approx(2, harness)
     await harness.elapse(0.2)  # +2
-    assert (await store.lease("tpm", 0, 10, 10, "")).level == pytest.approx(4, abs=10 * harness.tolerance)
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx_level(4, harness)
     await harness.elapse(0.8)  # +8, but full at 10
     assert (await store.lease("tpm", 0, 10, 10, "")).level == 10
 
@@ -347,14 +352,14 @@ async def test_a_bucket_that_never_refills_refuses_any_debt(harness: Harness) ->
 
 async def test_adjust_corrects_a_spend(harness: Harness) -> None:
     store = await harness.store()
-    assert (await store.lease("tpm", 10, 10, 10, "w1")).level == approx(0, harness)  # estimated 10, now empty
+    assert (await store.lease("tpm", 10, 10, 10, "w1")).level == approx_level(0, harness)  # took all 10
     await store.adjust("tpm", -4, 10, 10)  # the call used 6: give 4 back
-    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(4, harness)
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx_level(4, harness)
     await store.adjust("tpm", 7, 10, 10)  # another used 7 more than estimated: into debt
-    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(-3, harness)
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx_level(-3, harness)
     assert (await store.lease("tpm", 1, 10, 10, "w1")).granted == approx(0, harness)  # no lease from debt
     await store.adjust("tpm", -100, 10, 10)  # giving back never overfills
-    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(10, harness)
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx_level(10, harness)
 
 
 # -- leases of a bucket ---------------------------------------------------------------------
@@ -370,7 +375,7 @@ async def test_a_lease_grants_what_the_bucket_holds_and_never_takes_it_below_zer
     assert second.granted == approx(4, harness)  # all there was
     assert (second.workers, second.outstanding, second.level) == (1, approx(10, harness), approx(0, harness))
     assert (await store.lease("tpm", 6, 10, 10, "w1", holding=10)).granted == approx(0, harness)
-    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx(0, harness)  # empty, not in debt
+    assert (await store.lease("tpm", 0, 10, 10, "")).level == approx_level(0, harness)  # empty, not in debt
     await harness.elapse(0.2)  # +2
     assert (await store.lease("tpm", 6, 10, 10, "w1")).granted == approx(2, harness)
 
