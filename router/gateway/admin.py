@@ -1,9 +1,10 @@
 """The admin endpoints, behind `gateway.admin_key`: `GET /admin/status`, `POST /admin/drain/{target}`,
 `POST /admin/restore/{target}`, `POST /admin/reload`. Without an admin key in the policy they answer 404.
 
-A drain or restore is the fleet's (`Router.drain`); a reload is this worker's (`Router.areload`: the
-last good policy stays on a bad edit, and the answer lists the issues). To reload every worker, send
-the parent process SIGHUP (`router serve` forwards it).
+A drain or restore is the fleet's (`Router.drain`). A reload is this worker's first (`Router.areload`:
+the last good policy stays on a bad edit, and the answer lists the issues); once it took, the other
+workers of `router serve --workers N` are told to reload the same file (the parent's SIGHUP), so that
+the fleet does not serve two policies behind one port.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ async def _reload(request: web.Request, gateway: Gateway) -> web.Response:
         return web.json_response(
             {**body, "issues": issues, "policy_version": gateway.router.version}, status=422
         )
+    if gateway.reload_others is not None:
+        gateway.reload_others()
     return web.json_response({"policy_version": gateway.router.version})
 
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -50,12 +50,16 @@ class Gateway:
     """Serves a router over HTTP: `Gateway(router).app()` is the aiohttp application.
 
     `metrics` is the Prometheus registry `/metrics` shows (the router's `on_event` must feed it,
-    see `router.metrics.PrometheusMetrics`); None answers `/metrics` with 404.
+    see `router.metrics.PrometheusMetrics`); None answers `/metrics` with 404. `reload_others`: tells
+    the other workers of a fleet to reload after `POST /admin/reload` reloaded this one.
     """
 
-    def __init__(self, router: Router, *, metrics: Any = None) -> None:
+    def __init__(
+        self, router: Router, *, metrics: Any = None, reload_others: Callable[[], None] | None = None
+    ) -> None:
         self.router = router
         self.metrics = metrics
+        self.reload_others = reload_others
         self.draining = False
         self._keys = Keys(router.policy.gateway, router._quotas)  # the router's leases: one per worker
         self._spec = self.spec  # with the keys, of the policy in service

@@ -74,7 +74,9 @@ async def _worker(options: ServeOptions, *, reuse_port: bool, index: int) -> Non
     registry, metrics = _metrics()
     router = Router.from_file(options.policy, on_event=metrics)
     router.reload_on_sighup()
-    gateway = Gateway(router, metrics=registry)
+    # A supervised worker reloads its siblings through the parent, which forwards SIGHUP to every worker.
+    reload_others = (lambda: os.kill(os.getppid(), signal.SIGHUP)) if reuse_port else None
+    gateway = Gateway(router, metrics=registry, reload_others=reload_others)
     try:
         await router.start()  # the fleet joined and the clients built before the first connection
         runner = await _listen(gateway, options, reuse_port)

@@ -23,7 +23,7 @@ from router.cli import main
 from router.testing import FakeUpstream, Fault
 
 from ..redis_support import free_port
-from .conftest import TEAM_KEY, policy_text
+from .conftest import ADMIN_KEY, TEAM_KEY, policy_text
 
 HELLO = [{"role": "user", "content": "hello"}]
 BUDGET = 0.5  # USD per hour for TEAM_KEY; each answer costs about 0.03 at the prices of the policy
@@ -117,6 +117,7 @@ targets:
 routes:
   chat: {{targets: [primary, backup], retry: {{attempts: 1}}}}
 gateway:
+  admin_key: {ADMIN_KEY}
   keys:
     team: {{key: {TEAM_KEY}, budget: {{usd: {BUDGET}}}}}
     ops: {{key: {OPS_KEY}}}
@@ -211,6 +212,21 @@ async def test_sighup_reloads_every_worker(served: Served, upstream: FakeUpstrea
         if status == 200:
             answered.add(body["router"]["worker"])
     assert served.process.poll() is None
+
+
+async def test_an_admin_reload_reaches_every_worker(served: Served, upstream: FakeUpstream):
+    """POST /admin/reload, taken by one worker, reloads the other too: one policy behind the port."""
+    policy = served.policy
+    policy.write_text(policy.read_text().replace("routes:\n", "routes:\n  edited: {targets: [backup]}\n"))
+    status, _ = await request(served.url, "/admin/reload", key=ADMIN_KEY)
+    assert status == 200
+    answered: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(answered) < 2:
+        assert time.monotonic() < deadline, f"workers that reloaded: {answered}"
+        status, body = await request(served.url, model="edited")
+        if status == 200:
+            answered.add(body["router"]["worker"])
 
 
 async def test_sigterm_finishes_the_requests_in_flight(served: Served, upstream: FakeUpstream):
