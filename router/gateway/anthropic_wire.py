@@ -21,7 +21,16 @@ from aiohttp import web
 
 from router.gateway.failures import Failure, failure_of
 from router.gateway.openai_wire import finish_reason
-from router.gateway.wire import Item, Trail, WireCall, bad_request, control_of, event_bytes, field_of
+from router.gateway.wire import (
+    Item,
+    Trail,
+    WireCall,
+    bad_request,
+    control_of,
+    event_bytes,
+    field_of,
+    model_and_messages,
+)
 from router.results import Completion, StreamRestart, ToolCall
 
 __all__ = ["ANTHROPIC", "AnthropicWire"]
@@ -40,14 +49,7 @@ class AnthropicWire:
     name = "anthropic"
 
     def parse(self, body: Any) -> WireCall:
-        if not isinstance(body, dict):
-            raise bad_request("the body must be a JSON object")
-        model = field_of(body, "model", str, "the name of a route, an alias or provider:model")
-        if not model:
-            raise bad_request("model is required: the name of a route, an alias or provider:model")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad_request("messages must be a list of at least one message")
+        model, messages = model_and_messages(body)
         converted = _system(body.get("system"))
         for index, message in enumerate(messages):
             converted += _message(message, f"messages[{index}]")

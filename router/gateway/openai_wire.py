@@ -20,7 +20,15 @@ from typing import Any
 from aiohttp import web
 
 from router.gateway.failures import Failure, failure_of
-from router.gateway.wire import Item, Trail, WireCall, bad_request, control_of, event_bytes, field_of
+from router.gateway.wire import (
+    Item,
+    Trail,
+    WireCall,
+    control_of,
+    event_bytes,
+    field_of,
+    model_and_messages,
+)
 from router.options import PROVIDER_OPTIONS
 from router.results import Completion, StreamRestart, ToolCall, Usage
 
@@ -45,14 +53,7 @@ class OpenAIWire:
     name = "openai"
 
     def parse(self, body: Any) -> WireCall:
-        if not isinstance(body, dict):
-            raise bad_request("the body must be a JSON object")
-        model = field_of(body, "model", str, "the name of a route, an alias or provider:model")
-        if not model:
-            raise bad_request("model is required: the name of a route, an alias or provider:model")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad_request("messages must be a list of at least one message")
+        model, messages = model_and_messages(body)
         stream_options = field_of(body, "stream_options", dict, "an object") or {}
         arguments: dict[str, Any] = {}
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))

@@ -17,7 +17,17 @@ from aiohttp import web
 from router.gateway.failures import Failure, Refusal
 from router.results import Completion, StreamRestart
 
-__all__ = ["Item", "Trail", "Wire", "WireCall", "bad_request", "control_of", "event_bytes", "field_of"]
+__all__ = [
+    "Item",
+    "Trail",
+    "Wire",
+    "WireCall",
+    "bad_request",
+    "control_of",
+    "event_bytes",
+    "field_of",
+    "model_and_messages",
+]
 
 Item = str | StreamRestart | Completion
 Trail = Callable[[Completion], dict[str, Any]]
@@ -79,6 +89,19 @@ def field_of(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], 
     if value is not None and (wrong_bool or not isinstance(value, kind)):
         raise bad_request(f"{name} must be {what}")
     return value
+
+
+def model_and_messages(body: Any) -> tuple[str, list[Any]]:
+    """The two fields both wires need: the route (a route, an alias or provider:model) and the messages."""
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    model = field_of(body, "model", str, "the name of a route, an alias or provider:model")
+    if not model:
+        raise bad_request("model is required: the name of a route, an alias or provider:model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages must be a list of at least one message")
+    return model, messages
 
 
 def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
