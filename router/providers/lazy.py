@@ -104,7 +104,7 @@ class LazyProvider:
     def _run(self, building: Future[Provider]) -> None:
         try:
             built = self._build()
-        except Exception as error:
+        except BaseException as error:  # whatever it is, the callers waiting must hear of it
             kind = type(error).__name__
             logger.warning("building the %s client of provider %s failed (%s)", self._kind, self.name, kind)
             building.set_exception(error)
