@@ -21,6 +21,7 @@ from router.cli import main
 from router.errors import AllTargetsFailed, ErrorKind
 from router.policy.model import ProviderSpec
 from router.providers.lazy import LazyProvider
+from router.providers.pool import KeyPool
 from router.providers.registry import PROVIDER_TYPES
 
 USER = [{"role": "user", "content": "Hello"}]
@@ -223,3 +224,27 @@ def test_explain_runs_where_an_sdk_cannot_be_imported() -> None:
         assert "openai" not in sys.modules
         """)  # fmt: skip
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=ROOT)
+
+
+async def test_several_keys_build_one_pool_of_clients(built: Built) -> None:
+    policy = {**POLICY, "providers": {**POLICY["providers"], "a": {"type": "toy", "api_keys": ["k1", "k2"]}}}
+    async with Router(Policy.model_validate(policy)) as router:
+        assert built.names == []
+        assert (await router.complete("first", USER)).text == "a says hi"
+        assert isinstance(router._providers["a"].built, KeyPool) and built.names == ["a", "a"]
+
+
+async def test_a_reload_closes_a_replaced_client_that_was_built_and_builds_none(built: Built) -> None:
+    async with Router(Policy.model_validate(POLICY)) as router:
+        await router.complete("first", USER)
+        old = router._providers["a"]
+        changed = {
+            **POLICY["providers"],
+            "a": {"type": "toy", "headers": {"x": "1"}},
+            "b": {"type": "toy", "headers": {"x": "1"}},
+        }
+        await router.areload(Policy.model_validate({**POLICY, "providers": changed}))
+        assert router._providers["a"] is not old and built.names == ["a"]  # b was never built: nor is it now
+        await router.aclose()
+        assert isinstance(old, LazyProvider) and isinstance(old.built, Toy) and old.built.closed
+    assert built.names == ["a"]
