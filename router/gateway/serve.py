@@ -83,15 +83,19 @@ async def _worker(options: ServeOptions, *, reuse_port: bool, index: int) -> Non
     except BaseException:
         await router.aclose()
         raise
-    watcher = asyncio.get_running_loop().create_task(router.watch()) if options.watch else None
+    loop = asyncio.get_running_loop()
+    watcher = loop.create_task(router.watch()) if options.watch else None
+    # The windows a policy leaves undeclared, from the listings that report them: checked once learned.
+    learning = loop.create_task(router.learn_windows())
     _announce(options, gateway, index)
     await stop.wait()
+    learning.cancel()
     gateway.draining = True
     logger.info("worker %d (pid %d): stopping; finishing the requests in flight", index, os.getpid())
     await runner.cleanup()  # stops accepting, then waits for the handlers in flight
     if watcher is not None:
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+    await asyncio.gather(learning, *([watcher] if watcher else []), return_exceptions=True)
     await router.aclose()
 
 
