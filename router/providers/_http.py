@@ -147,7 +147,7 @@ class EventDecoder:
     def __init__(self) -> None:
         self._name = ""
         self._data: list[str] = []
-        self._unfinished = b""  # a line the last piece left unfinished
+        self._unfinished: list[bytes] = []  # the pieces of a line not finished yet
         self._after_cr = False  # that piece ended in `\r`: a `\n` starting the next ends no line
 
     def lines(self, lines: Iterable[str]) -> list[ServerSentEvent]:
@@ -180,15 +180,20 @@ class EventDecoder:
         if not piece:
             return []
         self._after_cr = piece[-1] == _CR
-        if self._unfinished:
-            piece = self._unfinished + piece
+        unfinished = self._unfinished
+        if b"\n" not in piece and b"\r" not in piece:
+            unfinished.append(piece)  # inside a long line: kept as it came, joined once it ends
+            return []
+        if unfinished:
+            unfinished.append(piece)
+            piece = b"".join(unfinished)
         lines = piece.splitlines()
-        self._unfinished = lines.pop() if piece[-1] not in _LINE_ENDS else b""
+        self._unfinished = [lines.pop()] if piece[-1] not in _LINE_ENDS else []
         return self.lines([line.decode("utf-8", "replace") for line in lines])
 
     def end(self) -> list[ServerSentEvent]:
         """What the stream's end completes: its last line, and an event it ends before closing."""
-        unfinished, self._unfinished = self._unfinished, b""
+        unfinished, self._unfinished = b"".join(self._unfinished), []
         events = self.lines((unfinished.decode("utf-8", "replace"),)) if unfinished else []
         return [*events, *self.lines(("",))] if self._data else events
 
