@@ -6,6 +6,7 @@ of the first one failing when the router starts.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 
@@ -23,10 +24,15 @@ def missing_credentials(spec: ProviderSpec, environ: Mapping[str, str]) -> list[
     An API key the policy does not give must be in the type's variable; AWS credentials taken from
     the environment must come as a pair (the rest of the AWS chain, a profile or an instance role,
     cannot be judged from here); a service-account key file named in the policy must be there
-    (unless a key stands in for it). Messages name variables and files, never values.
+    (unless a key stands in for it); the SDK the type's adapter imports must be installed (looked up,
+    not imported: clients are built on first use). Messages name variables and files, never values.
     """
     entry = PROVIDER_TYPES[spec.type]
     problems: list[tuple[str, str]] = []
+    if entry.sdk is not None and not _installed(entry.sdk[0]):
+        module, extra = entry.sdk
+        needed = f"a {spec.type} provider needs the {module} package: pip install 'router[{extra}]'"
+        problems.append(("type", needed))
     variable = entry.key_variable
     if variable and not spec.api_key_values() and not environ.get(variable):
         problems.append(
@@ -48,3 +54,10 @@ def missing_credentials(spec: ProviderSpec, environ: Mapping[str, str]) -> list[
                 )
             )
     return problems
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing (google, for google.genai)
+        return False

@@ -39,6 +39,8 @@ class ProviderType:
     `wire`: the protocol it speaks, by the fake upstream's name for it (openai, azure, anthropic,
     bedrock, google), which chaos runs and `router simulate` put in its place; `credentials`: the fields a
     chaos run fills with placeholders; `litellm`: LiteLLM's prefix for its models (None: not mapped).
+    `sdk`: the module its adapter imports and the extra of this package that installs it (None: a
+    dependency of the package), checked when a policy names the type, without importing it.
     """
 
     name: str
@@ -51,6 +53,7 @@ class ProviderType:
     credentials: tuple[str, ...] = ("api_key",)
     litellm: str | None = "openai"
     preset: Preset | None = None
+    sdk: tuple[str, str] | None = None
 
     @classmethod
     def openai_compatible(
@@ -126,7 +129,12 @@ PROVIDER_TYPES: Registry[ProviderType] = Registry(
             litellm="azure",
         ),
         ProviderType(
-            "anthropic", _anthropic, key_variable="ANTHROPIC_API_KEY", wire="anthropic", litellm="anthropic"
+            "anthropic",
+            _anthropic,
+            key_variable="ANTHROPIC_API_KEY",
+            wire="anthropic",
+            litellm="anthropic",
+            sdk=("anthropic", "anthropic"),
         ),
         ProviderType(
             "bedrock",
@@ -137,6 +145,7 @@ PROVIDER_TYPES: Registry[ProviderType] = Registry(
             wire="bedrock",
             credentials=("aws_access_key_id", "aws_secret_access_key"),
             litellm=None,
+            sdk=("boto3", "bedrock"),
         ),
         ProviderType(
             "gemini",
@@ -145,6 +154,7 @@ PROVIDER_TYPES: Registry[ProviderType] = Registry(
             takes=("thinking_budget",),
             wire="google",
             litellm="gemini",
+            sdk=("google.genai", "google"),
         ),
         # Credentials: api_key (express mode), credentials_file (a service account) or Google's chain;
         # a chaos run fills api_key, which keeps the SDK from Google's token endpoint.
@@ -155,6 +165,7 @@ PROVIDER_TYPES: Registry[ProviderType] = Registry(
             takes=("project", "location", "credentials_file", "thinking_budget"),
             wire="google",
             litellm="vertex_ai",
+            sdk=("google.genai", "google"),
         ),
         ProviderType("openai_compatible", _openai, needs=("base_url",)),
         _preset("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),

@@ -110,6 +110,22 @@ def test_its_key_variable_is_named_when_the_key_is_missing(monkeypatch: pytest.M
         Router(Policy.model_validate(POLICY))
 
 
+def test_a_type_whose_sdk_is_not_installed_is_refused_at_load_naming_the_extra(tmp_path: Any) -> None:
+    # Clients are built on first use: the missing SDK must still fail when the policy loads, at its line.
+    router.register_provider(ProviderType("toy", ToyProvider, sdk=("router_no_such_sdk.client", "toy")))
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "targets: {small: {provider: mine, model: toy-1}}\n"
+        "providers:\n  mine:\n    type: toy\n"
+        "routes: {chat: {targets: [small]}}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        Router.from_file(path)
+    [issue] = caught.value.issues
+    assert (issue.line, issue.path) == (4, "providers.mine.type")
+    assert "router_no_such_sdk.client" in issue.message and "pip install 'router[toy]'" in issue.message
+
+
 def test_a_type_is_unknown_until_registered_and_then_suggested() -> None:
     text = textwrap.dedent(
         """\
