@@ -226,6 +226,30 @@ def test_explain_runs_where_an_sdk_cannot_be_imported() -> None:
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=ROOT)
 
 
+def test_pybreaker_is_imported_before_a_routes_first_request_not_at_its_first_trip() -> None:
+    # A trip comes in the middle of an outage: importing pybreaker then stalled the loop for 0.1-0.3 s.
+    script = textwrap.dedent("""\
+        import asyncio, sys
+        from router import Policy, Router
+        from router.testing.scripted import ScriptedProvider
+
+        policy = Policy.model_validate({
+            "providers": {"p": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"}},
+            "targets": {"t": {"provider": "p", "model": "m", "price": {"input": 1, "output": 1}}},
+            "routes": {"chat": {"targets": ["t"]}},
+        })
+
+        async def main():
+            async with Router(policy, providers={"p": ScriptedProvider("p")}) as router:
+                assert "pybreaker" not in sys.modules
+                await router.complete("chat", [{"role": "user", "content": "hi"}])
+                assert "pybreaker" in sys.modules
+
+        asyncio.run(main())
+        """)  # fmt: skip
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=ROOT)
+
+
 async def test_several_keys_build_one_pool_of_clients(built: Built) -> None:
     policy = {**POLICY, "providers": {**POLICY["providers"], "a": {"type": "toy", "api_keys": ["k1", "k2"]}}}
     async with Router(Policy.model_validate(policy)) as router:
