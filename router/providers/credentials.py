@@ -6,8 +6,9 @@ of the first one failing when the router starts.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import os
+import sys
 from collections.abc import Mapping
 
 from router.policy.model import ProviderSpec
@@ -57,7 +58,13 @@ def missing_credentials(spec: ProviderSpec, environ: Mapping[str, str]) -> list[
 
 
 def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing (google, for google.genai)
-        return False
+    """Whether `module` is there to import, found without importing it or its parents (`google`)."""
+    if module in sys.modules:
+        return True
+    path = None
+    for part in module.split("."):
+        spec = importlib.machinery.PathFinder.find_spec(part, path)
+        if spec is None:
+            return False
+        path = spec.submodule_search_locations
+    return True
