@@ -1,9 +1,13 @@
-"""What the benchmark scripts share: timing, percentiles, a fake upstream in a child process."""
+"""What the benchmark scripts share: timing, percentiles, rates over rotating rounds, the shared options
+and output, a fake upstream in a child process."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import gc
+import json
 import os
 import signal
 import subprocess
@@ -100,3 +104,89 @@ async def drain_litellm() -> None:
         return
     await GLOBAL_LOGGING_WORKER.clear_queue()
     await GLOBAL_LOGGING_WORKER.stop()
+
+
+async def units_per_second(
+    call: Callable[[], Awaitable[int]], concurrency: int, duration: float, warmup: float
+) -> tuple[float, float]:
+    """Units (calls, chunks: what each `call` returns it did) per second by `concurrency` tasks
+    calling in a loop for `duration` seconds, and per second of this process's CPU time.
+
+    The window opens after `warmup` seconds (connections opened, caches filled) and every task
+    keeps calling until it closes, so the upstream sees `concurrency` requests in flight throughout.
+    A failed call ends the measurement with its exception: a figure is never made of errors.
+    """
+    done = 0
+    running = True
+
+    async def worker() -> None:
+        nonlocal done
+        while running:
+            units = await call()  # not `done += await call()`: that reads `done` before the await
+            done += units
+
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        await _sleep_unless_failed(tasks, warmup)
+        start, cpu, before = time.perf_counter(), time.process_time(), done
+        await _sleep_unless_failed(tasks, duration)
+        elapsed, cpu, after = time.perf_counter() - start, time.process_time() - cpu, done
+    finally:
+        running = False
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return (after - before) / elapsed, (after - before) / cpu
+
+
+async def _sleep_unless_failed(tasks: list[asyncio.Task[None]], seconds: float) -> None:
+    finished, _ = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
+    for task in finished:
+        task.result()  # raises what the worker raised
+
+
+async def rotating_rounds(
+    names: Sequence[str], rounds: int, measure: Callable[[str], Awaitable[tuple[float, float]]]
+) -> list[dict[str, tuple[float, float]]]:
+    """Per round, `measure(name)` of each contender, in an order that rotates by round (so that
+    none always runs first or last), after a garbage collection."""
+    per_round = []
+    for index in range(rounds):
+        shift = index % len(names)
+        figures = {}
+        for name in [*names[shift:], *names[:shift]]:
+            gc.collect()
+            figures[name] = await measure(name)
+        per_round.append(figures)
+    return per_round
+
+
+def rate_parser(
+    doc: str, concurrency: int, concurrency_help: str, duration: float, rounds: int, warmup: float
+) -> argparse.ArgumentParser:
+    """The options a rate benchmark shares: --json, --concurrency, --duration, --rounds."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    parser.add_argument(
+        "--concurrency", type=int, default=concurrency, help=f"{concurrency_help} (default {concurrency})"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=duration,
+        help=f"seconds per measurement, after a {warmup:g} s warm-up (default {duration:g})",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=rounds, help=f"rounds; medians are reported (default {rounds})"
+    )
+    return parser
+
+
+def report(as_json: bool, run: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str]) -> None:
+    """Print `run()`'s figures: one JSON object with `as_json`, else `render`'s table."""
+    stdout = sys.stdout
+    # Libraries under test may print; only our one JSON object (or table) goes to stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run()
+    print(json.dumps(result, indent=2) if as_json else render(result), file=stdout)

@@ -31,16 +31,13 @@ Nothing here asserts a speed; see README.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import gc
 import importlib.util
 import json
 import platform
 import statistics
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +46,17 @@ import aiohttp
 import openai
 
 # The scripts run as files (python benchmarks/NAME.py): their folder is on sys.path.
-from _shared import cpus, drain_litellm, package_version, quiet_litellm, upstream_process
+from _shared import (
+    cpus,
+    drain_litellm,
+    package_version,
+    quiet_litellm,
+    rate_parser,
+    report,
+    rotating_rounds,
+    units_per_second,
+    upstream_process,
+)
 from aiohttp import web
 
 from router import Policy, Router
@@ -132,39 +139,6 @@ def _upstream_main(words: int) -> str:
 
 
 # -- measuring ---------------------------------------------------------------------------------
-
-
-async def chunks_per_second(call: StreamCall, concurrency: int, duration: float) -> tuple[float, float]:
-    """Text chunks read per second by `concurrency` tasks streaming in a loop for `duration`
-    seconds, and per second of this process's CPU time. A failed stream ends the measurement."""
-    read = 0
-    running = True
-
-    async def worker() -> None:
-        nonlocal read
-        while running:
-            chunks = await call()  # not `read += await call()`: that reads `read` before the await
-            read += chunks
-
-    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    try:
-        await _sleep_unless_failed(tasks, WARMUP)
-        start, cpu, before = time.perf_counter(), time.process_time(), read
-        await _sleep_unless_failed(tasks, duration)
-        elapsed, cpu, after = time.perf_counter() - start, time.process_time() - cpu, read
-    finally:
-        running = False
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return (after - before) / elapsed, (after - before) / cpu
-
-
-async def _sleep_unless_failed(tasks: list[asyncio.Task[None]], seconds: float) -> None:
-    finished, _ = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
-    for task in finished:
-        task.result()  # raises what the worker raised
 
 
 # -- the contenders ----------------------------------------------------------------------------
@@ -281,15 +255,12 @@ async def measure(
     base_url: str, names: Sequence[str], words: int, concurrency: int, duration: float, rounds: int
 ) -> list[dict[str, tuple[float, float]]]:
     """Per round, each contender's (chunks per second, chunks per CPU-second)."""
-    per_round = []
-    for index in range(rounds):
-        shift = index % len(names)
-        figures = {}
-        for name in [*names[shift:], *names[:shift]]:
-            gc.collect()
-            async with contender(name, base_url, words) as call:
-                figures[name] = await chunks_per_second(call, concurrency, duration)
-        per_round.append(figures)
+
+    async def one(name: str) -> tuple[float, float]:
+        async with contender(name, base_url, words) as call:
+            return await units_per_second(call, concurrency, duration, WARMUP)
+
+    per_round = await rotating_rounds(names, rounds, one)
     if "litellm" in names:
         await drain_litellm()
     return per_round
@@ -390,38 +361,16 @@ def render_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    parser = rate_parser(
+        __doc__, DEFAULT_CONCURRENCY, "streams read at once", DEFAULT_DURATION, DEFAULT_ROUNDS, WARMUP
+    )
     parser.add_argument(
         "--words", type=int, default=DEFAULT_WORDS, help=f"chunks per stream (default {DEFAULT_WORDS})"
     )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        help=f"streams read at once (default {DEFAULT_CONCURRENCY})",
-    )
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=DEFAULT_DURATION,
-        help=f"seconds per measurement, after a {WARMUP:g} s warm-up (default {DEFAULT_DURATION:g})",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=DEFAULT_ROUNDS,
-        help=f"rounds; medians are reported (default {DEFAULT_ROUNDS})",
-    )
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     if min(args.words, args.concurrency, args.rounds) < 1 or args.duration <= 0:
         parser.error("--words, --concurrency and --rounds must be at least 1; --duration above 0")
-
-    stdout = sys.stdout
-    # Libraries under test may print; only our one JSON object (or table) goes to stdout.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = run(args.words, args.concurrency, args.duration, args.rounds)
-    print(json.dumps(result, indent=2) if args.json else render_table(result), file=stdout)
+    report(args.json, lambda: run(args.words, args.concurrency, args.duration, args.rounds), render_table)
     return 0
 
 

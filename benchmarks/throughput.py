@@ -34,7 +34,6 @@ Nothing here asserts a speed; see README.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -50,7 +49,18 @@ import aiohttp
 import openai
 
 # The scripts run as files (python benchmarks/NAME.py): their folder is on sys.path.
-from _shared import YIELD_EVERY, Timed, cpus, package_version, percentile_us, upstream_process
+from _shared import (
+    YIELD_EVERY,
+    Timed,
+    cpus,
+    package_version,
+    percentile_us,
+    rate_parser,
+    report,
+    rotating_rounds,
+    units_per_second,
+    upstream_process,
+)
 
 from router import Call, ErrorKind, Policy, Provider, ProviderError, Router
 from router.policy.model import ProviderSpec
@@ -101,44 +111,6 @@ _UPSTREAM_MAIN = (
 
 
 # -- measuring ---------------------------------------------------------------------------------
-
-
-async def calls_per_second(call: Timed, concurrency: int, duration: float) -> tuple[float, float]:
-    """Calls completed per second by `concurrency` tasks calling in a loop for `duration` seconds,
-    and per second of this process's CPU time.
-
-    The window opens after a warm-up (connections opened, caches filled) and every task keeps
-    calling until it closes, so the upstream sees `concurrency` requests in flight throughout.
-    A failed call ends the measurement with its exception: a figure is never made of errors.
-    """
-    done = 0
-    running = True
-
-    async def worker() -> None:
-        nonlocal done
-        while running:
-            await call()
-            done += 1
-
-    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    try:
-        await _sleep_unless_failed(tasks, WARMUP)
-        start, cpu, before = time.perf_counter(), time.process_time(), done
-        await _sleep_unless_failed(tasks, duration)
-        elapsed, cpu, after = time.perf_counter() - start, time.process_time() - cpu, done
-    finally:
-        running = False
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return (after - before) / elapsed, (after - before) / cpu
-
-
-async def _sleep_unless_failed(tasks: list[asyncio.Task[None]], seconds: float) -> None:
-    finished, _ = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
-    for task in finished:
-        task.result()  # raises what the worker raised
 
 
 async def paired(calls: dict[str, Timed], iterations: int, rounds: int) -> dict[str, float]:
@@ -227,16 +199,17 @@ async def throughput(
     base_url: str, names: Sequence[str], concurrency: int, duration: float, rounds: int
 ) -> list[dict[str, tuple[float, float]]]:
     """Per round, each contender's (calls per second, calls per CPU-second)."""
-    per_round = []
-    for index in range(rounds):
-        shift = index % len(names)
-        figures = {}
-        for name in [*names[shift:], *names[:shift]]:
-            gc.collect()
-            async with contender(name, base_url) as call:
-                figures[name] = await calls_per_second(call, concurrency, duration)
-        per_round.append(figures)
-    return per_round
+
+    async def one(name: str) -> tuple[float, float]:
+        async with contender(name, base_url) as call:
+
+            async def counted() -> int:
+                await call()
+                return 1
+
+            return await units_per_second(counted, concurrency, duration, WARMUP)
+
+    return await rotating_rounds(names, rounds, one)
 
 
 async def failover(base_url: str, iterations: int, rounds: int) -> dict[str, float]:
@@ -377,25 +350,8 @@ def render_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        help=f"tasks calling at once (default {DEFAULT_CONCURRENCY})",
-    )
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=DEFAULT_DURATION,
-        help=f"seconds per measurement, after a {WARMUP:g} s warm-up (default {DEFAULT_DURATION:g})",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=DEFAULT_ROUNDS,
-        help=f"rounds; medians are reported (default {DEFAULT_ROUNDS})",
+    parser = rate_parser(
+        __doc__, DEFAULT_CONCURRENCY, "tasks calling at once", DEFAULT_DURATION, DEFAULT_ROUNDS, WARMUP
     )
     parser.add_argument(
         "--failover-iterations",
@@ -403,17 +359,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_FAILOVER_ITERATIONS,
         help=f"loopback failover pairs per round (default {DEFAULT_FAILOVER_ITERATIONS})",
     )
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     if min(args.concurrency, args.rounds, args.failover_iterations) < 1 or args.duration <= 0:
         parser.error(
             "--concurrency, --rounds and --failover-iterations must be at least 1; --duration above 0"
         )
-
-    stdout = sys.stdout
-    # Libraries under test may print; only our one JSON object (or table) goes to stdout.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = run(args.concurrency, args.duration, args.rounds, args.failover_iterations)
-    print(json.dumps(result, indent=2) if args.json else render_table(result), file=stdout)
+    report(
+        args.json,
+        lambda: run(args.concurrency, args.duration, args.rounds, args.failover_iterations),
+        render_table,
+    )
     return 0
 
 
