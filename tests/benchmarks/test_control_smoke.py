@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "control.py"
+from .conftest import load_benchmark
 
 
 def test_control_benchmark_runs_with_tiny_sizes():
-    spec = importlib.util.spec_from_file_location("control_benchmark", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    figures = module.run(iterations=20, rounds=1, rules=4, targets=6, runs=1)
+    figures = load_benchmark("control").run(iterations=20, rounds=1, rules=4, targets=6, runs=1)
     for name in ("plain_us", "rules_first_us", "rules_none_us", "control_us", "compile_priced_ms"):
         assert math.isfinite(figures[name]) and figures[name] > 0, name
     assert figures["compile_table_ms"] > 0 and figures["rules"] == 4

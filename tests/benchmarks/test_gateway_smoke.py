@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-from pathlib import Path
 
-import pytest
-
-_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway.py"
+from .conftest import RunBenchmark
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("gateway_benchmark", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_tiny_run_reports_every_gateway_figure(capsys: pytest.CaptureFixture[str]):
-    benchmark = _load_benchmark()
-    assert benchmark.main(["--json", "--requests", "40", "--rounds", "1", "--no-litellm"]) == 0
-    result = json.loads(capsys.readouterr().out)
+def test_a_tiny_run_reports_every_gateway_figure(run_benchmark: RunBenchmark) -> None:
+    _, result = run_benchmark("gateway", "--requests", "40", "--rounds", "1", "--no-litellm")
     for concurrency in (1, 32):
         for party in ("direct", "gateway"):
             for figure in ("p50_us", "p99_us", "rps"):

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import math
-from pathlib import Path
 
-import pytest
-
-_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
+from .conftest import RunBenchmark, is_number
 
 # Durations, rates and counts: above zero whatever the machine.
 POSITIVE = (
@@ -28,30 +23,14 @@ DIFFERENCES = ("overhead_p50_us", "overhead_p99_us", "loopback_overhead_p50_us")
 LITELLM = ("litellm_p50_us", "litellm_overhead_ratio")
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("overhead_benchmark", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def test_json_run_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
-    benchmark = _load_benchmark()
+def test_json_run_reports_every_figure(run_benchmark: RunBenchmark) -> None:
     tiny = ["--iterations", "50", "--loopback-iterations", "5", "--rounds", "1"]
-    exit_code = benchmark.main(["--json", *tiny])
+    _, result = run_benchmark("overhead", *tiny)
 
-    assert exit_code == 0
-
-    result = json.loads(capsys.readouterr().out)  # exactly one JSON object, nothing else
     for key in POSITIVE:
-        assert _is_number(result[key]) and result[key] > 0, key
+        assert is_number(result[key]) and result[key] > 0, key
     for key in DIFFERENCES:
-        assert _is_number(result[key]), key
+        assert is_number(result[key]), key
     assert result["python"] and result["machine"]
     assert result["iterations"] == 50
     if importlib.util.find_spec("litellm") is None:
@@ -59,4 +38,4 @@ def test_json_run_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> No
         assert any("litellm" in note for note in result["notes"])
     else:
         for key in LITELLM:
-            assert _is_number(result[key]) and result[key] > 0, key
+            assert is_number(result[key]) and result[key] > 0, key

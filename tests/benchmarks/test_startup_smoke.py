@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
-import pytest
+from .conftest import RunBenchmark
 
 _ROOT = Path(__file__).resolve().parents[2]
-_SCRIPT = _ROOT / "benchmarks" / "startup.py"
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("startup_benchmark", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_json_run_reports_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
-    benchmark = _load_benchmark()
+def test_json_run_reports_every_figure(run_benchmark: RunBenchmark) -> None:
     policy = _ROOT / "policies" / "primary-secondary.yaml"
-    assert benchmark.main(["--json", "--runs", "1", "--policy", str(policy)]) == 0
+    _, result = run_benchmark("startup", "--runs", "1", "--policy", str(policy))
 
-    result = json.loads(capsys.readouterr().out)  # exactly one JSON object, nothing else
     for key in ("python_startup_ms", "import_router_ms", "help_ms", "validate_ms", "router_build_ms",
                 "router_import_and_build_ms", "first_call_ms", "warm_call_ms"):  # fmt: skip
         assert result[key] > 0, key
