@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.gateway.failures import Failure, failure_of
+from router.gateway.failures import Failure
 from router.gateway.openai_wire import finish_reason
 from router.gateway.wire import (
     Item,
@@ -30,6 +30,7 @@ from router.gateway.wire import (
     event_bytes,
     field_of,
     model_and_messages,
+    relay,
 )
 from router.results import Completion, StreamRestart, ToolCall
 
@@ -105,22 +106,13 @@ class AnthropicWire:
         }
         await response.write(_event("message_start", {"message": start}))
         blocks = _Blocks(response)
-        completion: Completion | None = None
-        try:
-            async for item in items:
-                if isinstance(item, str):
-                    await blocks.text(item)
-                elif isinstance(item, StreamRestart):
-                    await blocks.restart(item)
-                else:
-                    completion = item
-        except ConnectionError:
-            raise  # the client is gone: nothing more to tell it
-        except Exception as error:
-            failure = failure_of(error) or Failure(500, "internal_error", "the gateway failed; see its log")
+
+        async def failed(failure: Failure) -> None:
             await response.write(_event("error", self.error(failure)))
+
+        completion = await relay(items, blocks.text, blocks.restart, failed)
+        if completion is None:
             return
-        assert completion is not None  # a stream ends with its completion
         await blocks.close()
         for tool_call in completion.tool_calls:
             await blocks.tool_use(tool_call)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.gateway.failures import Failure, failure_of
+from router.gateway.failures import Failure
 from router.gateway.wire import (
     Item,
     Trail,
@@ -28,6 +28,7 @@ from router.gateway.wire import (
     event_bytes,
     field_of,
     model_and_messages,
+    relay,
 )
 from router.options import PROVIDER_OPTIONS
 from router.results import Completion, StreamRestart, ToolCall, Usage
@@ -110,22 +111,19 @@ class OpenAIWire:
     ) -> None:
         chunks = _Chunks(call.route)
         await response.write(chunks.delta({"role": "assistant", "content": ""}))
-        completion: Completion | None = None
-        try:
-            async for item in items:
-                if isinstance(item, str):
-                    await response.write(chunks.delta({"content": item}))
-                elif isinstance(item, StreamRestart):
-                    await response.write(chunks.delta({}, router={"restart": _restart(item)}))
-                else:
-                    completion = item
-        except ConnectionError:
-            raise  # the client is gone: nothing more to tell it
-        except Exception as error:
-            failure = failure_of(error) or Failure(500, "internal_error", "the gateway failed; see its log")
+
+        async def text(piece: str) -> None:
+            await response.write(chunks.delta({"content": piece}))
+
+        async def restart(item: StreamRestart) -> None:
+            await response.write(chunks.delta({}, router={"restart": _restart(item)}))
+
+        async def failed(failure: Failure) -> None:
             await response.write(event_bytes(self.error(failure)))
+
+        completion = await relay(items, text, restart, failed)
+        if completion is None:
             return
-        assert completion is not None  # a stream ends with its completion
         for index, tool_call in enumerate(completion.tool_calls):
             await response.write(chunks.delta({"tool_calls": [{"index": index, **_tool_call(tool_call)}]}))
         extra = {"router": trail(completion)} if trail is not None else {}

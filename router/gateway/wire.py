@@ -8,13 +8,13 @@ A wire is a `Wire` (`openai_wire.OPENAI`, `anthropic_wire.ANTHROPIC`); `app.py` 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from router.gateway.failures import Failure, Refusal
+from router.gateway.failures import Failure, Refusal, failure_of
 from router.results import Completion, StreamRestart
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "event_bytes",
     "field_of",
     "model_and_messages",
+    "relay",
 ]
 
 Item = str | StreamRestart | Completion
@@ -75,6 +76,32 @@ class Wire(Protocol):
         """Write the stream's events, then its end (with `trail(completion)` when given); an error after the
         first event is written as an event."""
         ...
+
+
+async def relay(
+    items: AsyncIterator[Item],
+    text: Callable[[str], Awaitable[None]],
+    restart: Callable[[StreamRestart], Awaitable[None]],
+    failed: Callable[[Failure], Awaitable[None]],
+) -> Completion | None:
+    """Hand a stream's texts and restarts to the wire as they come; the completion that ends it, or
+    None when it failed after its first event (`failed` has then written the error as an event)."""
+    completion: Completion | None = None
+    try:
+        async for item in items:
+            if isinstance(item, str):
+                await text(item)
+            elif isinstance(item, StreamRestart):
+                await restart(item)
+            else:
+                completion = item
+    except ConnectionError:
+        raise  # the client is gone: nothing more to tell it
+    except Exception as error:
+        await failed(failure_of(error) or Failure(500, "internal_error", "the gateway failed; see its log"))
+        return None
+    assert completion is not None  # a stream ends with its completion
+    return completion
 
 
 def bad_request(message: str) -> Refusal:
