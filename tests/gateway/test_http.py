@@ -238,3 +238,15 @@ async def test_a_stream_that_breaks_after_output_restarts_on_the_next_target(
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in after if c["choices"]) == (
         "Hello from gpt-b."
     )
+
+
+async def test_a_stream_that_breaks_after_output_ends_with_an_error_event(
+    server: GatewayServer, upstream: FakeUpstream
+):
+    upstream.set_reply("gpt-a", "one two three four")
+    upstream.add_fault("gpt-a", Fault.cut(2), times=1)
+    status, body, _ = await post(server, chat("solo", stream=True))
+    events = [line.removeprefix("data: ") for line in body["text"].splitlines() if line.startswith("data: ")]
+    assert status == 200 and events[-1] != "[DONE]"  # the stream did not end as if whole
+    last = json.loads(events[-1])
+    assert set(last) == {"error"} and last["error"]["code"] != "internal_error", last
