@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import importlib.util
-import json
 import platform
 import statistics
 import sys
@@ -46,6 +44,7 @@ from _shared import (
     per_call_ns,
     percentile_us,
     quiet_litellm,
+    report,
     upstream_process,
 )
 
@@ -390,11 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     loopback_iterations = args.loopback_iterations or max(20, args.iterations // LOOPBACK_SHARE)
 
-    stdout = sys.stdout
-    # Libraries under test may print; only our one JSON object (or table) goes to stdout.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = run(args.iterations, loopback_iterations, args.rounds, use_litellm=not args.no_litellm)
-    print(json.dumps(result, indent=2) if args.json else render_table(result), file=stdout)
+    report(
+        args.json,
+        lambda: run(args.iterations, loopback_iterations, args.rounds, use_litellm=not args.no_litellm),
+        render_table,
+    )
     return 0
 
 

@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import multiprocessing
 import platform
 import shutil
@@ -57,7 +56,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 # The scripts run as files (python benchmarks/NAME.py): their folder is on sys.path.
-from _shared import Timed, cpus, per_call_ns, percentile
+from _shared import Timed, cpus, per_call_ns, percentile, report
 
 MODEL = "bench-model"
 MESSAGES = [{"role": "user", "content": "Say hello in five words."}]
@@ -841,10 +840,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.calls, args.trips, args.iterations, args.rounds) < 1:
         parser.error("--calls, --trips, --iterations and --rounds must be at least 1")
 
-    stdout = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):  # only our one JSON object (or table) goes to stdout
-        result = run(args.redis_url, args.calls, args.trips, args.iterations, args.rounds)
-    print(json.dumps(result, indent=2) if args.json else render_table(result), file=stdout)
+    report(
+        args.json,
+        lambda: run(args.redis_url, args.calls, args.trips, args.iterations, args.rounds),
+        render_table,
+    )
     return 0
 
 
