@@ -44,23 +44,24 @@ def namespace(redis_url: str) -> Iterator[str]:
 
 
 class Served:
-    """`router serve POLICY --workers 2` on a free port, stopped with SIGTERM."""
+    """`router serve POLICY --workers N [options]` on a free port, stopped with SIGTERM."""
 
-    def __init__(self, policy: Path, log: Path) -> None:
+    def __init__(self, policy: Path, log: Path, workers: int = 2, *options: str) -> None:
         self.policy = policy
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
         self._log = log.open("w")
         command = [sys.executable, "-m", "router.cli", "serve", str(policy), "--port", str(self.port)]
         self.process = subprocess.Popen(
-            [*command, "--workers", "2"], stdout=self._log, stderr=subprocess.STDOUT
+            [*command, "--workers", str(workers), *options], stdout=self._log, stderr=subprocess.STDOUT
         )
 
     async def ready(self, within: float = 30.0) -> set[str]:
-        """Wait until both workers answer /readyz (each new connection may reach either)."""
+        """Wait until every worker answers /readyz (each new connection may reach any of them)."""
         workers: set[str] = set()
         deadline = time.monotonic() + within
-        while len(workers) < 2:
+        while len(workers) < self.workers:
             assert time.monotonic() < deadline, f"workers seen: {workers}"
             assert self.process.poll() is None, "router serve exited"
             try:
@@ -237,6 +238,24 @@ async def test_sigterm_finishes_the_requests_in_flight(served: Served, upstream:
     status, body = await in_flight
     assert status == 200 and body["choices"][0]["message"]["content"].startswith("Hello from gpt-")
     assert await asyncio.to_thread(served.process.wait, 20) == 0
+
+
+async def test_watch_reloads_the_policy_when_its_file_changes(
+    fleet_upstream: FakeUpstream, redis_url: str, namespace: str, tmp_path: Path
+):
+    policy = fleet_policy(fleet_upstream, redis_url, f"{namespace}:watch", tmp_path)
+    server = Served(policy, tmp_path / "watch.log", 1, "--watch")
+    try:
+        await server.ready()
+        assert (await request(server.url, model="watched"))[0] == 400  # no such route yet
+        edited = policy.read_text().replace("routes:\n", "routes:\n  watched: {targets: [backup]}\n")
+        policy.write_text(edited)
+        deadline = time.monotonic() + 20
+        while (await request(server.url, model="watched"))[0] != 200:  # no signal, no admin call
+            assert time.monotonic() < deadline, (tmp_path / "watch.log").read_text()
+            await asyncio.sleep(0.1)
+    finally:
+        assert server.stop() == 0
 
 
 def test_several_workers_on_in_memory_state_are_refused(upstream: FakeUpstream, tmp_path: Path):
