@@ -291,7 +291,7 @@ class _Run:
         window = runtime.plan.context_window
         if self.min_window is not None and window is not None and window <= self.min_window:
             return Outcome.WINDOW_TOO_SMALL, f"window {window}, not larger than one the prompt did not fit"
-        cost = over_budget(self.route, runtime.plan, self.request)
+        cost = over_budget(self.route, runtime, self.request)
         if cost is not None:
             return Outcome.OVER_BUDGET, cost
         why = unavailable(runtime, self.route, self.engine.clock.monotonic())

@@ -27,8 +27,6 @@ __all__ = [
 
 
 # Output tokens assumed for the cost estimate when the caller sets no max_tokens.
-DEFAULT_OUTPUT_ESTIMATE = 1024
-
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -40,10 +38,6 @@ class Request:
     streaming: bool
     metadata: Mapping[str, Any] | None = None  # the caller's, for rules and event hooks; never sent upstream
     control: Control | None = None  # the caller's changes to the route, checked against it already
-
-    @property
-    def output_estimate(self) -> int:
-        return self.max_tokens if self.max_tokens is not None else DEFAULT_OUTPUT_ESTIMATE
 
     @property
     def wants_tools(self) -> bool:
@@ -136,9 +130,10 @@ def order_candidates(
     Under a `ramp` failback, a recovering target keeps its place with a probability that grows
     from 0 to 1 over the ramp (Envoy's slow start); otherwise it goes last.
     """
-    tokens = request.input_tokens, request.output_estimate
+    # Each target priced at the output it has been answering (`TargetRuntime.output_estimate`).
+    tokens = request.input_tokens
     candidates = [
-        Candidate(position, runtime.plan, weight, runtime.latency, *tokens)
+        Candidate(position, runtime.plan, weight, runtime.latency, tokens, runtime.output_estimate(request))
         for position, (runtime, weight) in enumerate(zip(runtimes, route.weights, strict=True))
     ]
     ordered = [runtimes[candidate.position] for candidate in route.strategy.order(candidates, rng)]
@@ -182,9 +177,10 @@ def _closed_since_verdict(runtime: TargetRuntime) -> bool:
     return recovered is not None and since is not None and recovered > since
 
 
-def over_budget(route: RoutePlan, plan: TargetPlan, request: Request) -> str | None:
-    """What the request is estimated to cost on the target, when that is over the route's max_cost."""
-    estimate = plan.cost(request.input_tokens, request.output_estimate)
+def over_budget(route: RoutePlan, runtime: TargetRuntime, request: Request) -> str | None:
+    """What the request is estimated to cost on the target (at the output it has been answering, as
+    admission reserves), when that is over the route's max_cost."""
+    estimate = runtime.plan.cost(request.input_tokens, runtime.output_estimate(request))
     if route.max_cost is None or estimate <= route.max_cost:
         return None
     return f"estimated ${estimate:.6f}, over max_cost ${route.max_cost:g}"

@@ -97,3 +97,31 @@ async def test_the_estimate_learns_from_streams_and_replies(stream: bool) -> Non
             await router.complete("chat", USER)
     assert router._runtimes["a"].outputs.estimate == 501
     await router.aclose()
+
+
+async def test_max_cost_prices_a_target_at_what_it_has_been_answering() -> None:
+    # a at 1024 output tokens (the default) is $0.002: over max_cost; at its learnt 20 tokens it is not.
+    policy = build_policy({"max_cost": 0.0015})
+    router = Router(policy, providers={"p1": ScriptedProvider("p1"), "p2": ScriptedProvider("p2")})
+    first = await router.complete("chat", USER)
+    assert first.target == "b" and first.attempts[0].outcome.value == "over_budget"
+    for _ in range(TRUSTED_AFTER):
+        router._runtimes["a"].outputs.add(20)
+    assert (await router.complete("chat", USER)).target == "a"
+    await router.aclose()
+
+
+async def test_cheapest_ranks_targets_at_what_they_have_been_answering() -> None:
+    # Per token a is dearer, but it answers in 20 tokens where b answers in 3 000: a is the cheaper call.
+    targets = {
+        "a": {"provider": "p1", "model": "a", "price": {"input": 1.0, "output": 10.0}},
+        "b": {"provider": "p2", "model": "b", "price": {"input": 1.0, "output": 1.0}},
+    }
+    policy = build_policy({"strategy": "cheapest"}, targets=targets)
+    router = Router(policy, providers={"p1": ScriptedProvider("p1"), "p2": ScriptedProvider("p2")})
+    assert (await router.complete("chat", USER)).target == "b"  # both at the default estimate
+    for _ in range(TRUSTED_AFTER):
+        router._runtimes["a"].outputs.add(20)
+        router._runtimes["b"].outputs.add(3000)
+    assert (await router.complete("chat", USER)).target == "a"
+    await router.aclose()
