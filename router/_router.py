@@ -11,7 +11,6 @@ import random
 import secrets
 import signal
 import socket
-import sys
 import threading
 import urllib.parse
 import weakref
@@ -46,6 +45,7 @@ from router.providers.credentials import missing_credentials
 from router.providers.lazy import LazyProvider, on_first_call
 from router.resilience.breaker import Breaker, BreakerState, BreakerTransition
 from router.resilience.breaker import warm as warm_breakers
+from router.resilience.breaker import warmed as breakers_warmed
 from router.resilience.limiter import Limiter
 from router.resilience.retry_budget import RetryBudget
 from router.resilience.runtime import Health, TargetRuntime
@@ -945,7 +945,7 @@ async def _built(providers: Collection[Provider]) -> None:
     """Wait until every client among `providers` that is built on first call is built (in parallel),
     and pybreaker is imported (`warm_breakers`)."""
     waits = [provider.ready() for provider in providers if isinstance(provider, LazyProvider)]
-    if "pybreaker" not in sys.modules:
+    if not breakers_warmed():
         waits.append(asyncio.to_thread(warm_breakers))
     if waits:
         await asyncio.gather(*waits)

@@ -25,7 +25,7 @@ from router.resilience.window import OutcomeWindow, TripRule
 if TYPE_CHECKING:
     import pybreaker
 
-__all__ = ["Breaker", "BreakerState", "BreakerTransition", "FleetLink", "warm"]
+__all__ = ["Breaker", "BreakerState", "BreakerTransition", "FleetLink", "warm", "warmed"]
 
 
 class BreakerState(StrEnum):
@@ -306,6 +306,11 @@ def warm() -> None:
     route's first request, so that a first trip, in the middle of an outage, never stalls the loop on
     the import (0.1 to 0.3 s)."""
     _listener_type()
+
+
+def warmed() -> bool:
+    """Whether `warm` has finished (pybreaker in `sys.modules` may be an import still under way)."""
+    return _listener_type.cache_info().currsize > 0
 
 
 @functools.cache
