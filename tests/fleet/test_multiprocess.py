@@ -415,7 +415,8 @@ def test_f_after_redis_restarts_the_workers_resync_and_a_trip_propagates_again(
     """Once Redis answers again every worker follows the fleet again (`Fleet._back` on any
     answer or record, the listener's reconcile included), so a trip propagates once more.
     """
-    _serve_through_an_outage(fleet, upstream, dedicated_redis, fresh_namespace())
+    namespace = fresh_namespace()
+    _serve_through_an_outage(fleet, upstream, dedicated_redis, namespace)
     dedicated_redis.start()  # same port, empty
     upstream.clear_faults()
 
@@ -424,6 +425,14 @@ def test_f_after_redis_restarts_the_workers_resync_and_a_trip_propagates_again(
         eventually(store_back, within=5.0, step=0.05)
         # Its local breaker, asked again, probes and closes (the fault is gone).
         eventually(partial(answered_by, worker, "primary"), within=5.0, step=0.05)
+    # A worker hears trips once its listener is subscribed again, which its reconnect backoff (up to 2 s)
+    # may delay past its first answer from Redis: the trip below waits for both to listen.
+    listening = redis.Redis.from_url(dedicated_redis.url)
+    try:
+        channel = f"{namespace}:breakers"
+        eventually(lambda: listening.pubsub_numsub(channel)[0][1] == 2, within=5.0, step=0.05)
+    finally:
+        listening.close()
 
     upstream.add_fault("primary-w1", Fault.unavailable())
     tripping = time.time()  # earlier opens (a breaker written back to the empty store) do not count
